@@ -1,0 +1,81 @@
+//! Client settings shared by every Kafka client pitwall makes: brokers plus pass-through
+//! librdkafka properties (`-X key=value`, like kcat), so SASL/TLS need no pitwall code.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::{ClientConfig, ClientContext};
+
+use super::KafkaError;
+
+/// How long metadata requests may take before an operation fails.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Consumer context that treats end-of-partition as the news it is, not as an error.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        match error {
+            RdKafkaError::PartitionEOF(_) | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => tracing::debug!(reason, "end of partition"),
+            error => tracing::error!(%error, reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// The consumer type every pitwall reader uses.
+pub type Reader = BaseConsumer<ReaderContext>;
+
+#[derive(Clone, Debug, Default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Extra librdkafka properties, applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig { brokers: brokers.into(), properties: Vec::new() }
+    }
+
+    /// A client config with the brokers, `defaults`, then the user's properties.
+    pub fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer that is never subscribed: used for metadata, watermarks and assigned reads.
+    /// End-of-partition events are on: readers use them to know they have caught up.
+    pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
+        self.client(&[("group.id", group), ("enable.auto.commit", "false"), ("enable.auto.offset.store", "false"), ("auto.offset.reset", "earliest"), ("enable.partition.eof", "true")])
+            .create_with_context(ReaderContext)
+            .map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+    }
+
+    /// Number of partitions of `topic`.
+    pub fn partition_count(&self, consumer: &Reader, topic: &str) -> Result<i32, KafkaError> {
+        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(KafkaError::client(format!("fetching metadata of `{topic}` from {}", self.brokers)))?;
+        match metadata.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+            _ => Err(KafkaError::NoSuchTopic { topic: topic.to_string(), brokers: self.brokers.clone() }),
+        }
+    }
+}
+
+/// Parses `key=value` (the `-X` flag).
+pub fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("expected key=value, got {text:?}")),
+    }
+}

@@ -1,0 +1,118 @@
+//! The producer pool: replays keyed, time-stamped streams into a topic in event-time order,
+//! in real time divided by a speed factor or as fast as possible.
+//!
+//! Each stream (one per key, e.g. a driver) goes to one explicit partition. Producers own whole
+//! partitions (`partition % producers`) and interleave their streams by event time, so every
+//! partition of the topic is in event-time order and the dataflow's watermark holds exactly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+use super::{now_ms, KafkaConfig, KafkaError};
+
+/// One key's items in event-time order.
+pub struct ReplayStream<T> {
+    pub key: String,
+    pub partition: i32,
+    pub items: Vec<(u64, T)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Event time runs this many times faster than wall time; `None`: as fast as possible.
+    pub speed: Option<f64>,
+    pub producers: usize,
+}
+
+/// What a replay achieved.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayReport {
+    pub sent: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+}
+
+impl ReplayReport {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Counts deliveries that failed after librdkafka's own retries.
+#[derive(Default)]
+struct Counting {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counting {}
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "telemetry delivery failed");
+        }
+    }
+}
+
+/// Replays `streams` into `topic`; `sent` is incremented per message for progress display.
+pub fn replay<T, E>(config: &KafkaConfig, topic: &str, streams: Vec<ReplayStream<T>>, replay: &ReplayConfig, encode: E, sent: Arc<AtomicU64>) -> Result<ReplayReport, KafkaError>
+where
+    T: Send + Sync,
+    E: Fn(&T, u64) -> Vec<u8> + Sync,
+{
+    let producers = replay.producers.max(1);
+    let first_time = streams.iter().filter_map(|s| s.items.first().map(|(t, _)| *t)).min().unwrap_or(0);
+    let mut pools: Vec<Vec<&ReplayStream<T>>> = (0..producers).map(|_| Vec::new()).collect();
+    for stream in &streams {
+        pools[stream.partition as usize % producers].push(stream);
+    }
+    let start = Instant::now();
+    let failed = AtomicU64::new(0);
+    std::thread::scope(|scope| -> Result<(), KafkaError> {
+        let mut workers = Vec::new();
+        for pool in pools.into_iter().filter(|p| !p.is_empty()) {
+            let (encode, sent, failed) = (&encode, sent.clone(), &failed);
+            let producer: ThreadedProducer<Counting> = config
+                .client(&[("linger.ms", "5"), ("batch.num.messages", "10000"), ("queue.buffering.max.messages", "1000000"), ("message.max.bytes", "10000000")])
+                .create_with_context(Counting::default())
+                .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
+            workers.push(scope.spawn(move || -> Result<(), KafkaError> {
+                let mut order: Vec<(u64, usize, usize)> = pool.iter().enumerate().flat_map(|(s, stream)| stream.items.iter().enumerate().map(move |(i, (t, _))| (*t, s, i))).collect();
+                order.sort_unstable();
+                for (time, s, i) in order {
+                    if let Some(speed) = replay.speed {
+                        let due = start + Duration::from_secs_f64((time - first_time) as f64 / 1_000.0 / speed);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    let stream = pool[s];
+                    let payload = encode(&stream.items[i].1, now_ms());
+                    loop {
+                        let record = BaseRecord::to(topic).key(&stream.key).partition(stream.partition).payload(&payload);
+                        match producer.send(record) {
+                            Ok(()) => break,
+                            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => std::thread::sleep(Duration::from_millis(1)),
+                            Err((e, _)) => return Err(KafkaError::Client { context: format!("producing to `{topic}`"), source: e }),
+                        }
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                producer.flush(Duration::from_secs(60)).map_err(KafkaError::client(format!("flushing `{topic}`")))?;
+                failed.fetch_add(producer.context().failed.load(Ordering::Relaxed), Ordering::Relaxed);
+                Ok(())
+            }));
+        }
+        for worker in workers {
+            worker.join().map_err(|_| KafkaError::Other("a producer thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    Ok(ReplayReport { sent: sent.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed), elapsed: start.elapsed() })
+}

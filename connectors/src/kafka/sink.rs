@@ -1,0 +1,212 @@
+//! The Kafka sink of a timely dataflow, with delivery tracking.
+//!
+//! Records are serialized to JSON and handed to a per-worker producer. The sink holds a
+//! capability for every timestamp with a message not yet acknowledged by the broker, so a probe
+//! after it passes a time only when everything before it is delivered: the source commits
+//! offsets on that. Messages whose delivery fails are sent again (no loss while the broker is
+//! down; librdkafka also retries within `message.timeout.ms`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message};
+use serde::Serialize;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+use timely::scheduling::SyncActivator;
+
+use super::{KafkaConfig, KafkaError};
+
+/// Where one output record goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub topic: String,
+    pub key: Option<String>,
+    pub partition: Option<i32>,
+}
+
+/// One message in flight.
+pub struct Delivery {
+    ledger: Arc<Ledger>,
+    time: u64,
+    topic: String,
+    key: Option<String>,
+    partition: Option<i32>,
+    payload: Vec<u8>,
+}
+
+/// Per-sink bookkeeping of unacknowledged messages by timestamp.
+#[derive(Default)]
+pub struct Ledger {
+    outstanding: Mutex<BTreeMap<u64, usize>>,
+    retries: Mutex<Vec<Box<Delivery>>>,
+    activator: Mutex<Option<SyncActivator>>,
+    delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl Ledger {
+    fn add(&self, time: u64) {
+        *self.outstanding.lock().expect("ledger lock").entry(time).or_default() += 1;
+    }
+
+    fn settle(&self, time: u64) {
+        let mut outstanding = self.outstanding.lock().expect("ledger lock");
+        if let Some(count) = outstanding.get_mut(&time) {
+            *count -= 1;
+            if *count == 0 {
+                outstanding.remove(&time);
+            }
+        }
+    }
+
+    fn earliest(&self) -> Option<u64> {
+        self.outstanding.lock().expect("ledger lock").keys().next().copied()
+    }
+
+    fn wake(&self) {
+        if let Some(activator) = self.activator.lock().expect("ledger lock").as_ref() {
+            let _ = activator.activate();
+        }
+    }
+}
+
+/// Producer context that settles deliveries in their sink's ledger.
+pub struct TrackingContext;
+
+impl ClientContext for TrackingContext {}
+
+impl ProducerContext for TrackingContext {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        let ledger = delivery.ledger.clone();
+        match result {
+            Ok(_) => {
+                ledger.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ledger.settle(delivery.time);
+            }
+            Err((error, message)) => {
+                ledger.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
+                ledger.retries.lock().expect("ledger lock").push(delivery);
+            }
+        }
+        ledger.wake();
+    }
+}
+
+/// One producer per worker, shared by that worker's sinks.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: Arc<ThreadedProducer<TrackingContext>>,
+}
+
+/// How long a full local queue is waited on before trying again.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+
+impl KafkaProducer {
+    pub fn new(config: &KafkaConfig) -> Result<KafkaProducer, KafkaError> {
+        let producer = config
+            .client(&[("linger.ms", "5"), ("queue.buffering.max.messages", "1000000"), ("message.max.bytes", "10000000"), ("partitioner", "murmur2_random")])
+            .create_with_context(TrackingContext)
+            .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
+        Ok(KafkaProducer { producer: Arc::new(producer) })
+    }
+
+    fn send(&self, delivery: Box<Delivery>) {
+        let mut delivery = delivery;
+        loop {
+            let (topic, key, partition, payload) = (delivery.topic.clone(), delivery.key.clone(), delivery.partition, std::mem::take(&mut delivery.payload));
+            let mut record = BaseRecord::with_opaque_to(&topic, delivery).payload(&payload);
+            if let Some(key) = &key {
+                record = record.key(key);
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((error, record)) => {
+                    delivery = record.delivery_opaque;
+                    delivery.payload = payload;
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                        std::thread::sleep(QUEUE_FULL_BACKOFF);
+                    } else {
+                        tracing::warn!(%error, topic = %topic, "send failed; retrying");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for every queued message (used at shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout).map_err(KafkaError::client("flushing the producer"))
+    }
+}
+
+/// Counters of one sink.
+#[derive(Clone)]
+pub struct SinkHandle {
+    ledger: Arc<Ledger>,
+}
+
+impl SinkHandle {
+    pub fn delivered(&self) -> u64 {
+        self.ledger.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn failed_attempts(&self) -> u64 {
+        self.ledger.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Publishes every record of `stream` as JSON to where `route` says. The returned stream carries
+/// no data; its frontier passes a time once all records before it are acknowledged.
+pub fn publish<'s, T, F>(stream: Stream<'s, u64, Vec<T>>, producer: &KafkaProducer, name: &str, route: F) -> (Stream<'s, u64, Vec<()>>, SinkHandle)
+where
+    T: Serialize + Clone + 'static,
+    F: Fn(&T) -> Route + 'static,
+{
+    let producer = producer.clone();
+    let ledger = Arc::new(Ledger::default());
+    let handle = SinkHandle { ledger: ledger.clone() };
+    let scope = stream.scope();
+    let out = stream.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |initial, info| {
+        *ledger.activator.lock().expect("ledger lock") = Some(scope.worker().sync_activator_for(info.address.to_vec()));
+        let mut held: Option<Capability<u64>> = Some(initial);
+        move |(input, frontier), _output| {
+            input.for_each(|cap, data| {
+                // Messages sent under no capability (an empty stamp) are tracked conservatively at 0.
+                let time = cap.least().copied().unwrap_or(0);
+                for record in data.drain(..) {
+                    let Route { topic, key, partition } = route(&record);
+                    let payload = serde_json::to_vec(&record).expect("output records serialize to JSON");
+                    ledger.add(time);
+                    producer.send(Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload }));
+                }
+            });
+            let retries: Vec<Box<Delivery>> = std::mem::take(&mut *ledger.retries.lock().expect("ledger lock"));
+            for delivery in retries {
+                producer.send(delivery);
+            }
+            let hold = frontier.frontier().first().copied().into_iter().chain(ledger.earliest()).min();
+            match (hold, held.as_mut()) {
+                (Some(time), Some(cap)) => {
+                    if time > *cap.time() {
+                        cap.downgrade(&time);
+                    }
+                }
+                (None, _) => held = None,
+                (Some(_), None) => {}
+            }
+        }
+    });
+    (out, handle)
+}

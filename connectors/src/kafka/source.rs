@@ -1,0 +1,358 @@
+//! The Kafka source of a timely dataflow.
+//!
+//! Every worker, across all processes, reads the partitions that [`PartitionOwner`] gives it
+//! with `assign` (no group rebalancing inside a fixed timely cluster), starting from the offsets
+//! committed to the consumer group. Each poll batch is emitted at the current capability, the
+//! watermark: the minimum over the worker's active partitions of (max event time seen - allowed
+//! lateness). A partition that has been silent for `idle_timeout` does not hold it back. Records
+//! whose event time is already behind the watermark are late and become dead letters.
+//!
+//! With exit-at-end, a partition is finished at the first end-of-partition event once its
+//! position has reached the end offset listed at start: listed offsets alone are not trusted
+//! (some Kafka-protocol brokers under-report them), the fetch position is.
+//!
+//! Offsets are committed after the records they cover are fully processed: a probe placed
+//! after the sinks passes a time only once every output derived from earlier records has been
+//! delivered, so for each partition the source commits the offset after the last record whose
+//! event time the probe has passed. This is at-least-once: a crash replays from the last commit.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pitwall_dataflows::partition::PartitionOwner;
+use pitwall_dataflows::records::{DeadLetter, EventTime, SourcePosition};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, Stream};
+
+use super::config::{Reader, METADATA_TIMEOUT};
+use super::{KafkaConfig, KafkaError};
+
+/// How a source reads.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub kafka: KafkaConfig,
+    pub topic: String,
+    pub group: String,
+    /// Event time a record may lag the newest record of its partition without being late.
+    pub allowed_lateness_ms: u64,
+    /// A partition silent for this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Read up to the end offsets seen at start, then finish.
+    pub exit_at_end: bool,
+    /// Most messages read per activation.
+    pub max_batch: usize,
+    /// How often offsets are committed while running.
+    pub commit_interval: Duration,
+}
+
+impl SourceConfig {
+    pub fn new(kafka: KafkaConfig, topic: impl Into<String>) -> SourceConfig {
+        SourceConfig {
+            kafka,
+            topic: topic.into(),
+            group: "pitwall".into(),
+            allowed_lateness_ms: 500,
+            idle_timeout: Duration::from_secs(3),
+            exit_at_end: false,
+            max_batch: 4_096,
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One message, decoded: its event time and record, or why it was refused.
+pub type Decoded<R> = Result<(EventTime, R), String>;
+
+/// What the source emits: a record or a dead letter.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum SourceEvent<R> {
+    Record(R),
+    Dead(DeadLetter),
+}
+
+/// Read progress of one owned partition.
+#[derive(Debug)]
+struct PartitionState {
+    partition: i32,
+    max_event_time: Option<EventTime>,
+    last_message: Instant,
+    /// Offset after the last message read.
+    next_offset: Option<i64>,
+    /// End offset listed at start (exit-at-end): the partition is finished at the first
+    /// end-of-partition event at or after it.
+    end_offset: Option<i64>,
+    /// Whether the broker reported end-of-partition since the last message.
+    at_eof: bool,
+    /// (latest event time emitted, offset after it), oldest first, not yet committed.
+    checkpoints: VecDeque<(EventTime, i64)>,
+    committed: Option<i64>,
+}
+
+impl PartitionState {
+    fn done(&self) -> bool {
+        match (self.end_offset, self.next_offset) {
+            (Some(end), Some(next)) => self.at_eof && next >= end,
+            _ => false,
+        }
+    }
+}
+
+/// Counters a source keeps, readable after the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub messages: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub late: u64,
+    pub bytes: u64,
+    pub commits: u64,
+}
+
+struct SourceInner {
+    consumer: Reader,
+    topic: String,
+    partitions: Vec<PartitionState>,
+    stats: SourceStats,
+}
+
+impl SourceInner {
+    /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says is done.
+    fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, mode: CommitMode) -> Result<(), KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for state in &mut self.partitions {
+            let mut newest = None;
+            while state.checkpoints.front().is_some_and(|(time, _)| passed(*time)) {
+                newest = state.checkpoints.pop_front().map(|(_, offset)| offset);
+            }
+            if let Some(offset) = newest {
+                if state.committed != Some(offset) {
+                    list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset)).map_err(KafkaError::client("building a commit"))?;
+                    state.committed = Some(offset);
+                }
+            }
+        }
+        if list.count() > 0 {
+            self.consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
+            self.stats.commits += 1;
+        }
+        Ok(())
+    }
+}
+
+/// After the dataflow: commits what is left and reports the counters.
+#[derive(Clone)]
+pub struct SourceHandle {
+    inner: Rc<RefCell<SourceInner>>,
+}
+
+impl SourceHandle {
+    /// Commits every offset read. Call once the probe after the sinks is done.
+    pub fn commit_all(&self) -> Result<(), KafkaError> {
+        self.inner.borrow_mut().commit_passed(|_| true, CommitMode::Sync)
+    }
+
+    pub fn stats(&self) -> SourceStats {
+        self.inner.borrow().stats.clone()
+    }
+
+    /// The partitions this worker reads.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.inner.borrow().partitions.iter().map(|p| p.partition).collect()
+    }
+}
+
+/// Builds the source for this worker. `decode` turns a message into an event time and record.
+pub fn kafka_source<'s, R, D>(
+    scope: Scope<'s, EventTime>,
+    config: SourceConfig,
+    mut decode: D,
+    probe: ProbeHandle<EventTime>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(Stream<'s, EventTime, Vec<SourceEvent<R>>>, SourceHandle), KafkaError>
+where
+    R: Clone + 'static,
+    D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R> + 'static,
+{
+    let owner = PartitionOwner { worker_index: scope.index(), total_workers: scope.peers() };
+    let consumer = config.kafka.plain_consumer(&config.group)?;
+    let count = config.kafka.partition_count(&consumer, &config.topic)?;
+    let owned = owner.owned(count);
+    let topic = config.topic.clone();
+
+    let mut assignment = TopicPartitionList::new();
+    for &p in &owned {
+        assignment.add_partition_offset(&topic, p, Offset::Stored).map_err(KafkaError::client("building an assignment"))?;
+    }
+    let committed = if owned.is_empty() { TopicPartitionList::new() } else { consumer.committed_offsets(assignment.clone(), METADATA_TIMEOUT).map_err(KafkaError::client(format!("reading committed offsets of group `{}`", config.group)))? };
+    consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
+
+    let mut partitions = Vec::new();
+    for &p in &owned {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, METADATA_TIMEOUT).map_err(KafkaError::client(format!("reading the offsets of `{topic}` partition {p}")))?;
+        let start = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => low,
+        };
+        partitions.push(PartitionState {
+            partition: p,
+            max_event_time: None,
+            last_message: Instant::now(),
+            next_offset: Some(start),
+            end_offset: config.exit_at_end.then_some(high),
+            at_eof: false,
+            checkpoints: VecDeque::new(),
+            committed: None,
+        });
+    }
+    tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
+
+    let inner = Rc::new(RefCell::new(SourceInner { consumer, topic: topic.clone(), partitions, stats: SourceStats::default() }));
+    let handle = SourceHandle { inner: inner.clone() };
+    let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
+        let activator = scope.activator_for(info.address);
+        let mut capability = Some(initial);
+        let mut last_commit = Instant::now();
+        let mut batch: Vec<SourceEvent<R>> = Vec::new();
+        move |output| {
+            let Some(cap) = capability.as_mut() else { return };
+            let mut inner = inner.borrow_mut();
+            let watermark = *cap.time();
+            let mut read = 0;
+            let SourceInner { consumer, partitions, stats, .. } = &mut *inner;
+            if !shutdown.load(Ordering::Relaxed) {
+                while read < config.max_batch && !partitions.iter().all(PartitionState::done) {
+                    let Some(result) = consumer.poll(Duration::ZERO) else { break };
+                    read += 1;
+                    let message = match result {
+                        Ok(message) => message,
+                        Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == partition) {
+                                state.at_eof = true;
+                            }
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, topic = %topic, "kafka read error");
+                            continue;
+                        }
+                    };
+                    let at = SourcePosition { partition: message.partition(), offset: message.offset() };
+                    let payload = message.payload().unwrap_or_default();
+                    let key = message.key();
+                    let event = match decode(at, key, payload) {
+                        Ok((time, _)) if time < watermark => {
+                            let reason = format!("late: event time {time} ms is {} ms behind the watermark {watermark} ms", watermark - time);
+                            SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason))
+                        }
+                        Ok((time, record)) => {
+                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
+                                state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
+                            }
+                            SourceEvent::Record((time, record))
+                        }
+                        Err(reason) => SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason)),
+                    };
+                    let bytes = payload.len() as u64;
+                    stats.messages += 1;
+                    stats.bytes += bytes;
+                    let checkpoint_time = match &event {
+                        SourceEvent::Record((time, _)) => {
+                            stats.records += 1;
+                            *time
+                        }
+                        SourceEvent::Dead(dead) => {
+                            stats.dead_letters += 1;
+                            stats.late += u64::from(dead.reason.starts_with("late"));
+                            watermark
+                        }
+                    };
+                    if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
+                        state.last_message = Instant::now();
+                        state.at_eof = false;
+                        state.next_offset = Some(at.offset + 1);
+                        let newest = state.checkpoints.back().map_or(checkpoint_time, |(t, _)| (*t).max(checkpoint_time));
+                        state.checkpoints.push_back((newest, at.offset + 1));
+                    }
+                    batch.push(match event {
+                        SourceEvent::Record((_, record)) => SourceEvent::Record(record),
+                        SourceEvent::Dead(dead) => SourceEvent::Dead(dead),
+                    });
+                }
+            }
+            if !batch.is_empty() {
+                output.session(&*cap).give_iterator(batch.drain(..));
+            }
+            compact_checkpoints(&mut inner.partitions);
+
+            let next = if shutdown.load(Ordering::Relaxed) { WatermarkStep::Finished } else { next_watermark(&inner.partitions, config.allowed_lateness_ms, config.idle_timeout, config.exit_at_end) };
+            if last_commit.elapsed() >= config.commit_interval {
+                last_commit = Instant::now();
+                if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async) {
+                    tracing::warn!(%error, "offset commit failed; will retry");
+                }
+            }
+            match next {
+                WatermarkStep::Finished => capability = None,
+                WatermarkStep::To(time) => {
+                    if time > *cap.time() {
+                        cap.downgrade(&time);
+                    }
+                    if read > 0 {
+                        activator.activate();
+                    } else {
+                        activator.activate_after(IDLE_POLL);
+                    }
+                }
+            }
+        }
+    });
+    Ok((stream, handle))
+}
+
+/// How long an idle source waits before polling again.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+/// Checkpoints kept per partition before older ones are merged (memory bound under load).
+const MAX_CHECKPOINTS: usize = 64;
+
+/// Keeps the checkpoint queues short: merging two neighbours keeps the later offset and the
+/// later time, which only delays a commit, never makes it early.
+fn compact_checkpoints(partitions: &mut [PartitionState]) {
+    for state in partitions {
+        while state.checkpoints.len() > MAX_CHECKPOINTS {
+            let last = state.checkpoints.back().copied();
+            let mut merged: VecDeque<(EventTime, i64)> = state.checkpoints.iter().skip(1).step_by(2).copied().collect();
+            if merged.back().copied() != last {
+                merged.extend(last);
+            }
+            state.checkpoints = merged;
+        }
+    }
+}
+
+enum WatermarkStep {
+    To(EventTime),
+    Finished,
+}
+
+fn next_watermark(partitions: &[PartitionState], lateness: u64, idle: Duration, exit_at_end: bool) -> WatermarkStep {
+    if exit_at_end && partitions.iter().all(PartitionState::done) {
+        return WatermarkStep::Finished;
+    }
+    let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(lateness));
+    let active: Vec<&PartitionState> = partitions.iter().filter(|s| !s.done() && (exit_at_end || s.last_message.elapsed() < idle)).collect();
+    // With exit-at-end, an unfinished partition still has records to deliver, so it is never idle.
+    if active.is_empty() {
+        // Everything is idle or finished: let the watermark follow the furthest partition.
+        return WatermarkStep::To(partitions.iter().filter_map(candidate).max().unwrap_or(0));
+    }
+    WatermarkStep::To(active.iter().map(|s| candidate(s).unwrap_or(0)).min().unwrap_or(0))
+}

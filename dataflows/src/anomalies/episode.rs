@@ -1,0 +1,49 @@
+//! `Episode`: turns a per-sample condition into one alert per ongoing condition.
+//!
+//! A condition must hold for `confirm` consecutive samples to raise an alert, which is then not
+//! raised again until the condition has been false for `quiet_ms` of event time.
+
+use crate::records::{EventTime, TelemetryRecord};
+
+#[derive(Clone, Debug)]
+pub struct Episode {
+    confirm: u32,
+    quiet_ms: u64,
+    run: u32,
+    start: Option<TelemetryRecord>,
+    active: bool,
+    last_true_ms: EventTime,
+}
+
+impl Episode {
+    pub fn new(confirm: u32, quiet_ms: u64) -> Episode {
+        Episode { confirm: confirm.max(1), quiet_ms, run: 0, start: None, active: false, last_true_ms: 0 }
+    }
+
+    /// Feeds one sample's verdict. Returns the first sample of the condition when it is newly
+    /// confirmed; `start_hint` overrides which sample counts as its start.
+    pub fn update(&mut self, holds: bool, sample: &TelemetryRecord, start_hint: Option<&TelemetryRecord>) -> Option<TelemetryRecord> {
+        let now = sample.session_time_ms;
+        if holds {
+            if self.run == 0 {
+                self.start = Some(start_hint.unwrap_or(sample).clone());
+            }
+            self.run += 1;
+            self.last_true_ms = now;
+            if !self.active && self.run >= self.confirm {
+                self.active = true;
+                return self.start.take();
+            }
+        } else {
+            self.run = 0;
+            if self.active && now.saturating_sub(self.last_true_ms) >= self.quiet_ms {
+                self.active = false;
+            }
+        }
+        None
+    }
+
+    pub fn active(&self) -> bool {
+        self.active
+    }
+}

@@ -1,0 +1,104 @@
+//! Anomaly rules: each file holds one rule (a small state machine over one driver's samples in
+//! event-time order) and documents it. [`AnomalyDetector`] runs a set of rules per driver inside
+//! one `keyed_in_time_order` operator, so the stream is ordered once for all rules instead of
+//! once per rule.
+
+pub mod brake_throttle;
+pub mod episode;
+pub mod gear;
+pub mod over_rev;
+pub mod speed_drop;
+pub mod wheel_spin;
+
+use crate::keyed::KeyedLogic;
+use crate::records::{Alert, AnomalyKind, EventTime, Sample, TelemetryRecord};
+
+pub use brake_throttle::BrakeThrottleRule;
+pub use episode::Episode;
+pub use gear::{gear_plausible, GearRule, PLAUSIBLE_SPEED_KMH};
+pub use over_rev::OverRevRule;
+pub use speed_drop::SpeedDropRule;
+pub use wheel_spin::WheelSpinRule;
+
+/// Two samples further apart than this (event time) are a sampling gap: rules that compare
+/// consecutive samples start afresh rather than read the gap as a change.
+pub const MAX_SAMPLE_GAP_MS: u64 = 1_500;
+
+/// One anomaly rule for one driver. Returns an alert when a condition starts, once per condition.
+pub trait Rule {
+    fn kind(&self) -> AnomalyKind;
+    fn observe(&mut self, sample: &TelemetryRecord) -> Option<Alert>;
+}
+
+/// Thresholds of every rule; `Default` is what the README documents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnomalyConfig {
+    pub wheel_spin: wheel_spin::WheelSpinConfig,
+    pub over_rev_rpm: f64,
+    pub overlap_min_throttle: f64,
+    pub speed_drop: speed_drop::SpeedDropConfig,
+    /// Which rules run.
+    pub enabled: Vec<AnomalyKind>,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            wheel_spin: Default::default(),
+            over_rev_rpm: over_rev::DEFAULT_OVER_REV_RPM,
+            overlap_min_throttle: brake_throttle::DEFAULT_MIN_THROTTLE,
+            speed_drop: Default::default(),
+            enabled: AnomalyKind::ALL.to_vec(),
+        }
+    }
+}
+
+impl AnomalyConfig {
+    fn rules(&self) -> Vec<Box<dyn Rule>> {
+        self.enabled
+            .iter()
+            .map(|kind| -> Box<dyn Rule> {
+                match kind {
+                    AnomalyKind::WheelSpin => Box::new(WheelSpinRule::new(self.wheel_spin.clone())),
+                    AnomalyKind::GearAnomaly => Box::new(GearRule::default()),
+                    AnomalyKind::OverRev => Box::new(OverRevRule::new(self.over_rev_rpm)),
+                    AnomalyKind::BrakeThrottleOverlap => Box::new(BrakeThrottleRule::new(self.overlap_min_throttle)),
+                    AnomalyKind::SuddenSpeedDrop => Box::new(SpeedDropRule::new(self.speed_drop.clone())),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Runs the configured rules for every driver (a [`KeyedLogic`]).
+#[derive(Clone, Debug, Default)]
+pub struct AnomalyDetector {
+    pub config: AnomalyConfig,
+}
+
+/// The rule instances of one driver.
+#[derive(Default)]
+pub struct DriverRules {
+    rules: Option<Vec<Box<dyn Rule>>>,
+}
+
+impl KeyedLogic for AnomalyDetector {
+    type State = DriverRules;
+    type Out = Alert;
+
+    fn on_sample(&self, state: &mut DriverRules, sample: &Sample, out: &mut Vec<(EventTime, Alert)>) {
+        let rules = state.rules.get_or_insert_with(|| self.config.rules());
+        for rule in rules.iter_mut() {
+            if let Some(alert) = rule.observe(&sample.record) {
+                out.push((sample.record.session_time_ms, alert));
+            }
+        }
+    }
+}
+
+/// Runs the rules over one driver's samples (already in time order), outside timely: the
+/// reference the dataflow is tested against, and handy for scripts.
+pub fn detect_in_order<'a>(config: &AnomalyConfig, samples: impl IntoIterator<Item = &'a TelemetryRecord>) -> Vec<Alert> {
+    let mut rules = config.rules();
+    samples.into_iter().flat_map(|s| rules.iter_mut().filter_map(|r| r.observe(s)).collect::<Vec<_>>()).collect()
+}

@@ -1,0 +1,85 @@
+//! Sudden speed drop: speed falls faster than braking explains.
+//!
+//! Rule: within the last `window_ms` (1 s) of samples, some earlier sample is faster than the
+//! current one by at least `drop_kmh` (60 km/h) with the brake off throughout, or by at least
+//! `crash_drop_kmh` (100 km/h) while the gear stayed the same or dropped by one from an earlier,
+//! plausible gear (a car that stops without changing down: a crash). Hard braking always changes down two or more gears per
+//! 100 km/h. A sampling gap resets the history, so gaps alone never alert.
+
+use std::collections::VecDeque;
+
+use crate::anomalies::{gear_plausible, Episode, Rule, MAX_SAMPLE_GAP_MS};
+use crate::records::{Alert, AnomalyKind, TelemetryRecord};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeedDropConfig {
+    pub window_ms: u64,
+    pub drop_kmh: f64,
+    pub crash_drop_kmh: f64,
+}
+
+impl Default for SpeedDropConfig {
+    fn default() -> Self {
+        SpeedDropConfig { window_ms: 1_000, drop_kmh: 60.0, crash_drop_kmh: 100.0 }
+    }
+}
+
+pub struct SpeedDropRule {
+    config: SpeedDropConfig,
+    history: VecDeque<TelemetryRecord>,
+    episode: Episode,
+}
+
+impl SpeedDropRule {
+    pub fn new(config: SpeedDropConfig) -> SpeedDropRule {
+        SpeedDropRule { config, history: VecDeque::new(), episode: Episode::new(1, 2_000) }
+    }
+}
+
+impl Rule for SpeedDropRule {
+    fn kind(&self) -> AnomalyKind {
+        AnomalyKind::SuddenSpeedDrop
+    }
+
+    fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
+        let now = s.session_time_ms;
+        if self.history.back().is_some_and(|last| now.saturating_sub(last.session_time_ms) > MAX_SAMPLE_GAP_MS) {
+            self.history.clear();
+        }
+        while self.history.front().is_some_and(|first| now.saturating_sub(first.session_time_ms) > self.config.window_ms) {
+            self.history.pop_front();
+        }
+        self.history.push_back(s.clone());
+        let c = &self.config;
+        // Walk back from the newest sample, tracking whether the brake was on since then.
+        let mut braked = s.brake;
+        let mut culprit: Option<&TelemetryRecord> = None;
+        for earlier in self.history.iter().rev().skip(1) {
+            braked |= earlier.brake;
+            let drop = earlier.speed - s.speed;
+            let unbraked = !braked && drop >= c.drop_kmh;
+            let no_downshift = drop >= c.crash_drop_kmh && gear_plausible(earlier.gear, earlier.speed) && (s.gear == earlier.gear || s.gear + 1 == earlier.gear);
+            if (unbraked || no_downshift) && culprit.is_none_or(|best| earlier.speed > best.speed) {
+                culprit = Some(earlier);
+            }
+        }
+        let culprit = culprit.cloned();
+        let start = self.episode.update(culprit.is_some(), s, culprit.as_ref())?;
+        let from = culprit.as_ref().unwrap_or(&start);
+        Some(Alert::new(
+            self.kind(),
+            &start,
+            s,
+            format!(
+                "speed fell {:.0} -> {:.0} km/h in {} ms (brake {}, gear {} -> {})",
+                from.speed,
+                s.speed,
+                now - from.session_time_ms,
+                if braked { "on" } else { "off" },
+                from.gear,
+                s.gear
+            ),
+            vec![("from_speed", from.speed), ("to_speed", s.speed), ("ms", (now - from.session_time_ms) as f64), ("gear", f64::from(s.gear))],
+        ))
+    }
+}

@@ -1,0 +1,193 @@
+//! Telemetry decoding: bytes of a Kafka message value (and key) to a validated
+//! [`TelemetryRecord`], or a [`DecodeError`] that says exactly what is wrong.
+//!
+//! Knows nothing of Kafka or files, so one decoder serves the source, tests and fuzzing.
+//! It must never panic, whatever the bytes.
+
+use std::collections::BTreeSet;
+
+use thiserror::Error;
+
+use crate::records::TelemetryRecord;
+
+/// Messages larger than this are refused before parsing (64 KiB; a record is ~400 bytes).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// Why a message was not accepted as telemetry.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error("message of {len} bytes exceeds the {max}-byte limit for a telemetry record")]
+    Oversized { len: usize, max: usize },
+    #[error("malformed JSON (NaN and Infinity are not JSON numbers): {0}")]
+    NonJsonNumber(serde_json::Error),
+    #[error("malformed JSON or wrong field type: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("field `{field}` is {value}, outside the valid range {min}..={max}")]
+    OutOfRange { field: &'static str, value: f64, min: f64, max: f64 },
+    #[error("field `{field}` is not a finite number")]
+    NonFinite { field: &'static str },
+    #[error("driver id {driver:?} is not 1-8 ASCII letters or digits")]
+    BadDriverId { driver: String },
+    #[error("unknown driver {driver:?} (not in the configured driver list)")]
+    UnknownDriver { driver: String },
+    #[error("message key {key:?} does not match the record's driver {driver:?}")]
+    KeyMismatch { key: String, driver: String },
+}
+
+/// What the decoder accepts.
+#[derive(Clone, Debug)]
+pub struct DecodePolicy {
+    pub max_record_bytes: usize,
+    /// When set, only these driver ids are accepted; others are [`DecodeError::UnknownDriver`].
+    pub known_drivers: Option<BTreeSet<String>>,
+}
+
+impl Default for DecodePolicy {
+    fn default() -> Self {
+        DecodePolicy { max_record_bytes: DEFAULT_MAX_RECORD_BYTES, known_drivers: None }
+    }
+}
+
+/// Valid ranges of the numeric channels. Throttle allows FastF1's 104 "invalid" sentinel.
+const RANGES: [(&str, f64, f64); 4] = [("speed", 0.0, 500.0), ("rpm", 0.0, 25_000.0), ("throttle", 0.0, 104.0), ("drs", 0.0, 14.0)];
+const MAX_GEAR: u8 = 8;
+
+/// Decodes and validates one telemetry message.
+pub fn decode_telemetry(key: Option<&[u8]>, payload: &[u8], policy: &DecodePolicy) -> Result<TelemetryRecord, DecodeError> {
+    if payload.len() > policy.max_record_bytes {
+        return Err(DecodeError::Oversized { len: payload.len(), max: policy.max_record_bytes });
+    }
+    let record: TelemetryRecord = serde_json::from_slice(payload).map_err(|e| {
+        if contains_non_json_number(payload) {
+            DecodeError::NonJsonNumber(e)
+        } else {
+            DecodeError::Json(e)
+        }
+    })?;
+    validate(&record, key, policy)?;
+    Ok(record)
+}
+
+fn contains_non_json_number(payload: &[u8]) -> bool {
+    payload.windows(3).any(|w| w == b"NaN") || payload.windows(8).any(|w| w == b"Infinity")
+}
+
+/// Checks ranges, finiteness, the driver id and that the key (if any) names the same driver.
+pub fn validate(record: &TelemetryRecord, key: Option<&[u8]>, policy: &DecodePolicy) -> Result<(), DecodeError> {
+    let driver = &record.driver;
+    if driver.is_empty() || driver.len() > 8 || !driver.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(DecodeError::BadDriverId { driver: driver.clone() });
+    }
+    if let Some(known) = &policy.known_drivers {
+        if !known.contains(driver) {
+            return Err(DecodeError::UnknownDriver { driver: driver.clone() });
+        }
+    }
+    if let Some(key) = key {
+        if key != driver.as_bytes() {
+            return Err(DecodeError::KeyMismatch { key: String::from_utf8_lossy(key).into_owned(), driver: driver.clone() });
+        }
+    }
+    let values = [record.speed, record.rpm, record.throttle, f64::from(record.drs)];
+    for ((field, min, max), value) in RANGES.iter().zip(values) {
+        if !value.is_finite() {
+            return Err(DecodeError::NonFinite { field });
+        }
+        if value < *min || value > *max {
+            return Err(DecodeError::OutOfRange { field, value, min: *min, max: *max });
+        }
+    }
+    if record.gear > MAX_GEAR {
+        return Err(DecodeError::OutOfRange { field: "gear", value: f64::from(record.gear), min: 0.0, max: f64::from(MAX_GEAR) });
+    }
+    let finite = [("x", record.x), ("y", record.y), ("z", record.z), ("distance", record.distance)];
+    for (field, value) in finite {
+        if !value.is_finite() {
+            return Err(DecodeError::NonFinite { field });
+        }
+    }
+    if let Some(rel) = record.relative_distance {
+        if !rel.is_finite() {
+            return Err(DecodeError::NonFinite { field: "relative_distance" });
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a record as the JSON message value.
+pub fn encode_telemetry(record: &TelemetryRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("telemetry records always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> TelemetryRecord {
+        TelemetryRecord {
+            driver: "VER".into(),
+            lap: Some(3),
+            session_time_ms: 3_600_250,
+            date_ms: None,
+            rpm: 11_000.0,
+            speed: 280.0,
+            gear: 7,
+            throttle: 100.0,
+            brake: false,
+            drs: 12,
+            x: 1.0,
+            y: 2.0,
+            z: 0.5,
+            distance: 1200.0,
+            relative_distance: Some(0.24),
+            status: Some("OnTrack".into()),
+            source: Some("car".into()),
+            produced_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_a_good_record() {
+        let bytes = encode_telemetry(&good());
+        let back = decode_telemetry(Some(b"VER"), &bytes, &DecodePolicy::default()).unwrap();
+        assert_eq!(back, good());
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_input_with_a_reason() {
+        let policy = DecodePolicy { max_record_bytes: 4096, known_drivers: Some(["VER".to_string()].into()) };
+        let cases: Vec<(Vec<u8>, Option<&[u8]>, &str)> = vec![
+            (b"{not json".to_vec(), None, "malformed JSON"),
+            (br#"{"driver":"VER","session_time_ms":1,"rpm":"fast","speed":1,"gear":1,"throttle":1,"brake":false,"drs":0}"#.to_vec(), None, "wrong field type"),
+            (br#"{"driver":"VER","session_time_ms":1,"rpm":1,"speed":NaN,"gear":1,"throttle":1,"brake":false,"drs":0}"#.to_vec(), None, "NaN"),
+            (vec![b' '; 5000], None, "exceeds"),
+            (encode_telemetry(&TelemetryRecord { driver: "XYZ".into(), ..good() }), None, "unknown driver"),
+            (encode_telemetry(&good()), Some(b"HAM"), "does not match"),
+            (encode_telemetry(&TelemetryRecord { speed: 900.0, ..good() }), None, "outside the valid range"),
+            (encode_telemetry(&TelemetryRecord { driver: "V E R".into(), ..good() }), None, "not 1-8 ASCII"),
+        ];
+        for (payload, key, expected) in cases {
+            let err = decode_telemetry(key, &payload, &policy).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let base = encode_telemetry(&good());
+        for _ in 0..5_000 {
+            let mut bytes = base.clone();
+            let cut = rng.random_range(0..bytes.len());
+            bytes.truncate(cut);
+            for _ in 0..rng.random_range(0..4) {
+                if !bytes.is_empty() {
+                    let i = rng.random_range(0..bytes.len());
+                    bytes[i] = rng.random();
+                }
+            }
+            let _ = decode_telemetry(None, &bytes, &DecodePolicy::default());
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! pitwall's domain records and dataflow operators: pure logic, no I/O.
+//!
+//! Everything here is testable with in-memory input: the Kafka source and sinks live in
+//! `pitwall-connectors` and are wired to these operators in the `pitwall` binary.
+
+pub mod anomalies;
+pub mod decode;
+pub mod keyed;
+pub mod partition;
+pub mod pipeline;
+pub mod records;
+pub mod sim;
+pub mod windows;
+
+pub use records::*;

@@ -1,0 +1,244 @@
+//! The domain records that flow through pitwall: telemetry samples in, alerts, window results
+//! and dead letters out. Plain data with serde; no I/O and no Kafka types here.
+
+use serde::{Deserialize, Serialize};
+
+/// Event time used as the timely timestamp everywhere: milliseconds of FastF1 `SessionTime`.
+pub type EventTime = u64;
+
+/// One telemetry sample in the FastF1 schema, as carried in a Kafka message value (JSON).
+///
+/// Field names are the wire format documented in the README ("Telemetry record").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryRecord {
+    /// Driver code (`VER`) or number, the Kafka key.
+    pub driver: String,
+    /// FastF1 `LapNumber`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lap: Option<u32>,
+    /// FastF1 `SessionTime` in milliseconds: the event time.
+    pub session_time_ms: EventTime,
+    /// FastF1 `Date` as Unix epoch milliseconds (UTC), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_ms: Option<i64>,
+    pub rpm: f64,
+    /// km/h.
+    pub speed: f64,
+    /// FastF1 `nGear` (0 = neutral/unknown).
+    pub gear: u8,
+    /// Percent, 0-100; FastF1 uses 104 to mean "invalid".
+    pub throttle: f64,
+    pub brake: bool,
+    /// FastF1 DRS status code (0-14; 10, 12 and 14 mean open).
+    pub drs: u8,
+    #[serde(default)]
+    pub x: f64,
+    #[serde(default)]
+    pub y: f64,
+    #[serde(default)]
+    pub z: f64,
+    /// Metres driven since the start of the lap (FastF1 `Distance`).
+    #[serde(default)]
+    pub distance: f64,
+    /// Fraction of the lap, 0..1 (FastF1 `RelativeDistance`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_distance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `car`, `pos` or `interpolation`, as FastF1 writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Wall-clock epoch ms at which the producer sent the record (for latency measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produced_at_ms: Option<u64>,
+}
+
+/// FastF1 DRS codes at or above this value mean the flap is open (10, 12, 14).
+pub const DRS_OPEN_MIN: u8 = 10;
+
+impl TelemetryRecord {
+    pub fn drs_open(&self) -> bool {
+        self.drs >= DRS_OPEN_MIN
+    }
+}
+
+/// Where a record came from: the position that orders ties and that offsets are committed for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourcePosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A decoded telemetry record with its source position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at: SourcePosition,
+    pub record: TelemetryRecord,
+}
+
+/// How urgent an alert is. The discriminant is the `f1-alerts` partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    High = 0,
+    Medium = 1,
+    Low = 2,
+}
+
+impl Severity {
+    /// The `f1-alerts` partition for this severity: high=0, medium=1, low=2.
+    pub fn partition(self) -> i32 {
+        self as i32
+    }
+}
+
+/// The anomaly rules pitwall runs; each has a file under `anomalies/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    WheelSpin,
+    GearAnomaly,
+    OverRev,
+    BrakeThrottleOverlap,
+    SuddenSpeedDrop,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 5] = [
+        AnomalyKind::WheelSpin,
+        AnomalyKind::GearAnomaly,
+        AnomalyKind::OverRev,
+        AnomalyKind::BrakeThrottleOverlap,
+        AnomalyKind::SuddenSpeedDrop,
+    ];
+
+    pub fn severity(self) -> Severity {
+        match self {
+            AnomalyKind::OverRev | AnomalyKind::SuddenSpeedDrop => Severity::High,
+            AnomalyKind::WheelSpin | AnomalyKind::BrakeThrottleOverlap => Severity::Medium,
+            AnomalyKind::GearAnomaly => Severity::Low,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::WheelSpin => "wheel_spin",
+            AnomalyKind::GearAnomaly => "gear_anomaly",
+            AnomalyKind::OverRev => "over_rev",
+            AnomalyKind::BrakeThrottleOverlap => "brake_throttle_overlap",
+            AnomalyKind::SuddenSpeedDrop => "sudden_speed_drop",
+        }
+    }
+}
+
+/// One alert: a driver's condition, raised once when it starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `driver:kind:start_ms`, stable across replays so sinks can de-duplicate.
+    pub id: String,
+    pub driver: String,
+    pub kind: AnomalyKind,
+    pub severity: Severity,
+    /// SessionTime (ms) of the first sample of the condition.
+    pub session_time_ms: EventTime,
+    /// SessionTime (ms) of the sample that confirmed it (when the alert was raised).
+    pub detected_at_ms: EventTime,
+    pub lap: Option<u32>,
+    /// Human-readable summary of why the rule fired.
+    pub message: String,
+    /// The values the rule looked at, by name.
+    pub evidence: Vec<(String, f64)>,
+    /// Producer wall-clock time of the confirming sample, for end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produced_at_ms: Option<u64>,
+}
+
+impl Alert {
+    pub fn new(kind: AnomalyKind, start: &TelemetryRecord, now: &TelemetryRecord, message: String, evidence: Vec<(&str, f64)>) -> Alert {
+        Alert {
+            id: format!("{}:{}:{}", start.driver, kind.name(), start.session_time_ms),
+            driver: start.driver.clone(),
+            kind,
+            severity: kind.severity(),
+            session_time_ms: start.session_time_ms,
+            detected_at_ms: now.session_time_ms,
+            lap: start.lap,
+            message,
+            evidence: evidence.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            produced_at_ms: now.produced_at_ms,
+        }
+    }
+}
+
+/// Which window a result describes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WindowKind {
+    /// Event-time sliding window `[start_ms, end_ms)`.
+    Sliding,
+    /// All samples of one lap.
+    Lap { lap: u32 },
+    /// One third of a lap by `RelativeDistance` (sector 1, 2 or 3).
+    Sector { lap: u32, sector: u8 },
+}
+
+/// Mean, minimum and maximum of one channel over a window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The aggregate of one window of one driver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult {
+    pub driver: String,
+    pub window: WindowKind,
+    /// Sliding: the window bounds `[start, end)`. Lap/sector: first and last sample time.
+    pub start_ms: EventTime,
+    pub end_ms: EventTime,
+    pub count: u64,
+    pub speed: ChannelStats,
+    pub rpm: ChannelStats,
+    pub throttle: ChannelStats,
+    /// Percentage of samples with the brake on.
+    pub brake_pct: f64,
+    /// Number of consecutive sample pairs in the window whose gear differs.
+    pub gear_changes: u64,
+    /// Sum of the time from each sample with DRS open to the next sample in the window.
+    pub drs_open_ms: u64,
+}
+
+/// A message pitwall could not use, with the reason; published to `pitwall-dlq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message key, lossily decoded as UTF-8.
+    pub key: Option<String>,
+    pub reason: String,
+    /// Length of the original payload in bytes.
+    pub payload_len: usize,
+    /// The first bytes of the payload, lossily decoded as UTF-8 (at most [`DEAD_LETTER_PREFIX`]).
+    pub payload_prefix: String,
+}
+
+/// How many payload bytes a dead letter keeps, so a 2 MB message does not become a 2 MB DLQ record.
+pub const DEAD_LETTER_PREFIX: usize = 1024;
+
+impl DeadLetter {
+    pub fn new(topic: &str, at: SourcePosition, key: Option<&[u8]>, payload: &[u8], reason: String) -> DeadLetter {
+        let prefix = &payload[..payload.len().min(DEAD_LETTER_PREFIX)];
+        DeadLetter {
+            topic: topic.to_string(),
+            partition: at.partition,
+            offset: at.offset,
+            key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            reason,
+            payload_len: payload.len(),
+            payload_prefix: String::from_utf8_lossy(prefix).into_owned(),
+        }
+    }
+}

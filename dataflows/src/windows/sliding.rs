@@ -1,0 +1,108 @@
+//! Event-time sliding windows per driver: `[k*slide, k*slide + length)`, emitted at their end
+//! time once the watermark has passed it. Windows without samples are not emitted.
+
+use std::collections::VecDeque;
+
+use crate::keyed::KeyedLogic;
+use crate::records::{EventTime, Sample, TelemetryRecord, WindowKind, WindowResult};
+use crate::windows::stats::WindowAccumulator;
+
+/// Sliding window shape; the defaults are 5 s long, sliding by 1 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlidingWindows {
+    pub length_ms: u64,
+    pub slide_ms: u64,
+}
+
+impl Default for SlidingWindows {
+    fn default() -> Self {
+        SlidingWindows { length_ms: 5_000, slide_ms: 1_000 }
+    }
+}
+
+impl SlidingWindows {
+    pub fn new(length_ms: u64, slide_ms: u64) -> SlidingWindows {
+        assert!(slide_ms > 0 && length_ms >= slide_ms, "need 0 < slide <= length");
+        SlidingWindows { length_ms, slide_ms }
+    }
+
+    /// Start of the earliest window that contains `time`.
+    pub fn first_start(&self, time: EventTime) -> EventTime {
+        let earliest = (time + 1).saturating_sub(self.length_ms);
+        earliest.div_ceil(self.slide_ms) * self.slide_ms
+    }
+
+    /// Starts of all windows containing `time`.
+    pub fn starts(&self, time: EventTime) -> impl Iterator<Item = EventTime> + '_ {
+        (self.first_start(time)..=time).step_by(self.slide_ms as usize)
+    }
+}
+
+/// One driver's samples still inside some open window.
+#[derive(Default)]
+pub struct SlidingState {
+    samples: VecDeque<TelemetryRecord>,
+    /// Start of the earliest window not yet emitted.
+    next_start: Option<EventTime>,
+}
+
+impl KeyedLogic for SlidingWindows {
+    type State = SlidingState;
+    type Out = WindowResult;
+
+    fn on_sample(&self, state: &mut SlidingState, sample: &Sample, _out: &mut Vec<(EventTime, WindowResult)>) {
+        let time = sample.record.session_time_ms;
+        if state.next_start.is_none() {
+            state.next_start = Some(self.first_start(time));
+        }
+        state.samples.push_back(sample.record.clone());
+    }
+
+    fn on_progress(&self, state: &mut SlidingState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
+        let limit = frontier.unwrap_or(EventTime::MAX);
+        while let Some(start) = state.next_start {
+            let end = start + self.length_ms;
+            if end > limit {
+                break;
+            }
+            let mut acc = WindowAccumulator::default();
+            for record in state.samples.iter().take_while(|r| r.session_time_ms < end) {
+                if record.session_time_ms >= start {
+                    acc.push(record);
+                }
+            }
+            if acc.count() > 0 {
+                let driver = &state.samples.front().expect("non-empty window").driver;
+                out.push((end, acc.finish(driver, WindowKind::Sliding, start, end)));
+            }
+            let next = start + self.slide_ms;
+            while state.samples.front().is_some_and(|r| r.session_time_ms < next) {
+                state.samples.pop_front();
+            }
+            state.next_start = state.samples.front().map(|r| next.max(self.first_start(r.session_time_ms)));
+        }
+    }
+
+    fn hold(&self, state: &SlidingState) -> Option<EventTime> {
+        state.samples.front().map(|r| r.session_time_ms)
+    }
+
+    fn is_idle(&self, state: &SlidingState) -> bool {
+        state.samples.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts_cover_exactly_the_windows_containing_a_time() {
+        let w = SlidingWindows::new(5_000, 1_000);
+        assert_eq!(w.starts(0).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(w.starts(4_999).collect::<Vec<_>>(), vec![0, 1_000, 2_000, 3_000, 4_000]);
+        assert_eq!(w.starts(5_000).collect::<Vec<_>>(), vec![1_000, 2_000, 3_000, 4_000, 5_000]);
+        let w = SlidingWindows::new(2_500, 1_000);
+        assert_eq!(w.starts(3_700).collect::<Vec<_>>(), vec![2_000, 3_000]);
+    }
+}

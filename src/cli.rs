@@ -1,0 +1,271 @@
+//! The command-line contract. Every flag is documented here; `pitwall --help` prints it.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::topics;
+
+#[derive(Parser, Debug)]
+#[command(name = "pitwall", version, about = "Streaming dataflow engine for F1 telemetry (and video fire detection) on timely dataflow and Kafka", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate test data.
+    #[command(subcommand)]
+    Gen(GenCommand),
+    /// Manage pitwall's Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Publish data into Kafka.
+    #[command(subcommand)]
+    Produce(ProduceCommand),
+    /// Run the telemetry dataflow: windows and anomaly alerts from `f1-telemetry`.
+    Run(RunArgs),
+    /// Print the messages of a topic as JSON lines with partition, offset and key (like kcat).
+    Tail(TailArgs),
+    /// The main job with zero set-up: embedded broker, generated race, live alerts.
+    Demo(DemoArgs),
+}
+
+/// Kafka connection flags shared by every command that talks to a broker.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long, short = 'b', env = "PITWALL_BROKERS")]
+    pub brokers: String,
+    /// Extra librdkafka property `key=value` (repeatable), e.g. `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = pitwall_connectors::kafka::config::parse_property)]
+    pub property: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> pitwall_connectors::kafka::KafkaConfig {
+        pitwall_connectors::kafka::KafkaConfig { brokers: self.brokers.clone(), properties: self.property.clone() }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenCommand {
+    /// Write one FastF1-schema telemetry file per driver plus `ground_truth.json`.
+    Race(GenRaceArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Args, Debug)]
+pub struct GenRaceArgs {
+    /// Number of drivers (the 2023 grid's codes, then D21, D22, ...).
+    #[arg(long, default_value_t = 20)]
+    pub drivers: usize,
+    /// Laps per driver (~700 rows per lap per driver).
+    #[arg(long, default_value_t = 2)]
+    pub laps: u32,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File format: pandas-style CSV or pyarrow-style Parquet.
+    #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+    pub format: FileFormat,
+    /// Random seed; the same seed gives the same race.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Do not inject anomalies (ground_truth.json is then empty).
+    #[arg(long)]
+    pub no_anomalies: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicsCommand {
+    /// Create every pitwall topic that does not exist yet (idempotent).
+    Create(TopicsCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopicsCreateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of `f1-telemetry` (records are keyed by driver).
+    #[arg(long, default_value_t = 4)]
+    pub telemetry_partitions: i32,
+    /// Partitions of `f1-alerts`: at least 3, one per severity (high=0, medium=1, low=2).
+    #[arg(long, default_value_t = topics::ALERT_PARTITIONS)]
+    pub alerts_partitions: i32,
+    /// Partitions of `f1-windows` (window results keyed by driver).
+    #[arg(long, default_value_t = 4)]
+    pub windows_partitions: i32,
+    /// Partitions of `f1-predictions` (keyed by model type).
+    #[arg(long, default_value_t = 3)]
+    pub predictions_partitions: i32,
+    /// Partitions of `video-frames` (keyed by video id).
+    #[arg(long, default_value_t = 6)]
+    pub video_frames_partitions: i32,
+    /// Partitions of `fire-detections`.
+    #[arg(long, default_value_t = 6)]
+    pub fire_detections_partitions: i32,
+    /// Partitions of `video-completions`.
+    #[arg(long, default_value_t = 3)]
+    pub video_completions_partitions: i32,
+    /// Partitions of the dead-letter topic `pitwall-dlq`.
+    #[arg(long, default_value_t = 1)]
+    pub dlq_partitions: i32,
+    /// Replication factor of every topic.
+    #[arg(long, default_value_t = 1)]
+    pub replication: i32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProduceCommand {
+    /// Replay telemetry files into `f1-telemetry`, keyed by driver, in event-time order.
+    Telemetry(ProduceTelemetryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceTelemetryArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Telemetry files (.csv, .parquet) or directories of them.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Replay speed: event time runs this many times faster than real time.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "max_rate")]
+    pub speed: f64,
+    /// Send as fast as possible (no real-time pacing).
+    #[arg(long)]
+    pub max_rate: bool,
+    /// Producer threads; each owns whole partitions (and so whole drivers).
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Topic to produce to.
+    #[arg(long, default_value = topics::TELEMETRY)]
+    pub topic: String,
+    /// Driver of every row, for FastF1 exports without a `Driver` column.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Lap number of every row, for files without `LapNumber`.
+    #[arg(long)]
+    pub lap: Option<u32>,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Dataflow settings shared by `run` and `demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DataflowArgs {
+    /// Consumer group whose committed offsets the source resumes from and commits to.
+    #[arg(long, default_value = "pitwall")]
+    pub group: String,
+    /// Topic to read telemetry from.
+    #[arg(long, default_value = topics::TELEMETRY)]
+    pub telemetry_topic: String,
+    /// Topic alerts are published to (needs 3 partitions: high, medium, low).
+    #[arg(long, default_value = topics::ALERTS)]
+    pub alerts_topic: String,
+    /// Topic window results are published to.
+    #[arg(long, default_value = topics::WINDOWS)]
+    pub windows_topic: String,
+    /// Dead-letter topic for records that cannot be used (with the reason).
+    #[arg(long, default_value = topics::DLQ)]
+    pub dlq_topic: String,
+    /// Sliding window length in milliseconds of event time.
+    #[arg(long, default_value_t = 5_000)]
+    pub window_length_ms: u64,
+    /// Sliding window slide in milliseconds of event time.
+    #[arg(long, default_value_t = 1_000)]
+    pub window_slide_ms: u64,
+    /// How far (ms of event time) a record may trail its partition's newest record and still count.
+    #[arg(long, default_value_t = 500)]
+    pub allowed_lateness_ms: u64,
+    /// A partition silent this long (ms) stops holding the watermark back.
+    #[arg(long, default_value_t = 3_000)]
+    pub idle_timeout_ms: u64,
+    /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
+    #[arg(long, value_delimiter = ',')]
+    pub drivers: Option<Vec<String>>,
+    /// Messages larger than this many bytes go to the DLQ.
+    #[arg(long, default_value_t = pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
+}
+
+/// Timely's cluster flags, with their timely meanings.
+#[derive(Args, Debug, Clone)]
+pub struct TimelyArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes in the timely cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0..processes.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File with one `host:port` line per process (default: localhost:2101, 2102, ...).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub timely: TimelyArgs,
+    #[command(flatten)]
+    pub dataflow: DataflowArgs,
+    /// Read every assigned partition up to the end offsets seen at start, drain all windows,
+    /// flush sinks, commit and exit 0.
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// Print help (`-h` is the timely hostfile flag).
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic to read.
+    pub topic: String,
+    /// Start at the oldest message (default: only new messages).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop once the end offsets seen at start are reached.
+    #[arg(long)]
+    pub exit_at_end: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Use this broker instead of the embedded one (topics are created if missing).
+    #[arg(long, short = 'b', env = "PITWALL_BROKERS")]
+    pub brokers: Option<String>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Replay speed of the generated race.
+    #[arg(long, default_value_t = 4.0)]
+    pub speed: f64,
+    /// Drivers in the generated race.
+    #[arg(long, default_value_t = 20)]
+    pub drivers: usize,
+    /// Laps in the generated race.
+    #[arg(long, default_value_t = 5)]
+    pub laps: u32,
+    /// Timely worker threads.
+    #[arg(short = 'w', long = "workers", default_value_t = 2)]
+    pub workers: usize,
+    /// Random seed of the generated race.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}

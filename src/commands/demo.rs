@@ -1,0 +1,133 @@
+//! `pitwall demo`: the whole telemetry pipeline with zero set-up. An embedded Kafka-protocol
+//! broker (librdkafka's mock cluster) unless `--brokers` is given, a generated race replayed in
+//! real time, the dataflow on 2 workers, and live alerts and lap summaries on stdout.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pitwall_connectors::kafka::admin::create_topics;
+use pitwall_connectors::kafka::replay::ReplayConfig;
+use pitwall_connectors::kafka::tail::tail;
+use pitwall_connectors::kafka::KafkaConfig;
+use pitwall_dataflows::records::{Alert, WindowKind, WindowResult};
+use pitwall_dataflows::sim::{Race, RaceConfig};
+use rdkafka::mocking::MockCluster;
+
+use crate::cli::{DataflowArgs, DemoArgs};
+use crate::commands::produce::produce_records;
+use crate::telemetry_job::{run_job, JobConfig};
+use crate::topics::*;
+
+const DEMO_TOPICS: [(&str, i32); 4] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1)];
+
+fn clock(ms: u64) -> String {
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60, ms % 1_000)
+}
+
+fn print_alert(alert: &Alert) {
+    let severity = format!("{:?}", alert.severity).to_uppercase();
+    println!("ALERT {severity:<6} {} {:<22} lap {} at {}  {}", alert.driver, alert.kind.name(), alert.lap.unwrap_or(0), clock(alert.session_time_ms), alert.message);
+}
+
+fn print_lap(w: &WindowResult) {
+    if let WindowKind::Lap { lap } = w.window {
+        println!(
+            "LAP   {} lap {lap}: {:.1} s, avg {:.0} km/h, top {:.0} km/h, {:.0}% braking, {} gear changes, DRS open {:.1} s",
+            w.driver,
+            (w.end_ms - w.start_ms) as f64 / 1_000.0,
+            w.speed.mean,
+            w.speed.max,
+            w.brake_pct,
+            w.gear_changes,
+            w.drs_open_ms as f64 / 1_000.0
+        );
+    }
+}
+
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let mock;
+    let brokers = match &args.brokers {
+        Some(brokers) => {
+            let topics: Vec<(String, i32)> = DEMO_TOPICS.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+            create_topics(&KafkaConfig::new(brokers.clone()), &topics, 1)?;
+            brokers.clone()
+        }
+        None => {
+            mock = MockCluster::new(1).context("starting the embedded Kafka broker")?;
+            for (topic, partitions) in DEMO_TOPICS {
+                mock.create_topic(topic, partitions, 1).with_context(|| format!("creating {topic} on the embedded broker"))?;
+            }
+            mock.bootstrap_servers()
+        }
+    };
+    let kafka = KafkaConfig::new(brokers.clone());
+    let race = Race::generate(&RaceConfig { drivers: args.drivers, laps: args.laps, seed: args.seed, inject_anomalies: true });
+    println!(
+        "pitwall demo: broker {brokers}{}, {} drivers x {} laps = {} records replayed at {}x, {} injected anomalies, {} workers. Ctrl-C to stop.",
+        if args.brokers.is_none() { " (embedded)" } else { "" },
+        args.drivers,
+        args.laps,
+        race.record_count(),
+        args.speed,
+        race.ground_truth.len(),
+        args.workers
+    );
+    let shutdown = super::shutdown_flag();
+    if let Some(seconds) = args.duration {
+        let flag = shutdown.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    for topic in [ALERTS, WINDOWS] {
+        let (kafka, stop, counts) = (kafka.clone(), shutdown.clone(), counts.clone());
+        std::thread::spawn(move || {
+            let result = tail(&kafka, topic, false, false, &stop, |message| {
+                if let Ok(alert) = serde_json::from_value::<Alert>(message.value.clone()) {
+                    *counts.lock().expect("counts lock").entry(format!("{:?} {}", alert.severity, alert.kind.name())).or_default() += 1;
+                    print_alert(&alert);
+                } else if let Ok(window) = serde_json::from_value::<WindowResult>(message.value) {
+                    print_lap(&window);
+                }
+            });
+            if let Err(error) = result {
+                tracing::warn!(%error, topic, "demo printer stopped");
+            }
+        });
+    }
+    let producer_kafka = kafka.clone();
+    let records = race.all_records();
+    let speed = args.speed;
+    std::thread::spawn(move || {
+        if let Err(error) = produce_records(&producer_kafka, TELEMETRY, records, &ReplayConfig { speed: Some(speed), producers: 4 }, true) {
+            tracing::error!(%error, "demo producer failed");
+        }
+    });
+    let dataflow = DataflowArgs {
+        group: format!("pitwall-demo-{}", std::process::id()),
+        telemetry_topic: TELEMETRY.into(),
+        alerts_topic: ALERTS.into(),
+        windows_topic: WINDOWS.into(),
+        dlq_topic: DLQ.into(),
+        window_length_ms: 5_000,
+        window_slide_ms: 1_000,
+        allowed_lateness_ms: 500,
+        idle_timeout_ms: 3_000,
+        drivers: None,
+        max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
+    };
+    let timely = timely::Config { communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread }, worker: Default::default() };
+    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false }, timely, shutdown.clone())?;
+    std::thread::sleep(Duration::from_millis(300));
+    println!("\nprocessed {} records in {:.1} s; {} alerts, {} window results", report.records, report.seconds, report.alerts, report.windows);
+    for (kind, count) in counts.lock().expect("counts lock").iter() {
+        println!("  {count:>4} x {kind}");
+    }
+    let _: &AtomicBool = &shutdown;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `pitwall`: see `pitwall --help`.
+
+use anyhow::Result;
+use clap::Parser;
+use pitwall::cli::{Cli, Command, GenCommand, ProduceCommand, TopicsCommand};
+use pitwall::commands;
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PITWALL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Gen(GenCommand::Race(args)) => commands::gen::race(args),
+        Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args),
+        Command::Produce(ProduceCommand::Telemetry(args)) => commands::produce::telemetry(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Tail(args) => commands::tail::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+    }
+}

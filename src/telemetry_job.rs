@@ -1,0 +1,174 @@
+//! The telemetry job, wired: Kafka source -> decode -> telemetry dataflow -> Kafka sinks, on
+//! every timely worker, with offsets committed once outputs are delivered.
+//!
+//! ```text
+//!  f1-telemetry ──KafkaSource──┬─ok─► exchange(driver) ─► sliding / lap / sector windows ─► f1-windows
+//!   (assign p % W == w)        │                        └► anomaly rules ─────────────────► f1-alerts (partition = severity)
+//!                              └─dead letters (decode errors, late) ──────────────────────► pitwall-dlq
+//!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route};
+use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceStats};
+use pitwall_connectors::kafka::KafkaConfig;
+use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
+use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
+use pitwall_dataflows::records::{Alert, DeadLetter, Sample, WindowResult};
+use pitwall_dataflows::windows::SlidingWindows;
+use serde::Serialize;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{OkErr, Probe};
+
+use crate::cli::{DataflowArgs, TimelyArgs};
+use crate::topics::ALERT_PARTITIONS;
+
+/// Everything a worker needs to build the job.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    pub kafka: KafkaConfig,
+    pub dataflow: DataflowArgs,
+    pub exit_at_end: bool,
+}
+
+/// What one process's workers did, summed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct JobReport {
+    pub workers: usize,
+    pub messages: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub late: u64,
+    pub alerts: u64,
+    pub windows: u64,
+    pub commits: u64,
+    pub seconds: f64,
+    pub msg_per_s: f64,
+}
+
+impl JobReport {
+    fn add(&mut self, worker: &WorkerReport) {
+        self.workers += 1;
+        self.messages += worker.source.messages;
+        self.records += worker.source.records;
+        self.dead_letters += worker.source.dead_letters;
+        self.late += worker.source.late;
+        self.commits += worker.source.commits;
+        self.alerts += worker.alerts;
+        self.windows += worker.windows;
+    }
+}
+
+struct WorkerReport {
+    source: SourceStats,
+    alerts: u64,
+    windows: u64,
+}
+
+/// Timely's communication config from the `-w -n -p -h` flags.
+pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config> {
+    if args.workers == 0 || args.processes == 0 || args.process >= args.processes {
+        bail!("need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", args.workers, args.processes, args.process);
+    }
+    let communication = if args.processes > 1 {
+        let addresses: Vec<String> = match &args.hostfile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading hostfile {}", path.display()))?;
+                let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).take(args.processes).collect();
+                if lines.len() < args.processes {
+                    bail!("hostfile {} has {} addresses but -n is {}", path.display(), lines.len(), args.processes);
+                }
+                lines
+            }
+            None => (0..args.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+        };
+        timely::CommunicationConfig::Cluster { threads: args.workers, process: args.process, addresses, report: false, zerocopy: false }
+    } else if args.workers > 1 {
+        timely::CommunicationConfig::Process(args.workers)
+    } else {
+        timely::CommunicationConfig::Thread
+    };
+    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+}
+
+/// Checks what the job needs from the broker before any worker starts.
+pub fn preflight(config: &JobConfig) -> Result<()> {
+    let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
+    config.kafka.partition_count(&consumer, &config.dataflow.telemetry_topic)?;
+    let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
+    if alerts < ALERT_PARTITIONS {
+        bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
+    }
+    for topic in [&config.dataflow.windows_topic, &config.dataflow.dlq_topic] {
+        config.kafka.partition_count(&consumer, topic)?;
+    }
+    Ok(())
+}
+
+/// Runs the job on this process's workers until the input ends (`exit_at_end`) or `shutdown`.
+pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
+    preflight(&config)?;
+    let started = Instant::now();
+    let config = Arc::new(config);
+    let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> { run_worker(worker, &config, shutdown.clone()).map_err(|e| format!("{e:#}")) })
+        .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let mut report = JobReport::default();
+    for result in guards.join() {
+        let worker = result.map_err(|e| anyhow::anyhow!("a worker panicked: {e}"))?.map_err(|e| anyhow::anyhow!(e))?;
+        report.add(&worker);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.msg_per_s = report.messages as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+/// How long a parked worker sleeps when nothing activates it.
+const PARK: Duration = Duration::from_millis(20);
+
+fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
+    let args = &config.dataflow;
+    let policy = DecodePolicy { max_record_bytes: args.max_record_bytes, known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()) };
+    let telemetry = TelemetryConfig { sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms), ..Default::default() };
+    let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
+    source.group = args.group.clone();
+    source.allowed_lateness_ms = args.allowed_lateness_ms;
+    source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    source.exit_at_end = config.exit_at_end;
+
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let probe = ProbeHandle::new();
+    let (handle, sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+        let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
+            decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
+        };
+        let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
+        let (samples, dead) = events.ok_err::<Vec<Sample>, _, Vec<DeadLetter>, _, _>(|event| match event {
+            SourceEvent::Record(sample) => Ok(sample),
+            SourceEvent::Dead(dead) => Err(dead),
+        });
+        let outputs = telemetry_dataflow(samples, &telemetry);
+        let alerts_topic = args.alerts_topic.clone();
+        let (alerts_done, alerts) = publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| Route { topic: alerts_topic.clone(), key: Some(a.driver.clone()), partition: Some(a.severity.partition()) });
+        let windows_topic = args.windows_topic.clone();
+        let (windows_done, windows) = publish(outputs.windows, &producer, "WindowSink", move |w: &WindowResult| Route { topic: windows_topic.clone(), key: Some(w.driver.clone()), partition: None });
+        let dlq_topic = args.dlq_topic.clone();
+        let (dead_done, _) = publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
+        alerts_done.probe_with(&probe);
+        windows_done.probe_with(&probe);
+        dead_done.probe_with(&probe);
+        Ok((handle, (alerts, windows)))
+    })?;
+    while !probe.done() {
+        worker.step_or_park(Some(PARK));
+    }
+    handle.commit_all()?;
+    producer.flush(Duration::from_secs(30))?;
+    let stats = handle.stats();
+    tracing::info!(worker = worker.index(), ?stats, alerts = sinks.0.delivered(), windows = sinks.1.delivered(), "worker finished");
+    Ok(WorkerReport { source: stats, alerts: sinks.0.delivered(), windows: sinks.1.delivered() })
+}
