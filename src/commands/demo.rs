@@ -21,6 +21,9 @@ use crate::commands::produce::produce_records;
 use crate::telemetry_job::{run_job, JobConfig};
 use crate::topics::*;
 
+/// How long the printers keep reading after the dataflow has flushed its last outputs.
+const PRINTER_GRACE: Duration = Duration::from_millis(1_500);
+
 const DEMO_TOPICS: [(&str, i32); 4] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1)];
 
 fn clock(ms: u64) -> String {
@@ -84,9 +87,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         });
     }
     let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    // The printers stop after the dataflow has drained, so the windows closed at shutdown show.
+    let printers_stop = Arc::new(AtomicBool::new(false));
+    let mut printers = Vec::new();
     for topic in [ALERTS, WINDOWS] {
-        let (kafka, stop, counts) = (kafka.clone(), shutdown.clone(), counts.clone());
-        std::thread::spawn(move || {
+        let (kafka, stop, counts) = (kafka.clone(), printers_stop.clone(), counts.clone());
+        printers.push(std::thread::spawn(move || {
             let result = tail(&kafka, topic, false, false, &stop, |message| {
                 if let Ok(alert) = serde_json::from_value::<Alert>(message.value.clone()) {
                     *counts.lock().expect("counts lock").entry(format!("{:?} {}", alert.severity, alert.kind.name())).or_default() += 1;
@@ -98,7 +104,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             if let Err(error) = result {
                 tracing::warn!(%error, topic, "demo printer stopped");
             }
-        });
+        }));
     }
     let producer_kafka = kafka.clone();
     let records = race.all_records();
@@ -122,12 +128,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
     };
     let timely = timely::Config { communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread }, worker: Default::default() };
-    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false }, timely, shutdown.clone())?;
-    std::thread::sleep(Duration::from_millis(300));
+    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false }, timely, shutdown)?;
+    std::thread::sleep(PRINTER_GRACE);
+    printers_stop.store(true, Ordering::SeqCst);
+    for printer in printers {
+        let _ = printer.join();
+    }
     println!("\nprocessed {} records in {:.1} s; {} alerts, {} window results", report.records, report.seconds, report.alerts, report.windows);
     for (kind, count) in counts.lock().expect("counts lock").iter() {
         println!("  {count:>4} x {kind}");
     }
-    let _: &AtomicBool = &shutdown;
     Ok(())
 }

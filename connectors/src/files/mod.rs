@@ -88,3 +88,58 @@ pub fn telemetry_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FileError> {
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use pitwall_dataflows::sim::{Race, RaceConfig};
+
+    use super::*;
+
+    fn rows() -> Vec<TelemetryRecord> {
+        Race::generate(&RaceConfig { drivers: 1, laps: 1, seed: 9, inject_anomalies: true }).drivers.remove(0).1
+    }
+
+    #[test]
+    fn csv_and_parquet_round_trip_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = rows();
+        for format in [Format::Csv, Format::Parquet] {
+            let path = dir.path().join(format!("VER.{}", format.extension()));
+            write_telemetry(&path, format, &rows).unwrap();
+            let back = read_telemetry(&path, &FileOptions::default()).unwrap();
+            assert_eq!(back, rows, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn reads_pandas_csv_with_bom_index_and_extra_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.csv");
+        let text = "\u{feff},Date,SessionTime,DriverAhead,Time,RPM,Speed,nGear,Throttle,Brake,DRS,Source,Distance,X,Y,Z\n\
+                    0,2023-03-05 15:03:27.123000,0 days 00:57:56.706000,44,0 days 00:00:00,10955.5,281.0,7,99.8,False,12,car,0.5,1,2,3\n\
+                    1,2023-03-05 15:03:27.400000,0 days 00:57:57,,0 days 00:00:00.294000,11012,283,7,104,True,8,pos,-0.2,4,5,6\n";
+        std::fs::write(&path, text).unwrap();
+        let options = FileOptions { driver: Some("LEC".into()), lap: Some(12) };
+        let rows = read_telemetry(&path, &options).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].session_time_ms, rows[1].session_time_ms), (3_476_706, 3_477_000));
+        assert_eq!(rows[0].date_ms, Some(1_678_028_607_123));
+        assert_eq!((rows[0].rpm, rows[0].gear, rows[0].drs, rows[0].brake), (10_955.5, 7, 12, false));
+        assert_eq!((rows[1].throttle, rows[1].brake, rows[1].distance), (104.0, true, -0.2));
+        assert!(rows.iter().all(|r| r.driver == "LEC" && r.lap == Some(12) && r.relative_distance.is_none()));
+    }
+
+    #[test]
+    fn missing_columns_and_bad_values_name_the_file_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.csv");
+        std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Driver\n0 days 00:00:01,1,2,3,4,VER\n").unwrap();
+        let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("broken.csv") && err.contains("missing required column `Brake`"), "{err}");
+        std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Brake,Driver\n0 days 00:00:01,1,2,3,4,True,VER\nlater,1,2,3,4,False,VER\n").unwrap();
+        let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("row 1, column `SessionTime`") && err.contains("\"later\""), "{err}");
+        let err = read_telemetry(&dir.path().join("x.json"), &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("unsupported file type"), "{err}");
+    }
+}
