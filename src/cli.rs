@@ -45,7 +45,10 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     pub fn config(&self) -> pitwall_connectors::kafka::KafkaConfig {
-        pitwall_connectors::kafka::KafkaConfig { brokers: self.brokers.clone(), properties: self.property.clone() }
+        pitwall_connectors::kafka::KafkaConfig {
+            brokers: self.brokers.clone(),
+            properties: self.property.clone(),
+        }
     }
 }
 

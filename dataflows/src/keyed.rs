@@ -27,10 +27,21 @@ pub trait KeyedLogic: 'static {
 
     /// One sample of a key, in `(time, partition, offset)` order. Outputs are `(time, record)`
     /// with `time >= sample time` or `>= self.hold(state)` as it was before this call.
-    fn on_sample(&self, state: &mut Self::State, sample: &Sample, out: &mut Vec<(EventTime, Self::Out)>);
+    fn on_sample(
+        &self,
+        state: &mut Self::State,
+        sample: &Sample,
+        out: &mut Vec<(EventTime, Self::Out)>,
+    );
 
     /// Every sample earlier than `frontier` has been seen (`None`: the input has ended).
-    fn on_progress(&self, _state: &mut Self::State, _frontier: Option<EventTime>, _out: &mut Vec<(EventTime, Self::Out)>) {}
+    fn on_progress(
+        &self,
+        _state: &mut Self::State,
+        _frontier: Option<EventTime>,
+        _out: &mut Vec<(EventTime, Self::Out)>,
+    ) {
+    }
 
     /// The earliest time this key may still emit at, apart from samples not yet seen.
     fn hold(&self, _state: &Self::State) -> Option<EventTime> {
@@ -44,7 +55,11 @@ pub trait KeyedLogic: 'static {
 }
 
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
-pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: Stream<'s, EventTime, Vec<Sample>>, name: &str, logic: L) -> Stream<'s, EventTime, Vec<L::Out>> {
+pub fn keyed_in_time_order<'s, L: KeyedLogic>(
+    samples: Stream<'s, EventTime, Vec<Sample>>,
+    name: &str,
+    logic: L,
+) -> Stream<'s, EventTime, Vec<L::Out>> {
     let route = Exchange::new(|sample: &Sample| key_route(&sample.record.driver));
     samples.unary_frontier(route, name, move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
@@ -61,8 +76,14 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: Stream<'s, EventTime, Vec
             let frontier: Option<EventTime> = frontier.frontier().first().copied();
             let ready_limit = frontier.unwrap_or(EventTime::MAX);
 
-            if pending.iter().any(|s| s.record.session_time_ms < ready_limit) || frontier.is_none() {
-                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) = pending.drain(..).partition(|s| s.record.session_time_ms < ready_limit || frontier.is_none());
+            if pending
+                .iter()
+                .any(|s| s.record.session_time_ms < ready_limit)
+                || frontier.is_none()
+            {
+                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) = pending
+                    .drain(..)
+                    .partition(|s| s.record.session_time_ms < ready_limit || frontier.is_none());
                 pending = rest;
                 ready.sort_by_key(|s| (s.record.session_time_ms, s.at));
                 for sample in &ready {
@@ -82,7 +103,12 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: Stream<'s, EventTime, Vec
                 out.sort_by_key(|(time, _)| *time);
                 let mut batch = out.drain(..).peekable();
                 while let Some((time, first)) = batch.next() {
-                    debug_assert!(time >= *cap.time(), "{name_hint} emitted at {time} before its hold {}", cap.time(), name_hint = "keyed_in_time_order");
+                    debug_assert!(
+                        time >= *cap.time(),
+                        "{name_hint} emitted at {time} before its hold {}",
+                        cap.time(),
+                        name_hint = "keyed_in_time_order"
+                    );
                     let at = cap.delayed(&time.max(*cap.time()));
                     let mut session = output.session(&at);
                     session.give(first);

@@ -23,10 +23,22 @@ pub struct TelemetryOutputs<'s> {
 }
 
 /// Sliding, lap and sector windows plus anomaly detection, all per driver in event-time order.
-pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, config: &TelemetryConfig) -> TelemetryOutputs<'s> {
+pub fn telemetry_dataflow<'s>(
+    samples: Stream<'s, EventTime, Vec<Sample>>,
+    config: &TelemetryConfig,
+) -> TelemetryOutputs<'s> {
     let sliding = keyed_in_time_order(samples.clone(), "SlidingWindows", config.sliding);
     let laps = keyed_in_time_order(samples.clone(), "LapWindows", LapSegments::Lap);
     let sectors = keyed_in_time_order(samples.clone(), "SectorWindows", LapSegments::Sector);
-    let alerts = keyed_in_time_order(samples, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() });
-    TelemetryOutputs { windows: sliding.concat(laps).concat(sectors), alerts }
+    let alerts = keyed_in_time_order(
+        samples,
+        "AnomalyDetector",
+        AnomalyDetector {
+            config: config.anomalies.clone(),
+        },
+    );
+    TelemetryOutputs {
+        windows: sliding.concat(laps).concat(sectors),
+        alerts,
+    }
 }

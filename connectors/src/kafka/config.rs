@@ -18,7 +18,10 @@ pub struct ReaderContext;
 impl ClientContext for ReaderContext {
     fn error(&self, error: RdKafkaError, reason: &str) {
         match error {
-            RdKafkaError::PartitionEOF(_) | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => tracing::debug!(reason, "end of partition"),
+            RdKafkaError::PartitionEOF(_)
+            | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::debug!(reason, "end of partition")
+            }
             error => tracing::error!(%error, reason, "kafka client error"),
         }
     }
@@ -38,7 +41,10 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> KafkaConfig {
-        KafkaConfig { brokers: brokers.into(), properties: Vec::new() }
+        KafkaConfig {
+            brokers: brokers.into(),
+            properties: Vec::new(),
+        }
     }
 
     /// A client config with the brokers, `defaults`, then the user's properties.
@@ -57,17 +63,36 @@ impl KafkaConfig {
     /// A consumer that is never subscribed: used for metadata, watermarks and assigned reads.
     /// End-of-partition events are on: readers use them to know they have caught up.
     pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
-        self.client(&[("group.id", group), ("enable.auto.commit", "false"), ("enable.auto.offset.store", "false"), ("auto.offset.reset", "earliest"), ("enable.partition.eof", "true")])
-            .create_with_context(ReaderContext)
-            .map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+        self.client(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create_with_context(ReaderContext)
+        .map_err(KafkaError::client(format!(
+            "creating a consumer for {}",
+            self.brokers
+        )))
     }
 
     /// Number of partitions of `topic`.
     pub fn partition_count(&self, consumer: &Reader, topic: &str) -> Result<i32, KafkaError> {
-        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(KafkaError::client(format!("fetching metadata of `{topic}` from {}", self.brokers)))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(KafkaError::client(format!(
+                "fetching metadata of `{topic}` from {}",
+                self.brokers
+            )))?;
         match metadata.topics().iter().find(|t| t.name() == topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
-            _ => Err(KafkaError::NoSuchTopic { topic: topic.to_string(), brokers: self.brokers.clone() }),
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            _ => Err(KafkaError::NoSuchTopic {
+                topic: topic.to_string(),
+                brokers: self.brokers.clone(),
+            }),
         }
     }
 }
@@ -75,7 +100,9 @@ impl KafkaConfig {
 /// Parses `key=value` (the `-X` flag).
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
         _ => Err(format!("expected key=value, got {text:?}")),
     }
 }

@@ -34,7 +34,9 @@ pub struct GearRule {
 
 impl Default for GearRule {
     fn default() -> Self {
-        GearRule { episode: Episode::new(2, 1_000) }
+        GearRule {
+            episode: Episode::new(2, 1_000),
+        }
     }
 }
 
@@ -46,13 +48,23 @@ impl Rule for GearRule {
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let holds = !gear_plausible(s.gear, s.speed);
         let start = self.episode.update(holds, s, None)?;
-        let (min, max) = PLAUSIBLE_SPEED_KMH.get(s.gear as usize).copied().unwrap_or((0.0, 0.0));
+        let (min, max) = PLAUSIBLE_SPEED_KMH
+            .get(s.gear as usize)
+            .copied()
+            .unwrap_or((0.0, 0.0));
         Some(Alert::new(
             self.kind(),
             &start,
             s,
-            format!("gear {} at {:.0} km/h (plausible {min:.0}-{max:.0} km/h)", s.gear, s.speed),
-            vec![("gear", f64::from(s.gear)), ("speed", s.speed), ("rpm", s.rpm)],
+            format!(
+                "gear {} at {:.0} km/h (plausible {min:.0}-{max:.0} km/h)",
+                s.gear, s.speed
+            ),
+            vec![
+                ("gear", f64::from(s.gear)),
+                ("speed", s.speed),
+                ("rpm", s.rpm),
+            ],
         ))
     }
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what pitwall's build and tests need on a Debian machine with the Rust toolchain.
+# Idempotent: each step checks first and only installs what is missing.
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+need_apt=()
+for pkg in build-essential pkg-config zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
+
+# The Kafka-protocol broker the integration tests start (in-memory storage, loopback only).
+if [ "${PITWALL_SKIP_TANSU:-0}" != "1" ]; then
+  if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    log "installing the Tansu broker $TANSU_VERSION (cargo install; ~15-20 min on 2 cores, once)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  fi
+fi
+log "ready"
