@@ -45,10 +45,7 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     pub fn config(&self) -> pitwall_connectors::kafka::KafkaConfig {
-        pitwall_connectors::kafka::KafkaConfig {
-            brokers: self.brokers.clone(),
-            properties: self.property.clone(),
-        }
+        pitwall_connectors::kafka::KafkaConfig { brokers: self.brokers.clone(), properties: self.property.clone() }
     }
 }
 
@@ -197,6 +194,25 @@ pub struct DataflowArgs {
     /// Messages larger than this many bytes go to the DLQ.
     #[arg(long, default_value_t = pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
+}
+
+impl Default for DataflowArgs {
+    /// The same values as the flags' defaults.
+    fn default() -> Self {
+        DataflowArgs {
+            group: "pitwall".into(),
+            telemetry_topic: topics::TELEMETRY.into(),
+            alerts_topic: topics::ALERTS.into(),
+            windows_topic: topics::WINDOWS.into(),
+            dlq_topic: topics::DLQ.into(),
+            window_length_ms: 5_000,
+            window_slide_ms: 1_000,
+            allowed_lateness_ms: 500,
+            idle_timeout_ms: 3_000,
+            drivers: None,
+            max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 /// Timely's cluster flags, with their timely meanings.

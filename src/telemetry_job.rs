@@ -73,66 +73,34 @@ struct WorkerReport {
 /// Timely's communication config from the `-w -n -p -h` flags.
 pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config> {
     if args.workers == 0 || args.processes == 0 || args.process >= args.processes {
-        bail!(
-            "need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})",
-            args.workers,
-            args.processes,
-            args.process
-        );
+        bail!("need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", args.workers, args.processes, args.process);
     }
     let communication = if args.processes > 1 {
         let addresses: Vec<String> = match &args.hostfile {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading hostfile {}", path.display()))?;
-                let lines: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .take(args.processes)
-                    .collect();
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading hostfile {}", path.display()))?;
+                let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).take(args.processes).collect();
                 if lines.len() < args.processes {
-                    bail!(
-                        "hostfile {} has {} addresses but -n is {}",
-                        path.display(),
-                        lines.len(),
-                        args.processes
-                    );
+                    bail!("hostfile {} has {} addresses but -n is {}", path.display(), lines.len(), args.processes);
                 }
                 lines
             }
-            None => (0..args.processes)
-                .map(|i| format!("localhost:{}", 2101 + i))
-                .collect(),
+            None => (0..args.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
         };
-        timely::CommunicationConfig::Cluster {
-            threads: args.workers,
-            process: args.process,
-            addresses,
-            report: false,
-            zerocopy: false,
-        }
+        timely::CommunicationConfig::Cluster { threads: args.workers, process: args.process, addresses, report: false, zerocopy: false }
     } else if args.workers > 1 {
         timely::CommunicationConfig::Process(args.workers)
     } else {
         timely::CommunicationConfig::Thread
     };
-    Ok(timely::Config {
-        communication,
-        worker: timely::WorkerConfig::default(),
-    })
+    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
 }
 
 /// Checks what the job needs from the broker before any worker starts.
 pub fn preflight(config: &JobConfig) -> Result<()> {
     let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
-    config
-        .kafka
-        .partition_count(&consumer, &config.dataflow.telemetry_topic)?;
-    let alerts = config
-        .kafka
-        .partition_count(&consumer, &config.dataflow.alerts_topic)?;
+    config.kafka.partition_count(&consumer, &config.dataflow.telemetry_topic)?;
+    let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
     if alerts < ALERT_PARTITIONS {
         bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
     }
@@ -143,11 +111,7 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
 }
 
 /// Runs the job on this process's workers until the input ends (`exit_at_end`) or `shutdown`.
-pub fn run_job(
-    config: JobConfig,
-    timely: timely::Config,
-    shutdown: Arc<AtomicBool>,
-) -> Result<JobReport> {
+pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
     preflight(&config)?;
     let started = Instant::now();
     let config = Arc::new(config);
@@ -157,9 +121,7 @@ pub fn run_job(
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut report = JobReport::default();
     for result in guards.join() {
-        let worker = result
-            .map_err(|e| anyhow::anyhow!("a worker panicked: {e}"))?
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let worker = result.map_err(|e| anyhow::anyhow!("a worker panicked: {e}"))?.map_err(|e| anyhow::anyhow!(e))?;
         report.add(&worker);
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -170,23 +132,13 @@ pub fn run_job(
 /// How long a parked worker sleeps when nothing activates it.
 const PARK: Duration = Duration::from_millis(20);
 
-fn run_worker(
-    worker: &mut timely::worker::Worker,
-    config: &JobConfig,
-    shutdown: Arc<AtomicBool>,
-) -> Result<WorkerReport> {
+fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
     let args = &config.dataflow;
     let policy = DecodePolicy {
         max_record_bytes: args.max_record_bytes,
-        known_drivers: args
-            .drivers
-            .as_ref()
-            .map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
+        known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
     };
-    let telemetry = TelemetryConfig {
-        sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms),
-        ..Default::default()
-    };
+    let telemetry = TelemetryConfig { sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms), ..Default::default() };
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
@@ -197,45 +149,29 @@ fn run_worker(
     let probe = ProbeHandle::new();
     let (handle, sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
-            decode_telemetry(key, payload, &policy)
-                .map(|record| (record.session_time_ms, Sample { at, record }))
-                .map_err(|e| e.to_string())
+            decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
-        let (samples, dead) =
-            events.ok_err::<Vec<Sample>, _, Vec<DeadLetter>, _, _>(|event| match event {
-                SourceEvent::Record(sample) => Ok(sample),
-                SourceEvent::Dead(dead) => Err(dead),
-            });
+        let (samples, dead) = events.ok_err::<Vec<Sample>, _, Vec<DeadLetter>, _, _>(|event| match event {
+            SourceEvent::Record(sample) => Ok(sample),
+            SourceEvent::Dead(dead) => Err(dead),
+        });
         let outputs = telemetry_dataflow(samples, &telemetry);
         let alerts_topic = args.alerts_topic.clone();
-        let (alerts_done, alerts) =
-            publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| {
-                Route {
-                    topic: alerts_topic.clone(),
-                    key: Some(a.driver.clone()),
-                    partition: Some(a.severity.partition()),
-                }
-            });
-        let windows_topic = args.windows_topic.clone();
-        let (windows_done, windows) = publish(
-            outputs.windows,
-            &producer,
-            "WindowSink",
-            move |w: &WindowResult| Route {
-                topic: windows_topic.clone(),
-                key: Some(w.driver.clone()),
-                partition: None,
-            },
-        );
-        let dlq_topic = args.dlq_topic.clone();
-        let (dead_done, _) = publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| {
-            Route {
-                topic: dlq_topic.clone(),
-                key: d.key.clone(),
-                partition: None,
-            }
+        let (alerts_done, alerts) = publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| Route {
+            topic: alerts_topic.clone(),
+            key: Some(a.driver.clone()),
+            partition: Some(a.severity.partition()),
         });
+        let windows_topic = args.windows_topic.clone();
+        let (windows_done, windows) = publish(outputs.windows, &producer, "WindowSink", move |w: &WindowResult| Route {
+            topic: windows_topic.clone(),
+            key: Some(w.driver.clone()),
+            partition: None,
+        });
+        let dlq_topic = args.dlq_topic.clone();
+        let (dead_done, _) =
+            publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);
         dead_done.probe_with(&probe);
@@ -247,16 +183,6 @@ fn run_worker(
     handle.commit_all()?;
     producer.flush(Duration::from_secs(30))?;
     let stats = handle.stats();
-    tracing::info!(
-        worker = worker.index(),
-        ?stats,
-        alerts = sinks.0.delivered(),
-        windows = sinks.1.delivered(),
-        "worker finished"
-    );
-    Ok(WorkerReport {
-        source: stats,
-        alerts: sinks.0.delivered(),
-        windows: sinks.1.delivered(),
-    })
+    tracing::info!(worker = worker.index(), ?stats, alerts = sinks.0.delivered(), windows = sinks.1.delivered(), "worker finished");
+    Ok(WorkerReport { source: stats, alerts: sinks.0.delivered(), windows: sinks.1.delivered() })
 }

@@ -17,19 +17,13 @@ use support::*;
 const PARTITIONS: i32 = 4;
 
 fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) {
-    let record = BaseRecord::to(topic)
-        .key(key)
-        .partition(key_partition(key.as_bytes(), PARTITIONS))
-        .payload(payload);
+    let record = BaseRecord::to(topic).key(key).partition(key_partition(key.as_bytes(), PARTITIONS)).payload(payload);
     producer.send(record).expect("enqueue");
     producer.poll(Duration::ZERO);
 }
 
 fn sorted_values(brokers: &str, topic: &str) -> Vec<String> {
-    let mut values: Vec<String> = tail(brokers, topic)
-        .into_iter()
-        .map(|m| m["value"].to_string())
-        .collect();
+    let mut values: Vec<String> = tail(brokers, topic).into_iter().map(|m| m["value"].to_string()).collect();
     values.sort();
     values
 }
@@ -50,33 +44,28 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
             ("windows-clean", 4),
         ],
     );
-    let race = Race::generate(&RaceConfig {
-        drivers: 4,
-        laps: 1,
-        seed: 5,
-        inject_anomalies: true,
-    });
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("message.max.bytes", "10000000")
-        .create()
-        .unwrap();
+    let race = Race::generate(&RaceConfig { drivers: 4, laps: 1, seed: 5, inject_anomalies: true });
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", b).set("message.max.bytes", "10000000").create().unwrap();
 
     let good = race.record_count();
     let mut huge = encode_telemetry(&race.drivers[0].1[0]);
     huge.truncate(huge.len() - 1);
     huge.extend(format!(r#","status":"{}"}}"#, "x".repeat(2 * 1024 * 1024)).bytes());
-    let unknown = String::from_utf8(encode_telemetry(
-        &pitwall_dataflows::records::TelemetryRecord {
-            driver: "XYZ".into(),
-            ..race.drivers[1].1[300].clone()
-        },
-    ))
-    .unwrap();
+    let unknown =
+        String::from_utf8(encode_telemetry(&pitwall_dataflows::records::TelemetryRecord { driver: "XYZ".into(), ..race.drivers[1].1[300].clone() }))
+            .unwrap();
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
         ("VER", b"{\"driver\": \"VER\", \"session_ti".to_vec(), "malformed JSON"),
-        ("PER", br#"{"driver":"PER","session_time_ms":3600500,"rpm":"fast","speed":200,"gear":5,"throttle":100,"brake":false,"drs":0}"#.to_vec(), "wrong field type"),
-        ("HAM", br#"{"driver":"HAM","session_time_ms":3600500,"rpm":10000,"speed":NaN,"gear":5,"throttle":100,"brake":false,"drs":0}"#.to_vec(), "NaN"),
+        (
+            "PER",
+            br#"{"driver":"PER","session_time_ms":3600500,"rpm":"fast","speed":200,"gear":5,"throttle":100,"brake":false,"drs":0}"#.to_vec(),
+            "wrong field type",
+        ),
+        (
+            "HAM",
+            br#"{"driver":"HAM","session_time_ms":3600500,"rpm":10000,"speed":NaN,"gear":5,"throttle":100,"brake":false,"drs":0}"#.to_vec(),
+            "NaN",
+        ),
         ("VER", huge, "exceeds the 65536-byte limit"),
         ("XYZ", unknown.into_bytes(), "unknown driver \"XYZ\""),
         ("RUS", encode_telemetry(&race.drivers[0].1[301]), "does not match"),
@@ -87,11 +76,7 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
         for half in 0..2 {
             for (driver, rows) in &race.drivers {
                 let mid = rows.len() / 2;
-                let part = if half == 0 {
-                    &rows[..mid]
-                } else {
-                    &rows[mid..]
-                };
+                let part = if half == 0 { &rows[..mid] } else { &rows[mid..] };
                 for row in part {
                     send(&producer, topic, driver, &encode_telemetry(row));
                 }
@@ -105,12 +90,7 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
 
-    let drivers = race
-        .drivers
-        .iter()
-        .map(|(d, _)| d.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let drivers = race.drivers.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(",");
     for topic in ["clean", "dirty"] {
         let report = run_report(&pitwall(&[
             "run",
@@ -130,57 +110,30 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
             "--windows-topic",
             &format!("windows-{topic}"),
         ]));
-        assert_eq!(
-            report["records"].as_u64().unwrap() as usize,
-            good,
-            "{topic}: every good record processed: {report}"
-        );
-        assert_eq!(
-            report["dead_letters"].as_u64().unwrap() as usize,
-            if topic == "dirty" { bad.len() } else { 0 },
-            "{topic}: {report}"
-        );
+        assert_eq!(report["records"].as_u64().unwrap() as usize, good, "{topic}: every good record processed: {report}");
+        assert_eq!(report["dead_letters"].as_u64().unwrap() as usize, if topic == "dirty" { bad.len() } else { 0 }, "{topic}: {report}");
     }
 
     let dead = tail(b, "pitwall-dlq");
     let source = tail(b, "dirty");
     assert_eq!(dead.len(), bad.len(), "{dead:#?}");
     for (key, payload, reason) in &bad {
-        let letter = dead.iter().map(|m| &m["value"]).find(|v| {
-            v["key"] == *key
-                && v["payload_len"] == payload.len()
-                && v["reason"].as_str().unwrap().contains(reason)
-        });
-        let letter = letter
-            .unwrap_or_else(|| panic!("no dead letter for {key} with {reason:?} in {dead:#?}"));
+        let letter = dead
+            .iter()
+            .map(|m| &m["value"])
+            .find(|v| v["key"] == *key && v["payload_len"] == payload.len() && v["reason"].as_str().unwrap().contains(reason));
+        let letter = letter.unwrap_or_else(|| panic!("no dead letter for {key} with {reason:?} in {dead:#?}"));
         assert_eq!(letter["topic"], "dirty");
-        assert_eq!(
-            letter["partition"],
-            key_partition(key.as_bytes(), PARTITIONS)
-        );
+        assert_eq!(letter["partition"], key_partition(key.as_bytes(), PARTITIONS));
         let original = source
             .iter()
             .find(|m| m["partition"] == letter["partition"] && m["offset"] == letter["offset"])
             .expect("the dead letter points at a message");
-        assert_eq!(
-            original["key"], *key,
-            "partition/offset name the bad message itself"
-        );
-        assert!(
-            letter["payload_prefix"].as_str().unwrap().len() <= 1024,
-            "the DLQ keeps a prefix, not 2 MB"
-        );
+        assert_eq!(original["key"], *key, "partition/offset name the bad message itself");
+        assert!(letter["payload_prefix"].as_str().unwrap().len() <= 1024, "the DLQ keeps a prefix, not 2 MB");
     }
     let alerts = sorted_values(b, "alerts-clean");
     assert!(!alerts.is_empty());
-    assert_eq!(
-        sorted_values(b, "alerts-dirty"),
-        alerts,
-        "alerts unaffected by the bad records"
-    );
-    assert_eq!(
-        sorted_values(b, "windows-dirty"),
-        sorted_values(b, "windows-clean"),
-        "windows unaffected by the bad records"
-    );
+    assert_eq!(sorted_values(b, "alerts-dirty"), alerts, "alerts unaffected by the bad records");
+    assert_eq!(sorted_values(b, "windows-dirty"), sorted_values(b, "windows-clean"), "windows unaffected by the bad records");
 }

@@ -11,57 +11,22 @@ use support::*;
 #[test]
 fn demo_on_the_embedded_broker_shows_live_alerts_within_seconds() {
     let started = Instant::now();
-    let mut child = pitwall_command(&[
-        "demo",
-        "--duration",
-        "20",
-        "--speed",
-        "10",
-        "--drivers",
-        "10",
-        "--laps",
-        "2",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn demo");
+    let mut child = pitwall_command(&["demo", "--duration", "20", "--speed", "10", "--drivers", "10", "--laps", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .map(|line| (started.elapsed(), line))
-            .collect::<Vec<_>>()
-    });
+    let reader =
+        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).map(|line| (started.elapsed(), line)).collect::<Vec<_>>());
     let output = wait_with_timeout(child, "pitwall demo", Duration::from_secs(90));
-    assert!(
-        output.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "demo failed: {}", String::from_utf8_lossy(&output.stderr));
     let lines = reader.join().unwrap();
-    let first_alert = lines
-        .iter()
-        .find(|(_, l)| l.starts_with("ALERT"))
-        .unwrap_or_else(|| panic!("no alert in {lines:#?}"));
-    assert!(
-        first_alert.0 < Duration::from_secs(15),
-        "first alert after {:?}",
-        first_alert.0
-    );
-    assert!(
-        lines.iter().filter(|(_, l)| l.starts_with("ALERT")).count() >= 5,
-        "{lines:#?}"
-    );
-    assert!(
-        lines.iter().any(|(_, l)| l.starts_with("LAP   ")),
-        "lap summaries printed: {lines:#?}"
-    );
-    let summary = lines
-        .iter()
-        .find(|(_, l)| l.starts_with("processed "))
-        .expect("a closing summary");
+    let first_alert = lines.iter().find(|(_, l)| l.starts_with("ALERT")).unwrap_or_else(|| panic!("no alert in {lines:#?}"));
+    assert!(first_alert.0 < Duration::from_secs(15), "first alert after {:?}", first_alert.0);
+    assert!(lines.iter().filter(|(_, l)| l.starts_with("ALERT")).count() >= 5, "{lines:#?}");
+    assert!(lines.iter().any(|(_, l)| l.starts_with("LAP   ")), "lap summaries printed: {lines:#?}");
+    let summary = lines.iter().find(|(_, l)| l.starts_with("processed ")).expect("a closing summary");
     assert!(!summary.1.starts_with("processed 0 "), "{}", summary.1);
 }
 
@@ -98,14 +63,8 @@ fn help_explains_every_command_and_the_timely_flags() {
 #[test]
 fn unreachable_or_unprepared_brokers_fail_with_a_clear_error() {
     let broker = Tansu::start();
-    let output = pitwall_command(&["run", "--brokers", &broker.brokers, "--exit-at-end"])
-        .output()
-        .unwrap();
+    let output = pitwall_command(&["run", "--brokers", &broker.brokers, "--exit-at-end"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("topic `f1-telemetry` does not exist")
-            && stderr.contains("pitwall topics create"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("topic `f1-telemetry` does not exist") && stderr.contains("pitwall topics create"), "{stderr}");
 }

@@ -19,35 +19,12 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
     let truth = gen_race(dir.path(), 20, 2, "csv");
     assert_eq!(truth.len(), 40);
     let topics = pitwall(&["topics", "create", "--brokers", b]);
-    assert!(
-        topics.contains("created f1-alerts (3 partitions)"),
-        "{topics}"
-    );
-    assert!(
-        pitwall(&["topics", "create", "--brokers", b])
-            .contains("exists  f1-telemetry (4 partitions)"),
-        "idempotent"
-    );
-    let produced = pitwall(&[
-        "produce",
-        "telemetry",
-        "--brokers",
-        b,
-        "--input",
-        &path_str(dir.path()),
-        "--max-rate",
-        "--quiet",
-    ]);
+    assert!(topics.contains("created f1-alerts (3 partitions)"), "{topics}");
+    assert!(pitwall(&["topics", "create", "--brokers", b]).contains("exists  f1-telemetry (4 partitions)"), "idempotent");
+    let produced = pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
     assert!(produced.contains("sent 24"), "{produced}");
 
-    let report = run_report(&pitwall(&[
-        "run",
-        "--brokers",
-        b,
-        "-w",
-        "2",
-        "--exit-at-end",
-    ]));
+    let report = run_report(&pitwall(&["run", "--brokers", b, "-w", "2", "--exit-at-end"]));
     let records = report["records"].as_u64().unwrap();
     assert!(records > 20_000, "{report}");
     assert_eq!(report["dead_letters"], 0, "{report}");
@@ -59,20 +36,9 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
     for message in &alerts {
         let alert = &message["value"];
         let severity = alert["severity"].as_str().unwrap();
-        let partition = SEVERITY_PARTITION
-            .iter()
-            .find(|(s, _)| *s == severity)
-            .unwrap()
-            .1;
-        assert_eq!(
-            message["partition"].as_i64().unwrap(),
-            partition,
-            "{alert} on the wrong partition"
-        );
-        assert!(
-            ids.insert(alert["id"].as_str().unwrap().to_string()),
-            "alert id repeated: {alert}"
-        );
+        let partition = SEVERITY_PARTITION.iter().find(|(s, _)| *s == severity).unwrap().1;
+        assert_eq!(message["partition"].as_i64().unwrap(), partition, "{alert} on the wrong partition");
+        assert!(ids.insert(alert["id"].as_str().unwrap().to_string()), "alert id repeated: {alert}");
         let time = alert["session_time_ms"].as_i64().unwrap();
         let hit = truth.iter().position(|t| {
             t["driver"] == alert["driver"]
@@ -85,51 +51,21 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
             None => unmatched.push(alert.clone()),
         }
     }
-    let missed: Vec<&Value> = truth
-        .iter()
-        .zip(&matched)
-        .filter(|(_, m)| **m == 0)
-        .map(|(t, _)| t)
-        .collect();
+    let missed: Vec<&Value> = truth.iter().zip(&matched).filter(|(_, m)| **m == 0).map(|(t, _)| t).collect();
     assert!(missed.is_empty(), "recall < 1: missed {missed:#?}");
-    assert!(
-        matched.iter().all(|m| *m == 1),
-        "a condition was alerted twice: {matched:?}"
-    );
-    assert!(
-        unmatched.len() * 20 <= alerts.len(),
-        "more than 5% of alerts match no injected anomaly: {unmatched:#?}"
-    );
+    assert!(matched.iter().all(|m| *m == 1), "a condition was alerted twice: {matched:?}");
+    assert!(unmatched.len() * 20 <= alerts.len(), "more than 5% of alerts match no injected anomaly: {unmatched:#?}");
 
     // Every window kind is there: one lap window per driver and lap, three sectors per lap.
     let windows = tail(b, "f1-windows");
-    let count = |kind: &str| {
-        windows
-            .iter()
-            .filter(|w| w["value"]["window"]["type"] == kind)
-            .count()
-    };
+    let count = |kind: &str| windows.iter().filter(|w| w["value"]["window"]["type"] == kind).count();
     assert_eq!(count("lap"), 40);
     assert_eq!(count("sector"), 120);
-    assert!(
-        count("sliding") > 20 * 140,
-        "sliding windows: {}",
-        count("sliding")
-    );
-    assert!(
-        windows.iter().all(|w| w["key"] == w["value"]["driver"]),
-        "windows are keyed by driver"
-    );
+    assert!(count("sliding") > 20 * 140, "sliding windows: {}", count("sliding"));
+    assert!(windows.iter().all(|w| w["key"] == w["value"]["driver"]), "windows are keyed by driver");
 
     // Offsets were committed after the outputs: the same group has nothing left to read.
-    let again = run_report(&pitwall(&[
-        "run",
-        "--brokers",
-        b,
-        "-w",
-        "1",
-        "--exit-at-end",
-    ]));
+    let again = run_report(&pitwall(&["run", "--brokers", b, "-w", "1", "--exit-at-end"]));
     assert_eq!(again["messages"], 0, "{again}");
 }
 
@@ -157,52 +93,22 @@ fn results_are_identical_at_one_and_four_workers_and_two_processes() {
     let dir = temp_dir();
     gen_race(dir.path(), 8, 2, "parquet");
     let mut topics = vec![("f1-telemetry", 4), ("pitwall-dlq", 1)];
-    let names: Vec<(String, String)> = ["w1", "w4", "n2"]
-        .iter()
-        .map(|r| (format!("alerts-{r}"), format!("windows-{r}")))
-        .collect();
+    let names: Vec<(String, String)> = ["w1", "w4", "n2"].iter().map(|r| (format!("alerts-{r}"), format!("windows-{r}"))).collect();
     for (alerts, windows) in &names {
         topics.push((alerts, 3));
         topics.push((windows, 4));
     }
     create_topics(b, &topics);
-    pitwall(&[
-        "produce",
-        "telemetry",
-        "--brokers",
-        b,
-        "--input",
-        &path_str(dir.path()),
-        "--max-rate",
-        "--quiet",
-        "--producers",
-        "2",
-    ]);
+    pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet", "--producers", "2"]);
 
     let run_args = |run: usize| -> Vec<String> {
         let (alerts, windows) = &names[run];
-        [
-            "run",
-            "--brokers",
-            b,
-            "--exit-at-end",
-            "--group",
-            &format!("group-{run}"),
-            "--alerts-topic",
-            alerts,
-            "--windows-topic",
-            windows,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ["run", "--brokers", b, "--exit-at-end", "--group", &format!("group-{run}"), "--alerts-topic", alerts, "--windows-topic", windows]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
-    let as_str = |v: &[String]| {
-        v.iter()
-            .map(String::as_str)
-            .collect::<Vec<&str>>()
-            .join(" ")
-    };
+    let as_str = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<&str>>().join(" ");
     let mut one = run_args(0);
     one.extend(["-w".into(), "1".into()]);
     pitwall(&one.iter().map(String::as_str).collect::<Vec<_>>());
@@ -214,20 +120,7 @@ fn results_are_identical_at_one_and_four_workers_and_two_processes() {
     let processes: Vec<_> = (0..2)
         .map(|p| {
             let mut args = run_args(2);
-            args.extend(
-                [
-                    "-w",
-                    "1",
-                    "-n",
-                    "2",
-                    "-p",
-                    &p.to_string(),
-                    "-h",
-                    &path_str(&hosts),
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
+            args.extend(["-w", "1", "-n", "2", "-p", &p.to_string(), "-h", &path_str(&hosts)].iter().map(|s| s.to_string()));
             let what = as_str(&args);
             (
                 what,
@@ -242,36 +135,18 @@ fn results_are_identical_at_one_and_four_workers_and_two_processes() {
     let mut total = 0;
     for (what, child) in processes {
         let output = wait_with_timeout(child, &what, COMMAND_TIMEOUT);
-        assert!(
-            output.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        total += run_report(&String::from_utf8_lossy(&output.stdout))["records"]
-            .as_u64()
-            .unwrap();
+        assert!(output.status.success(), "{what}: {}", String::from_utf8_lossy(&output.stderr));
+        total += run_report(&String::from_utf8_lossy(&output.stdout))["records"].as_u64().unwrap();
     }
-    assert!(
-        total > 9_000,
-        "the two processes together read the topic: {total}"
-    );
+    assert!(total > 9_000, "the two processes together read the topic: {total}");
 
     let w1 = results(b, &names[0].0, &names[0].1);
     assert!(!w1.0.is_empty() && w1.1.len() > 1_000, "non-trivial output");
     let by_kind: BTreeMap<String, usize> = w1.0.iter().fold(BTreeMap::new(), |mut m, a| {
-        *m.entry(serde_json::from_str::<Value>(a).unwrap()["kind"].to_string())
-            .or_default() += 1;
+        *m.entry(serde_json::from_str::<Value>(a).unwrap()["kind"].to_string()).or_default() += 1;
         m
     });
     assert!(by_kind.len() >= 4, "several alert kinds: {by_kind:?}");
-    assert_eq!(
-        results(b, &names[1].0, &names[1].1),
-        w1,
-        "-w 4 differs from -w 1"
-    );
-    assert_eq!(
-        results(b, &names[2].0, &names[2].1),
-        w1,
-        "-n 2 differs from -w 1"
-    );
+    assert_eq!(results(b, &names[1].0, &names[1].1), w1, "-w 4 differs from -w 1");
+    assert_eq!(results(b, &names[2].0, &names[2].1), w1, "-n 2 differs from -w 1");
 }

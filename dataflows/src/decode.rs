@@ -23,12 +23,7 @@ pub enum DecodeError {
     #[error("malformed JSON or wrong field type: {0}")]
     Json(#[from] serde_json::Error),
     #[error("field `{field}` is {value}, outside the valid range {min}..={max}")]
-    OutOfRange {
-        field: &'static str,
-        value: f64,
-        min: f64,
-        max: f64,
-    },
+    OutOfRange { field: &'static str, value: f64, min: f64, max: f64 },
     #[error("field `{field}` is not a finite number")]
     NonFinite { field: &'static str },
     #[error("driver id {driver:?} is not 1-8 ASCII letters or digits")]
@@ -49,33 +44,18 @@ pub struct DecodePolicy {
 
 impl Default for DecodePolicy {
     fn default() -> Self {
-        DecodePolicy {
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
-            known_drivers: None,
-        }
+        DecodePolicy { max_record_bytes: DEFAULT_MAX_RECORD_BYTES, known_drivers: None }
     }
 }
 
 /// Valid ranges of the numeric channels. Throttle allows FastF1's 104 "invalid" sentinel.
-const RANGES: [(&str, f64, f64); 4] = [
-    ("speed", 0.0, 500.0),
-    ("rpm", 0.0, 25_000.0),
-    ("throttle", 0.0, 104.0),
-    ("drs", 0.0, 14.0),
-];
+const RANGES: [(&str, f64, f64); 4] = [("speed", 0.0, 500.0), ("rpm", 0.0, 25_000.0), ("throttle", 0.0, 104.0), ("drs", 0.0, 14.0)];
 const MAX_GEAR: u8 = 8;
 
 /// Decodes and validates one telemetry message.
-pub fn decode_telemetry(
-    key: Option<&[u8]>,
-    payload: &[u8],
-    policy: &DecodePolicy,
-) -> Result<TelemetryRecord, DecodeError> {
+pub fn decode_telemetry(key: Option<&[u8]>, payload: &[u8], policy: &DecodePolicy) -> Result<TelemetryRecord, DecodeError> {
     if payload.len() > policy.max_record_bytes {
-        return Err(DecodeError::Oversized {
-            len: payload.len(),
-            max: policy.max_record_bytes,
-        });
+        return Err(DecodeError::Oversized { len: payload.len(), max: policy.max_record_bytes });
     }
     let record: TelemetryRecord = serde_json::from_slice(payload).map_err(|e| {
         if contains_non_json_number(payload) {
@@ -93,65 +73,34 @@ fn contains_non_json_number(payload: &[u8]) -> bool {
 }
 
 /// Checks ranges, finiteness, the driver id and that the key (if any) names the same driver.
-pub fn validate(
-    record: &TelemetryRecord,
-    key: Option<&[u8]>,
-    policy: &DecodePolicy,
-) -> Result<(), DecodeError> {
+pub fn validate(record: &TelemetryRecord, key: Option<&[u8]>, policy: &DecodePolicy) -> Result<(), DecodeError> {
     let driver = &record.driver;
     if driver.is_empty() || driver.len() > 8 || !driver.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(DecodeError::BadDriverId {
-            driver: driver.clone(),
-        });
+        return Err(DecodeError::BadDriverId { driver: driver.clone() });
     }
     if let Some(known) = &policy.known_drivers {
         if !known.contains(driver) {
-            return Err(DecodeError::UnknownDriver {
-                driver: driver.clone(),
-            });
+            return Err(DecodeError::UnknownDriver { driver: driver.clone() });
         }
     }
     if let Some(key) = key {
         if key != driver.as_bytes() {
-            return Err(DecodeError::KeyMismatch {
-                key: String::from_utf8_lossy(key).into_owned(),
-                driver: driver.clone(),
-            });
+            return Err(DecodeError::KeyMismatch { key: String::from_utf8_lossy(key).into_owned(), driver: driver.clone() });
         }
     }
-    let values = [
-        record.speed,
-        record.rpm,
-        record.throttle,
-        f64::from(record.drs),
-    ];
+    let values = [record.speed, record.rpm, record.throttle, f64::from(record.drs)];
     for ((field, min, max), value) in RANGES.iter().zip(values) {
         if !value.is_finite() {
             return Err(DecodeError::NonFinite { field });
         }
         if value < *min || value > *max {
-            return Err(DecodeError::OutOfRange {
-                field,
-                value,
-                min: *min,
-                max: *max,
-            });
+            return Err(DecodeError::OutOfRange { field, value, min: *min, max: *max });
         }
     }
     if record.gear > MAX_GEAR {
-        return Err(DecodeError::OutOfRange {
-            field: "gear",
-            value: f64::from(record.gear),
-            min: 0.0,
-            max: f64::from(MAX_GEAR),
-        });
+        return Err(DecodeError::OutOfRange { field: "gear", value: f64::from(record.gear), min: 0.0, max: f64::from(MAX_GEAR) });
     }
-    let finite = [
-        ("x", record.x),
-        ("y", record.y),
-        ("z", record.z),
-        ("distance", record.distance),
-    ];
+    let finite = [("x", record.x), ("y", record.y), ("z", record.z), ("distance", record.distance)];
     for (field, value) in finite {
         if !value.is_finite() {
             return Err(DecodeError::NonFinite { field });
@@ -159,9 +108,7 @@ pub fn validate(
     }
     if let Some(rel) = record.relative_distance {
         if !rel.is_finite() {
-            return Err(DecodeError::NonFinite {
-                field: "relative_distance",
-            });
+            return Err(DecodeError::NonFinite { field: "relative_distance" });
         }
     }
     Ok(())
@@ -208,13 +155,14 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_bad_input_with_a_reason() {
-        let policy = DecodePolicy {
-            max_record_bytes: 4096,
-            known_drivers: Some(["VER".to_string()].into()),
-        };
+        let policy = DecodePolicy { max_record_bytes: 4096, known_drivers: Some(["VER".to_string()].into()) };
         let cases: Vec<(Vec<u8>, Option<&[u8]>, &str)> = vec![
             (b"{not json".to_vec(), None, "malformed JSON"),
-            (br#"{"driver":"VER","session_time_ms":1,"rpm":"fast","speed":1,"gear":1,"throttle":1,"brake":false,"drs":0}"#.to_vec(), None, "wrong field type"),
+            (
+                br#"{"driver":"VER","session_time_ms":1,"rpm":"fast","speed":1,"gear":1,"throttle":1,"brake":false,"drs":0}"#.to_vec(),
+                None,
+                "wrong field type",
+            ),
             (br#"{"driver":"VER","session_time_ms":1,"rpm":1,"speed":NaN,"gear":1,"throttle":1,"brake":false,"drs":0}"#.to_vec(), None, "NaN"),
             (vec![b' '; 5000], None, "exceeds"),
             (encode_telemetry(&TelemetryRecord { driver: "XYZ".into(), ..good() }), None, "unknown driver"),
@@ -223,13 +171,8 @@ mod tests {
             (encode_telemetry(&TelemetryRecord { driver: "V E R".into(), ..good() }), None, "not 1-8 ASCII"),
         ];
         for (payload, key, expected) in cases {
-            let err = decode_telemetry(key, &payload, &policy)
-                .expect_err(expected)
-                .to_string();
-            assert!(
-                err.contains(expected),
-                "{err:?} should mention {expected:?}"
-            );
+            let err = decode_telemetry(key, &payload, &policy).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
     }
 

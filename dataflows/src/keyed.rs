@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
 use crate::partition::key_route;
@@ -27,21 +27,10 @@ pub trait KeyedLogic: 'static {
 
     /// One sample of a key, in `(time, partition, offset)` order. Outputs are `(time, record)`
     /// with `time >= sample time` or `>= self.hold(state)` as it was before this call.
-    fn on_sample(
-        &self,
-        state: &mut Self::State,
-        sample: &Sample,
-        out: &mut Vec<(EventTime, Self::Out)>,
-    );
+    fn on_sample(&self, state: &mut Self::State, sample: &Sample, out: &mut Vec<(EventTime, Self::Out)>);
 
     /// Every sample earlier than `frontier` has been seen (`None`: the input has ended).
-    fn on_progress(
-        &self,
-        _state: &mut Self::State,
-        _frontier: Option<EventTime>,
-        _out: &mut Vec<(EventTime, Self::Out)>,
-    ) {
-    }
+    fn on_progress(&self, _state: &mut Self::State, _frontier: Option<EventTime>, _out: &mut Vec<(EventTime, Self::Out)>) {}
 
     /// The earliest time this key may still emit at, apart from samples not yet seen.
     fn hold(&self, _state: &Self::State) -> Option<EventTime> {
@@ -54,14 +43,20 @@ pub trait KeyedLogic: 'static {
     }
 }
 
+/// Samples exchanged so that all samples of a driver are on one worker. The only way to make
+/// one is [`by_driver`], so keyed operators cannot be fed an unpartitioned stream by mistake,
+/// and several keyed operators share one exchange.
+#[derive(Clone)]
+pub struct ByDriver<'s>(Stream<'s, EventTime, Vec<Sample>>);
+
+/// Exchanges samples by driver.
+pub fn by_driver(samples: Stream<'_, EventTime, Vec<Sample>>) -> ByDriver<'_> {
+    ByDriver(samples.exchange(|sample: &Sample| key_route(&sample.record.driver)))
+}
+
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
-pub fn keyed_in_time_order<'s, L: KeyedLogic>(
-    samples: Stream<'s, EventTime, Vec<Sample>>,
-    name: &str,
-    logic: L,
-) -> Stream<'s, EventTime, Vec<L::Out>> {
-    let route = Exchange::new(|sample: &Sample| key_route(&sample.record.driver));
-    samples.unary_frontier(route, name, move |initial, _info| {
+pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: &ByDriver<'s>, name: &str, logic: L) -> Stream<'s, EventTime, Vec<L::Out>> {
+    samples.0.clone().unary_frontier(Pipeline, name, move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
         let mut pending: Vec<Sample> = Vec::new();
         let mut states: HashMap<String, L::State> = HashMap::new();
@@ -76,14 +71,9 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
             let frontier: Option<EventTime> = frontier.frontier().first().copied();
             let ready_limit = frontier.unwrap_or(EventTime::MAX);
 
-            if pending
-                .iter()
-                .any(|s| s.record.session_time_ms < ready_limit)
-                || frontier.is_none()
-            {
-                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) = pending
-                    .drain(..)
-                    .partition(|s| s.record.session_time_ms < ready_limit || frontier.is_none());
+            if pending.iter().any(|s| s.record.session_time_ms < ready_limit) || frontier.is_none() {
+                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) =
+                    pending.drain(..).partition(|s| s.record.session_time_ms < ready_limit || frontier.is_none());
                 pending = rest;
                 ready.sort_by_key(|s| (s.record.session_time_ms, s.at));
                 for sample in &ready {
@@ -118,12 +108,8 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 }
             }
 
-            let hold = pending
-                .iter()
-                .map(|s| s.record.session_time_ms)
-                .chain(states.values().filter_map(|state| logic.hold(state)))
-                .chain(frontier)
-                .min();
+            let hold =
+                pending.iter().map(|s| s.record.session_time_ms).chain(states.values().filter_map(|state| logic.hold(state))).chain(frontier).min();
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,

@@ -75,19 +75,11 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             (b"abc", 479_470_107),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input) as i32,
-                expected,
-                "{:?}",
-                std::str::from_utf8(input)
-            );
+            assert_eq!(murmur2(input) as i32, expected, "{:?}", std::str::from_utf8(input));
         }
     }
 
@@ -95,15 +87,8 @@ mod tests {
     fn every_partition_has_exactly_one_owner() {
         for total in 1..=7 {
             for partitions in 1..=13 {
-                let mut owned: Vec<i32> = (0..total)
-                    .flat_map(|w| {
-                        PartitionOwner {
-                            worker_index: w,
-                            total_workers: total,
-                        }
-                        .owned(partitions)
-                    })
-                    .collect();
+                let mut owned: Vec<i32> =
+                    (0..total).flat_map(|w| PartitionOwner { worker_index: w, total_workers: total }.owned(partitions)).collect();
                 owned.sort();
                 assert_eq!(owned, (0..partitions).collect::<Vec<_>>());
             }

@@ -5,7 +5,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
-use crate::keyed::keyed_in_time_order;
+use crate::keyed::{by_driver, keyed_in_time_order};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
@@ -23,22 +23,11 @@ pub struct TelemetryOutputs<'s> {
 }
 
 /// Sliding, lap and sector windows plus anomaly detection, all per driver in event-time order.
-pub fn telemetry_dataflow<'s>(
-    samples: Stream<'s, EventTime, Vec<Sample>>,
-    config: &TelemetryConfig,
-) -> TelemetryOutputs<'s> {
-    let sliding = keyed_in_time_order(samples.clone(), "SlidingWindows", config.sliding);
-    let laps = keyed_in_time_order(samples.clone(), "LapWindows", LapSegments::Lap);
-    let sectors = keyed_in_time_order(samples.clone(), "SectorWindows", LapSegments::Sector);
-    let alerts = keyed_in_time_order(
-        samples,
-        "AnomalyDetector",
-        AnomalyDetector {
-            config: config.anomalies.clone(),
-        },
-    );
-    TelemetryOutputs {
-        windows: sliding.concat(laps).concat(sectors),
-        alerts,
-    }
+pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, config: &TelemetryConfig) -> TelemetryOutputs<'s> {
+    let samples = by_driver(samples);
+    let sliding = keyed_in_time_order(&samples, "SlidingWindows", config.sliding);
+    let laps = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap);
+    let sectors = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector);
+    let alerts = keyed_in_time_order(&samples, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() });
+    TelemetryOutputs { windows: sliding.concat(laps).concat(sectors), alerts }
 }

@@ -63,9 +63,7 @@ impl TelemetryRecord {
 }
 
 /// Where a record came from: the position that orders ties and that offsets are committed for.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourcePosition {
     pub partition: i32,
     pub offset: i64,
@@ -106,13 +104,8 @@ pub enum AnomalyKind {
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 5] = [
-        AnomalyKind::WheelSpin,
-        AnomalyKind::GearAnomaly,
-        AnomalyKind::OverRev,
-        AnomalyKind::BrakeThrottleOverlap,
-        AnomalyKind::SuddenSpeedDrop,
-    ];
+    pub const ALL: [AnomalyKind; 5] =
+        [AnomalyKind::WheelSpin, AnomalyKind::GearAnomaly, AnomalyKind::OverRev, AnomalyKind::BrakeThrottleOverlap, AnomalyKind::SuddenSpeedDrop];
 
     pub fn severity(self) -> Severity {
         match self {
@@ -156,13 +149,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub fn new(
-        kind: AnomalyKind,
-        start: &TelemetryRecord,
-        now: &TelemetryRecord,
-        message: String,
-        evidence: Vec<(&str, f64)>,
-    ) -> Alert {
+    pub fn new(kind: AnomalyKind, start: &TelemetryRecord, now: &TelemetryRecord, message: String, evidence: Vec<(&str, f64)>) -> Alert {
         Alert {
             id: format!("{}:{}:{}", start.driver, kind.name(), start.session_time_ms),
             driver: start.driver.clone(),
@@ -172,10 +159,7 @@ impl Alert {
             detected_at_ms: now.session_time_ms,
             lap: start.lap,
             message,
-            evidence: evidence
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            evidence: evidence.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             produced_at_ms: now.produced_at_ms,
         }
     }
@@ -240,13 +224,7 @@ pub struct DeadLetter {
 pub const DEAD_LETTER_PREFIX: usize = 1024;
 
 impl DeadLetter {
-    pub fn new(
-        topic: &str,
-        at: SourcePosition,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        reason: String,
-    ) -> DeadLetter {
+    pub fn new(topic: &str, at: SourcePosition, key: Option<&[u8]>, payload: &[u8], reason: String) -> DeadLetter {
         let prefix = &payload[..payload.len().min(DEAD_LETTER_PREFIX)];
         DeadLetter {
             topic: topic.to_string(),

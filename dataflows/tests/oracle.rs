@@ -6,21 +6,14 @@ use std::collections::BTreeMap;
 
 use pitwall_dataflows::anomalies::{detect_in_order, AnomalyConfig};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
-use pitwall_dataflows::records::{
-    Alert, ChannelStats, Sample, SourcePosition, TelemetryRecord, WindowKind, WindowResult,
-};
+use pitwall_dataflows::records::{Alert, ChannelStats, Sample, SourcePosition, TelemetryRecord, WindowKind, WindowResult};
 use pitwall_dataflows::sim::{Race, RaceConfig};
 use pitwall_dataflows::windows::SlidingWindows;
 use timely::dataflow::operators::capture::Event;
 use timely::dataflow::operators::{Capture, Input, Probe};
 
 fn race() -> Race {
-    Race::generate(&RaceConfig {
-        drivers: 6,
-        laps: 2,
-        seed: 11,
-        inject_anomalies: true,
-    })
+    Race::generate(&RaceConfig { drivers: 6, laps: 2, seed: 11, inject_anomalies: true })
 }
 
 /// Runs the dataflow on `workers` threads; returns every window result and alert.
@@ -37,29 +30,15 @@ fn run_dataflow(workers: usize, config: TelemetryConfig) -> (Vec<WindowResult>, 
             let outputs = telemetry_dataflow(samples, &config);
             let (probe, windows) = outputs.windows.probe();
             windows_tx.lock().unwrap().send(windows.capture()).unwrap();
-            alerts_tx
-                .lock()
-                .unwrap()
-                .send(outputs.alerts.probe_with(&probe).capture())
-                .unwrap();
+            alerts_tx.lock().unwrap().send(outputs.alerts.probe_with(&probe).capture()).unwrap();
             (input, probe)
         });
-        for (offset, record) in records
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % peers == index)
-        {
+        for (offset, record) in records.iter().enumerate().filter(|(i, _)| i % peers == index) {
             if record.session_time_ms > *input.time() {
                 input.advance_to(record.session_time_ms);
                 worker.step();
             }
-            input.send(Sample {
-                at: SourcePosition {
-                    partition: 0,
-                    offset: offset as i64,
-                },
-                record: record.clone(),
-            });
+            input.send(Sample { at: SourcePosition { partition: 0, offset: offset as i64 }, record: record.clone() });
         }
         drop(input);
         while !probe.done() {
@@ -71,12 +50,8 @@ fn run_dataflow(workers: usize, config: TelemetryConfig) -> (Vec<WindowResult>, 
 }
 
 /// Every record the captured streams carried (the workers have finished).
-fn drain<T>(
-    captures: std::sync::mpsc::Receiver<std::sync::mpsc::Receiver<Event<u64, Vec<T>>>>,
-) -> Vec<T> {
-    let events = captures
-        .try_iter()
-        .flat_map(|rx| rx.try_iter().collect::<Vec<_>>());
+fn drain<T>(captures: std::sync::mpsc::Receiver<std::sync::mpsc::Receiver<Event<u64, Vec<T>>>>) -> Vec<T> {
+    let events = captures.try_iter().flat_map(|rx| rx.try_iter().collect::<Vec<_>>());
     events
         .flat_map(|event| match event {
             Event::Messages(_, data) => data,
@@ -94,15 +69,8 @@ fn stats(values: &[f64]) -> ChannelStats {
 }
 
 /// The definition of a window's aggregate, written out directly.
-fn brute_force(
-    driver: &str,
-    window: WindowKind,
-    start_ms: u64,
-    end_ms: u64,
-    samples: &[&TelemetryRecord],
-) -> WindowResult {
-    let channel =
-        |f: fn(&TelemetryRecord) -> f64| stats(&samples.iter().map(|r| f(r)).collect::<Vec<_>>());
+fn brute_force(driver: &str, window: WindowKind, start_ms: u64, end_ms: u64, samples: &[&TelemetryRecord]) -> WindowResult {
+    let channel = |f: fn(&TelemetryRecord) -> f64| stats(&samples.iter().map(|r| f(r)).collect::<Vec<_>>());
     let pairs = samples.windows(2);
     WindowResult {
         driver: driver.to_string(),
@@ -114,14 +82,8 @@ fn brute_force(
         rpm: channel(|r| r.rpm),
         throttle: channel(|r| r.throttle),
         brake_pct: 100.0 * samples.iter().filter(|r| r.brake).count() as f64 / samples.len() as f64,
-        gear_changes: samples
-            .windows(2)
-            .filter(|p| p[0].gear != p[1].gear)
-            .count() as u64,
-        drs_open_ms: pairs
-            .filter(|p| p[0].drs >= 10)
-            .map(|p| p[1].session_time_ms - p[0].session_time_ms)
-            .sum(),
+        gear_changes: samples.windows(2).filter(|p| p[0].gear != p[1].gear).count() as u64,
+        drs_open_ms: pairs.filter(|p| p[0].drs >= 10).map(|p| p[1].session_time_ms - p[0].session_time_ms).sum(),
     }
 }
 
@@ -133,18 +95,9 @@ fn expected_windows(sliding: SlidingWindows) -> Vec<WindowResult> {
         let mut start = 0;
         while start <= last {
             let end = start + sliding.length_ms;
-            let inside: Vec<&TelemetryRecord> = rows
-                .iter()
-                .filter(|r| r.session_time_ms >= start && r.session_time_ms < end)
-                .collect();
+            let inside: Vec<&TelemetryRecord> = rows.iter().filter(|r| r.session_time_ms >= start && r.session_time_ms < end).collect();
             if !inside.is_empty() {
-                expected.push(brute_force(
-                    driver,
-                    WindowKind::Sliding,
-                    start,
-                    end,
-                    &inside,
-                ));
+                expected.push(brute_force(driver, WindowKind::Sliding, start, end, &inside));
             }
             start += sliding.slide_ms;
         }
@@ -153,16 +106,10 @@ fn expected_windows(sliding: SlidingWindows) -> Vec<WindowResult> {
             let lap = r.lap.unwrap();
             let sector = ((r.relative_distance.unwrap() * 3.0) as u8).min(2) + 1;
             groups.entry(WindowKind::Lap { lap }).or_default().push(r);
-            groups
-                .entry(WindowKind::Sector { lap, sector })
-                .or_default()
-                .push(r);
+            groups.entry(WindowKind::Sector { lap, sector }).or_default().push(r);
         }
         for (window, inside) in groups {
-            let (first, last) = (
-                inside[0].session_time_ms,
-                inside.last().unwrap().session_time_ms,
-            );
+            let (first, last) = (inside[0].session_time_ms, inside.last().unwrap().session_time_ms);
             expected.push(brute_force(driver, window, first, last, &inside));
         }
     }
@@ -181,28 +128,16 @@ fn assert_windows_equal(mut got: Vec<WindowResult>, mut expected: Vec<WindowResu
         assert_eq!(key(g), key(e));
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
         let channels = [(g.speed, e.speed), (g.rpm, e.rpm), (g.throttle, e.throttle)];
-        assert!(
-            channels
-                .iter()
-                .all(|(a, b)| close(a.mean, b.mean) && a.min == b.min && a.max == b.max),
-            "{g:?} != {e:?}"
-        );
+        assert!(channels.iter().all(|(a, b)| close(a.mean, b.mean) && a.min == b.min && a.max == b.max), "{g:?} != {e:?}");
         assert!(close(g.brake_pct, e.brake_pct), "{g:?} != {e:?}");
-        assert_eq!(
-            (g.end_ms, g.count, g.gear_changes, g.drs_open_ms),
-            (e.end_ms, e.count, e.gear_changes, e.drs_open_ms),
-            "{g:?}"
-        );
+        assert_eq!((g.end_ms, g.count, g.gear_changes, g.drs_open_ms), (e.end_ms, e.count, e.gear_changes, e.drs_open_ms), "{g:?}");
     }
 }
 
 #[test]
 fn windows_match_brute_force_at_one_and_four_workers() {
     for sliding in [SlidingWindows::default(), SlidingWindows::new(2_500, 1_000)] {
-        let config = TelemetryConfig {
-            sliding,
-            ..Default::default()
-        };
+        let config = TelemetryConfig { sliding, ..Default::default() };
         for workers in [1, 4] {
             let (windows, _) = run_dataflow(workers, config.clone());
             assert_windows_equal(windows, expected_windows(sliding));
@@ -213,17 +148,10 @@ fn windows_match_brute_force_at_one_and_four_workers() {
 #[test]
 fn alerts_match_sequential_rules_at_one_and_four_workers() {
     let race = race();
-    let mut expected: Vec<String> = race
-        .drivers
-        .iter()
-        .flat_map(|(_, rows)| detect_in_order(&AnomalyConfig::default(), rows))
-        .map(|a| a.id)
-        .collect();
+    let mut expected: Vec<String> =
+        race.drivers.iter().flat_map(|(_, rows)| detect_in_order(&AnomalyConfig::default(), rows)).map(|a| a.id).collect();
     expected.sort();
-    assert!(
-        expected.len() >= race.ground_truth.len(),
-        "the race has alerts to find"
-    );
+    assert!(expected.len() >= race.ground_truth.len(), "the race has alerts to find");
     for workers in [1, 4] {
         let (_, alerts) = run_dataflow(workers, TelemetryConfig::default());
         let mut got: Vec<String> = alerts.into_iter().map(|a| a.id).collect();

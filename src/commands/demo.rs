@@ -24,21 +24,10 @@ use crate::topics::*;
 /// How long the printers keep reading after the dataflow has flushed its last outputs.
 const PRINTER_GRACE: Duration = Duration::from_millis(1_500);
 
-const DEMO_TOPICS: [(&str, i32); 4] = [
-    (TELEMETRY, 4),
-    (ALERTS, ALERT_PARTITIONS),
-    (WINDOWS, 4),
-    (DLQ, 1),
-];
+const DEMO_TOPICS: [(&str, i32); 4] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1)];
 
 fn clock(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1_000 % 60,
-        ms % 1_000
-    )
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60, ms % 1_000)
 }
 
 fn print_alert(alert: &Alert) {
@@ -72,29 +61,20 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let mock;
     let brokers = match &args.brokers {
         Some(brokers) => {
-            let topics: Vec<(String, i32)> = DEMO_TOPICS
-                .iter()
-                .map(|(t, p)| (t.to_string(), *p))
-                .collect();
+            let topics: Vec<(String, i32)> = DEMO_TOPICS.iter().map(|(t, p)| (t.to_string(), *p)).collect();
             create_topics(&KafkaConfig::new(brokers.clone()), &topics, 1)?;
             brokers.clone()
         }
         None => {
             mock = MockCluster::new(1).context("starting the embedded Kafka broker")?;
             for (topic, partitions) in DEMO_TOPICS {
-                mock.create_topic(topic, partitions, 1)
-                    .with_context(|| format!("creating {topic} on the embedded broker"))?;
+                mock.create_topic(topic, partitions, 1).with_context(|| format!("creating {topic} on the embedded broker"))?;
             }
             mock.bootstrap_servers()
         }
     };
     let kafka = KafkaConfig::new(brokers.clone());
-    let race = Race::generate(&RaceConfig {
-        drivers: args.drivers,
-        laps: args.laps,
-        seed: args.seed,
-        inject_anomalies: true,
-    });
+    let race = Race::generate(&RaceConfig { drivers: args.drivers, laps: args.laps, seed: args.seed, inject_anomalies: true });
     println!(
         "pitwall demo: broker {brokers}{}, {} drivers x {} laps = {} records replayed at {}x, {} injected anomalies, {} workers. Ctrl-C to stop.",
         if args.brokers.is_none() { " (embedded)" } else { "" },
@@ -122,11 +102,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         printers.push(std::thread::spawn(move || {
             let result = tail(&kafka, topic, false, false, &stop, |message| {
                 if let Ok(alert) = serde_json::from_value::<Alert>(message.value.clone()) {
-                    *counts
-                        .lock()
-                        .expect("counts lock")
-                        .entry(format!("{:?} {}", alert.severity, alert.kind.name()))
-                        .or_default() += 1;
+                    *counts.lock().expect("counts lock").entry(format!("{:?} {}", alert.severity, alert.kind.name())).or_default() += 1;
                     print_alert(&alert);
                 } else if let Ok(window) = serde_json::from_value::<WindowResult>(message.value) {
                     print_lap(&window);
@@ -141,58 +117,22 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let records = race.all_records();
     let speed = args.speed;
     std::thread::spawn(move || {
-        if let Err(error) = produce_records(
-            &producer_kafka,
-            TELEMETRY,
-            records,
-            &ReplayConfig {
-                speed: Some(speed),
-                producers: 4,
-            },
-            true,
-        ) {
+        if let Err(error) = produce_records(&producer_kafka, TELEMETRY, records, &ReplayConfig { speed: Some(speed), producers: 4 }, true) {
             tracing::error!(%error, "demo producer failed");
         }
     });
-    let dataflow = DataflowArgs {
-        group: format!("pitwall-demo-{}", std::process::id()),
-        telemetry_topic: TELEMETRY.into(),
-        alerts_topic: ALERTS.into(),
-        windows_topic: WINDOWS.into(),
-        dlq_topic: DLQ.into(),
-        window_length_ms: 5_000,
-        window_slide_ms: 1_000,
-        allowed_lateness_ms: 500,
-        idle_timeout_ms: 3_000,
-        drivers: None,
-        max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
-    };
+    let dataflow = DataflowArgs { group: format!("pitwall-demo-{}", std::process::id()), ..DataflowArgs::default() };
     let timely = timely::Config {
-        communication: if args.workers > 1 {
-            timely::CommunicationConfig::Process(args.workers)
-        } else {
-            timely::CommunicationConfig::Thread
-        },
+        communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread },
         worker: Default::default(),
     };
-    let report = run_job(
-        JobConfig {
-            kafka,
-            dataflow,
-            exit_at_end: false,
-        },
-        timely,
-        shutdown,
-    )?;
+    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false }, timely, shutdown)?;
     std::thread::sleep(PRINTER_GRACE);
     printers_stop.store(true, Ordering::SeqCst);
     for printer in printers {
         let _ = printer.join();
     }
-    println!(
-        "\nprocessed {} records in {:.1} s; {} alerts, {} window results",
-        report.records, report.seconds, report.alerts, report.windows
-    );
+    println!("\nprocessed {} records in {:.1} s; {} alerts, {} window results", report.records, report.seconds, report.alerts, report.windows);
     for (kind, count) in counts.lock().expect("counts lock").iter() {
         println!("  {count:>4} x {kind}");
     }

@@ -7,14 +7,8 @@ use pitwall_dataflows::sim::{Race, RaceConfig};
 use crate::cli::{FileFormat, GenRaceArgs};
 
 pub fn race(args: &GenRaceArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let race = Race::generate(&RaceConfig {
-        drivers: args.drivers,
-        laps: args.laps,
-        seed: args.seed,
-        inject_anomalies: !args.no_anomalies,
-    });
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let race = Race::generate(&RaceConfig { drivers: args.drivers, laps: args.laps, seed: args.seed, inject_anomalies: !args.no_anomalies });
     let format = match args.format {
         FileFormat::Csv => Format::Csv,
         FileFormat::Parquet => Format::Parquet,
@@ -24,8 +18,7 @@ pub fn race(args: &GenRaceArgs) -> Result<()> {
         write_telemetry(&path, format, rows)?;
     }
     let truth = args.out.join("ground_truth.json");
-    std::fs::write(&truth, serde_json::to_vec_pretty(&race.ground_truth)?)
-        .with_context(|| format!("writing {}", truth.display()))?;
+    std::fs::write(&truth, serde_json::to_vec_pretty(&race.ground_truth)?).with_context(|| format!("writing {}", truth.display()))?;
     println!(
         "wrote {} records for {} drivers x {} laps to {} ({} injected anomalies in {})",
         race.record_count(),

@@ -17,53 +17,30 @@ use pitwall_dataflows::records::TelemetryRecord;
 use crate::cli::ProduceTelemetryArgs;
 
 /// Groups records by driver, each driver's rows in SessionTime order, on the driver's partition.
-pub fn driver_streams(
-    records: Vec<TelemetryRecord>,
-    partitions: i32,
-) -> Vec<ReplayStream<TelemetryRecord>> {
+pub fn driver_streams(records: Vec<TelemetryRecord>, partitions: i32) -> Vec<ReplayStream<TelemetryRecord>> {
     let mut by_driver: BTreeMap<String, Vec<(u64, TelemetryRecord)>> = BTreeMap::new();
     for record in records {
-        by_driver
-            .entry(record.driver.clone())
-            .or_default()
-            .push((record.session_time_ms, record));
+        by_driver.entry(record.driver.clone()).or_default().push((record.session_time_ms, record));
     }
     by_driver
         .into_iter()
         .map(|(driver, mut items)| {
             items.sort_by_key(|(time, _)| *time);
-            ReplayStream {
-                partition: key_partition(driver.as_bytes(), partitions),
-                key: driver,
-                items,
-            }
+            ReplayStream { partition: key_partition(driver.as_bytes(), partitions), key: driver, items }
         })
         .collect()
 }
 
 /// Replays `records` into `topic`, showing progress unless `quiet`.
-pub fn produce_records(
-    kafka: &KafkaConfig,
-    topic: &str,
-    records: Vec<TelemetryRecord>,
-    config: &ReplayConfig,
-    quiet: bool,
-) -> Result<ReplayReport> {
+pub fn produce_records(kafka: &KafkaConfig, topic: &str, records: Vec<TelemetryRecord>, config: &ReplayConfig, quiet: bool) -> Result<ReplayReport> {
     let consumer = kafka.plain_consumer("pitwall-producer")?;
     let partitions = kafka.partition_count(&consumer, topic)?;
     let total = records.len() as u64;
     let streams = driver_streams(records, partitions);
     let sent = Arc::new(AtomicU64::new(0));
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records ({per_sec}, eta {eta})").expect("valid template"),
     );
     let report = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
@@ -94,10 +71,7 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     if !args.max_rate && !(args.speed > 0.0 && args.speed.is_finite()) {
         bail!("--speed must be a positive number");
     }
-    let options = FileOptions {
-        driver: args.driver.clone(),
-        lap: args.lap,
-    };
+    let options = FileOptions { driver: args.driver.clone(), lap: args.lap };
     let mut records = Vec::new();
     let files = telemetry_files(&args.input)?;
     if files.is_empty() {
@@ -106,23 +80,10 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     for file in &files {
         records.extend(read_telemetry(file, &options)?);
     }
-    let config = ReplayConfig {
-        speed: (!args.max_rate).then_some(args.speed),
-        producers: args.producers,
-    };
-    let report = produce_records(
-        &args.kafka.config(),
-        &args.topic,
-        records,
-        &config,
-        args.quiet,
-    )?;
+    let config = ReplayConfig { speed: (!args.max_rate).then_some(args.speed), producers: args.producers };
+    let report = produce_records(&args.kafka.config(), &args.topic, records, &config, args.quiet)?;
     if report.failed > 0 {
-        bail!(
-            "{} of {} records could not be delivered",
-            report.failed,
-            report.sent
-        );
+        bail!("{} of {} records could not be delivered", report.failed, report.sent);
     }
     println!(
         "sent {} records from {} files to {} in {:.2} s: {:.0} msg/s",

@@ -24,10 +24,7 @@ pub fn create(args: &TopicsCreateArgs) -> Result<()> {
     .map(|(name, partitions)| (name.to_string(), partitions))
     .collect();
     for (name, outcome) in create_topics(&args.kafka.config(), &wanted, args.replication)? {
-        let asked = wanted
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, p)| *p);
+        let asked = wanted.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
         match outcome {
             TopicOutcome::Created => println!("created {name} ({asked} partitions)"),
             TopicOutcome::AlreadyExists { partitions } if partitions != asked => {

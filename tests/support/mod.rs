@@ -15,11 +15,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().unwrap().port()
 }
 
 /// A Tansu broker with in-memory storage, killed on drop.
@@ -38,14 +34,13 @@ impl Tansu {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the Tansu broker `{binary}` ({e}); run scripts/setup.sh (cargo install tansu --features dynostore)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start the Tansu broker `{binary}` ({e}); run scripts/setup.sh (cargo install tansu --features dynostore)")
+            });
         let brokers = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&brokers).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "Tansu did not listen on {brokers} within 20 s"
-            );
+            assert!(Instant::now() < deadline, "Tansu did not listen on {brokers} within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         Tansu { child, brokers }
@@ -61,10 +56,7 @@ impl Drop for Tansu {
 
 pub fn pitwall_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pitwall"));
-    command
-        .args(args)
-        .env("PITWALL_LOG", "warn")
-        .env_remove("PITWALL_BROKERS");
+    command.args(args).env("PITWALL_LOG", "warn").env_remove("PITWALL_BROKERS");
     command
 }
 
@@ -79,55 +71,31 @@ pub fn wait_with_timeout(child: Child, what: &str, timeout: Duration) -> Output 
         Ok(output) => output.expect("collect output"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let output = rx
-                .recv()
-                .expect("output after kill")
-                .expect("collect output");
-            panic!(
-                "`{what}` timed out after {timeout:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let output = rx.recv().expect("output after kill").expect("collect output");
+            panic!("`{what}` timed out after {timeout:?}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
         }
     }
 }
 
 /// Runs pitwall to completion; panics with its stderr unless it exits 0. Returns stdout.
 pub fn pitwall(args: &[&str]) -> String {
-    let child = pitwall_command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pitwall");
+    let child = pitwall_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall");
     let output = wait_with_timeout(child, &args.join(" "), COMMAND_TIMEOUT);
-    assert!(
-        output.status.success(),
-        "`pitwall {}` failed ({})\nstderr:\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "`pitwall {}` failed ({})\nstderr:\n{}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
 /// Every message of `topic` (via `pitwall tail --from-beginning --exit-at-end`).
 pub fn tail(brokers: &str, topic: &str) -> Vec<Value> {
-    pitwall(&[
-        "tail",
-        "--brokers",
-        brokers,
-        topic,
-        "--from-beginning",
-        "--exit-at-end",
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).expect("tail prints JSON lines"))
-    .collect()
+    pitwall(&["tail", "--brokers", brokers, topic, "--from-beginning", "--exit-at-end"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("tail prints JSON lines"))
+        .collect()
 }
 
 /// The JSON report `pitwall run` prints last.
 pub fn run_report(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("run prints a report"))
-        .expect("report is JSON")
+    serde_json::from_str(stdout.lines().last().expect("run prints a report")).expect("report is JSON")
 }
 
 /// Generates a race into `dir` and returns its ground truth.
@@ -159,19 +127,12 @@ pub fn path_str(path: &Path) -> String {
 
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     let wanted: Vec<(String, i32)> = topics.iter().map(|(t, p)| (t.to_string(), *p)).collect();
-    pitwall_connectors::kafka::admin::create_topics(
-        &pitwall_connectors::kafka::KafkaConfig::new(brokers),
-        &wanted,
-        1,
-    )
-    .expect("create topics");
+    pitwall_connectors::kafka::admin::create_topics(&pitwall_connectors::kafka::KafkaConfig::new(brokers), &wanted, 1).expect("create topics");
 }
 
 pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
     let path = dir.join("hosts.txt");
-    let lines: Vec<String> = (0..processes)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let lines: Vec<String> = (0..processes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     std::fs::write(&path, lines.join("\n")).unwrap();
     path
 }

@@ -17,32 +17,14 @@ use super::{batch_to_records, FileError};
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub fn read(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
-    let io = |source| FileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let arrow = |source| FileError::Arrow {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| FileError::Io { path: path.to_path_buf(), source };
+    let arrow = |source| FileError::Arrow { path: path.to_path_buf(), source };
     let bytes = std::fs::read(path).map_err(io)?;
     let bytes = bytes.strip_prefix(BOM).unwrap_or(&bytes);
     let format = CsvFormat::default().with_header(true);
-    let (inferred, _) = format
-        .infer_schema(Cursor::new(bytes), Some(0))
-        .map_err(arrow)?;
-    let text_schema = Schema::new(
-        inferred
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    );
-    let reader = ReaderBuilder::new(Arc::new(text_schema))
-        .with_format(format)
-        .with_batch_size(65_536)
-        .build(Cursor::new(bytes))
-        .map_err(arrow)?;
+    let (inferred, _) = format.infer_schema(Cursor::new(bytes), Some(0)).map_err(arrow)?;
+    let text_schema = Schema::new(inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>());
+    let reader = ReaderBuilder::new(Arc::new(text_schema)).with_format(format).with_batch_size(65_536).build(Cursor::new(bytes)).map_err(arrow)?;
     let mut records = Vec::new();
     for batch in reader {
         let batch = batch.map_err(arrow)?;
@@ -52,13 +34,11 @@ pub fn read(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, 
 }
 
 pub fn write(path: &Path, records: &[TelemetryRecord]) -> Result<(), FileError> {
-    let io = |source| FileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| FileError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut out = BufWriter::new(file);
-    writeln!(out, ",Date,SessionTime,Time,RPM,Speed,nGear,Throttle,Brake,DRS,Source,Distance,RelativeDistance,Status,X,Y,Z,Driver,LapNumber").map_err(io)?;
+    writeln!(out, ",Date,SessionTime,Time,RPM,Speed,nGear,Throttle,Brake,DRS,Source,Distance,RelativeDistance,Status,X,Y,Z,Driver,LapNumber")
+        .map_err(io)?;
     let mut lap_start = None;
     for (index, r) in records.iter().enumerate() {
         if index == 0 || records[index - 1].lap != r.lap {
@@ -79,17 +59,13 @@ pub fn write(path: &Path, records: &[TelemetryRecord]) -> Result<(), FileError> 
             r.drs,
             r.source.as_deref().unwrap_or(""),
             r.distance,
-            r.relative_distance
-                .map(|d| format!("{d:?}"))
-                .unwrap_or_default(),
+            r.relative_distance.map(|d| format!("{d:?}")).unwrap_or_default(),
             r.status.as_deref().unwrap_or(""),
             r.x,
             r.y,
             r.z,
             r.driver,
-            r.lap
-                .map(|l| format!("{:?}", f64::from(l)))
-                .unwrap_or_default(),
+            r.lap.map(|l| format!("{:?}", f64::from(l))).unwrap_or_default(),
         )
         .map_err(io)?;
     }

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, DurationNanosecondArray, Float64Array, Int64Array,
-    RecordBatch, StringArray, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, DurationNanosecondArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::error::ArrowError;
@@ -42,27 +41,12 @@ impl<'a> Columns<'a> {
     }
 
     fn required(&self, name: &'static str) -> Result<&'a ArrayRef, FileError> {
-        self.get(name).ok_or(FileError::MissingColumn {
-            path: self.path.to_path_buf(),
-            column: name,
-        })
+        self.get(name).ok_or(FileError::MissingColumn { path: self.path.to_path_buf(), column: name })
     }
 
-    fn bad(
-        &self,
-        row: usize,
-        column: &'static str,
-        array: &ArrayRef,
-        expected: &'static str,
-    ) -> FileError {
+    fn bad(&self, row: usize, column: &'static str, array: &ArrayRef, expected: &'static str) -> FileError {
         let value = arrow::util::display::array_value_to_string(array, row).unwrap_or_default();
-        FileError::BadValue {
-            path: self.path.to_path_buf(),
-            row: self.first_row + row,
-            column,
-            value,
-            expected,
-        }
+        FileError::BadValue { path: self.path.to_path_buf(), row: self.first_row + row, column, value, expected }
     }
 }
 
@@ -81,10 +65,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<&str> {
 }
 
 fn is_text(array: &ArrayRef) -> bool {
-    matches!(
-        array.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
+    matches!(array.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// A number from any numeric, boolean or text column; `Ok(None)` for null/empty.
@@ -127,18 +108,10 @@ fn duration_ms(array: &ArrayRef, row: usize) -> Result<Option<u64>, ()> {
     }
     use arrow::datatypes::*;
     let ms = match array.data_type() {
-        DataType::Duration(TimeUnit::Nanosecond) => {
-            array.as_primitive::<DurationNanosecondType>().value(row) as f64 / 1e6
-        }
-        DataType::Duration(TimeUnit::Microsecond) => {
-            array.as_primitive::<DurationMicrosecondType>().value(row) as f64 / 1e3
-        }
-        DataType::Duration(TimeUnit::Millisecond) => {
-            array.as_primitive::<DurationMillisecondType>().value(row) as f64
-        }
-        DataType::Duration(TimeUnit::Second) => {
-            array.as_primitive::<DurationSecondType>().value(row) as f64 * 1e3
-        }
+        DataType::Duration(TimeUnit::Nanosecond) => array.as_primitive::<DurationNanosecondType>().value(row) as f64 / 1e6,
+        DataType::Duration(TimeUnit::Microsecond) => array.as_primitive::<DurationMicrosecondType>().value(row) as f64 / 1e3,
+        DataType::Duration(TimeUnit::Millisecond) => array.as_primitive::<DurationMillisecondType>().value(row) as f64,
+        DataType::Duration(TimeUnit::Second) => array.as_primitive::<DurationSecondType>().value(row) as f64 * 1e3,
         _ if is_text(array) => match text(array, row) {
             None => return Ok(None),
             Some(t) => return parse_timedelta_ms(t).map(Some).ok_or(()),
@@ -160,20 +133,10 @@ fn timestamp_ms(array: &ArrayRef, row: usize) -> Result<Option<i64>, ()> {
     }
     use arrow::datatypes::*;
     let ms = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => array
-            .as_primitive::<TimestampNanosecondType>()
-            .value(row)
-            .div_euclid(1_000_000),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => array
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(row)
-            .div_euclid(1_000),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            array.as_primitive::<TimestampMillisecondType>().value(row)
-        }
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            array.as_primitive::<TimestampSecondType>().value(row) * 1_000
-        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => array.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => array.as_primitive::<TimestampMillisecondType>().value(row),
+        DataType::Timestamp(TimeUnit::Second, _) => array.as_primitive::<TimestampSecondType>().value(row) * 1_000,
         DataType::Date64 => array.as_primitive::<Date64Type>().value(row),
         _ if is_text(array) => match text(array, row) {
             None => return Ok(None),
@@ -192,10 +155,7 @@ pub fn parse_timedelta_ms(text: &str) -> Option<u64> {
         return (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1e3).round() as u64);
     }
     let (days, clock) = match text.split_once("day") {
-        Some((days, rest)) => (
-            days.trim().parse::<u64>().ok()?,
-            rest.trim_start_matches('s').trim(),
-        ),
+        Some((days, rest)) => (days.trim().parse::<u64>().ok()?, rest.trim_start_matches('s').trim()),
         None => (0, text),
     };
     let mut parts = clock.split(':');
@@ -205,10 +165,7 @@ pub fn parse_timedelta_ms(text: &str) -> Option<u64> {
     if parts.next().is_some() || minutes >= 60 || !(0.0..61.0).contains(&seconds) {
         return None;
     }
-    Some(
-        ((days * 86_400 + hours * 3_600 + minutes * 60) as f64 * 1e3 + seconds * 1e3).round()
-            as u64,
-    )
+    Some(((days * 86_400 + hours * 3_600 + minutes * 60) as f64 * 1e3 + seconds * 1e3).round() as u64)
 }
 
 /// Parses an ISO-like date; text without a zone is UTC.
@@ -217,11 +174,7 @@ pub fn parse_date_ms(text: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
         return Some(dt.timestamp_millis());
     }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-    ] {
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%:z"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return Some(naive.and_utc().timestamp_millis());
         }
@@ -235,12 +188,7 @@ pub fn parse_date_ms(text: &str) -> Option<i64> {
 /// pandas' spelling of a timedelta; the fraction is omitted on whole seconds, as pandas does.
 pub fn format_timedelta(ms: u64) -> String {
     let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
-    let (h, m, s, frac) = (
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1_000 % 60,
-        rest % 1_000,
-    );
+    let (h, m, s, frac) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1_000 % 60, rest % 1_000);
     if frac == 0 {
         format!("{days} days {h:02}:{m:02}:{s:02}")
     } else {
@@ -250,76 +198,38 @@ pub fn format_timedelta(ms: u64) -> String {
 
 /// pandas' spelling of a naive UTC timestamp.
 pub fn format_date(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|d| d.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
-        .unwrap_or_default()
+    DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()).unwrap_or_default()
 }
 
 /// Converts one batch; `first_row` numbers rows in error messages.
-pub fn batch_to_records(
-    path: &Path,
-    batch: &RecordBatch,
-    first_row: usize,
-    options: &FileOptions,
-) -> Result<Vec<TelemetryRecord>, FileError> {
-    let c = Columns {
-        batch,
-        path,
-        first_row,
-    };
+pub fn batch_to_records(path: &Path, batch: &RecordBatch, first_row: usize, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+    let c = Columns { batch, path, first_row };
     let session_time = c.required("SessionTime")?;
-    let (rpm, speed, gear, throttle, brake) = (
-        c.required("RPM")?,
-        c.required("Speed")?,
-        c.required("nGear")?,
-        c.required("Throttle")?,
-        c.required("Brake")?,
-    );
+    let (rpm, speed, gear, throttle, brake) =
+        (c.required("RPM")?, c.required("Speed")?, c.required("nGear")?, c.required("Throttle")?, c.required("Brake")?);
     let driver = c.get("Driver");
     if driver.is_none() && options.driver.is_none() {
-        return Err(FileError::NoDriver {
-            path: path.to_path_buf(),
-        });
+        return Err(FileError::NoDriver { path: path.to_path_buf() });
     }
-    let (date, drs, lap, source, status) = (
-        c.get("Date"),
-        c.get("DRS"),
-        c.get("LapNumber"),
-        c.get("Source"),
-        c.get("Status"),
-    );
-    let (x, y, z, distance, relative) = (
-        c.get("X"),
-        c.get("Y"),
-        c.get("Z"),
-        c.get("Distance"),
-        c.get("RelativeDistance"),
-    );
+    let (date, drs, lap, source, status) = (c.get("Date"), c.get("DRS"), c.get("LapNumber"), c.get("Source"), c.get("Status"));
+    let (x, y, z, distance, relative) = (c.get("X"), c.get("Y"), c.get("Z"), c.get("Distance"), c.get("RelativeDistance"));
 
     let mut records = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let need = |array: &ArrayRef, column: &'static str| -> Result<f64, FileError> {
-            number(array, row)
-                .ok()
-                .flatten()
-                .ok_or_else(|| c.bad(row, column, array, "a number"))
+            number(array, row).ok().flatten().ok_or_else(|| c.bad(row, column, array, "a number"))
         };
-        let optional =
-            |array: Option<&ArrayRef>, column: &'static str| -> Result<Option<f64>, FileError> {
-                match array {
-                    None => Ok(None),
-                    Some(a) => number(a, row).map_err(|_| c.bad(row, column, a, "a number")),
-                }
-            };
+        let optional = |array: Option<&ArrayRef>, column: &'static str| -> Result<Option<f64>, FileError> {
+            match array {
+                None => Ok(None),
+                Some(a) => number(a, row).map_err(|_| c.bad(row, column, a, "a number")),
+            }
+        };
         let driver = match (options.driver.as_ref(), driver) {
             (Some(d), _) => d.clone(),
             (None, Some(column)) => match text(column, row) {
                 Some(t) => t.to_string(),
-                None => number(column, row)
-                    .ok()
-                    .flatten()
-                    .map(|n| format!("{n}"))
-                    .ok_or_else(|| c.bad(row, "Driver", column, "a driver id"))?,
+                None => number(column, row).ok().flatten().map(|n| format!("{n}")).ok_or_else(|| c.bad(row, "Driver", column, "a driver id"))?,
             },
             (None, None) => unreachable!("checked above"),
         };
@@ -329,10 +239,7 @@ pub fn batch_to_records(
                 Some(lap) => Some(lap),
                 None => optional(lap, "LapNumber")?.map(|l| l as u32),
             },
-            session_time_ms: duration_ms(session_time, row)
-                .ok()
-                .flatten()
-                .ok_or_else(|| c.bad(row, "SessionTime", session_time, "a duration"))?,
+            session_time_ms: duration_ms(session_time, row).ok().flatten().ok_or_else(|| c.bad(row, "SessionTime", session_time, "a duration"))?,
             date_ms: match date {
                 None => None,
                 Some(a) => timestamp_ms(a, row).map_err(|_| c.bad(row, "Date", a, "a date"))?,
@@ -341,10 +248,7 @@ pub fn batch_to_records(
             speed: need(speed, "Speed")?,
             gear: need(gear, "nGear")? as u8,
             throttle: need(throttle, "Throttle")?,
-            brake: boolean(brake, row)
-                .ok()
-                .flatten()
-                .ok_or_else(|| c.bad(row, "Brake", brake, "a boolean"))?,
+            brake: boolean(brake, row).ok().flatten().ok_or_else(|| c.bad(row, "Brake", brake, "a boolean"))?,
             drs: optional(drs, "DRS")?.unwrap_or(0.0) as u8,
             x: optional(x, "X")?.unwrap_or(0.0),
             y: optional(y, "Y")?.unwrap_or(0.0),
@@ -381,46 +285,17 @@ pub fn records_to_batch(records: &[TelemetryRecord]) -> Result<RecordBatch, Arro
         f("Driver", DataType::Utf8),
         f("LapNumber", DataType::Float64),
     ]);
-    let floats = |get: fn(&TelemetryRecord) -> Option<f64>| -> ArrayRef {
-        Arc::new(records.iter().map(get).collect::<Float64Array>())
-    };
-    let texts = |get: fn(&TelemetryRecord) -> Option<&str>| -> ArrayRef {
-        Arc::new(records.iter().map(get).collect::<StringArray>())
-    };
+    let floats = |get: fn(&TelemetryRecord) -> Option<f64>| -> ArrayRef { Arc::new(records.iter().map(get).collect::<Float64Array>()) };
+    let texts = |get: fn(&TelemetryRecord) -> Option<&str>| -> ArrayRef { Arc::new(records.iter().map(get).collect::<StringArray>()) };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            records
-                .iter()
-                .map(|r| r.date_ms.map(|d| d * 1_000_000))
-                .collect::<TimestampNanosecondArray>(),
-        ),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| Some(r.session_time_ms as i64 * 1_000_000))
-                .collect::<DurationNanosecondArray>(),
-        ),
+        Arc::new(records.iter().map(|r| r.date_ms.map(|d| d * 1_000_000)).collect::<TimestampNanosecondArray>()),
+        Arc::new(records.iter().map(|r| Some(r.session_time_ms as i64 * 1_000_000)).collect::<DurationNanosecondArray>()),
         floats(|r| Some(r.rpm)),
         floats(|r| Some(r.speed)),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| Some(i64::from(r.gear)))
-                .collect::<Int64Array>(),
-        ),
+        Arc::new(records.iter().map(|r| Some(i64::from(r.gear))).collect::<Int64Array>()),
         floats(|r| Some(r.throttle)),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| Some(r.brake))
-                .collect::<BooleanArray>(),
-        ),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| Some(i64::from(r.drs)))
-                .collect::<Int64Array>(),
-        ),
+        Arc::new(records.iter().map(|r| Some(r.brake)).collect::<BooleanArray>()),
+        Arc::new(records.iter().map(|r| Some(i64::from(r.drs))).collect::<Int64Array>()),
         texts(|r| r.source.as_deref()),
         floats(|r| Some(r.distance)),
         floats(|r| r.relative_distance),
@@ -440,27 +315,15 @@ mod tests {
 
     #[test]
     fn parses_pandas_timedeltas_and_dates() {
-        assert_eq!(
-            parse_timedelta_ms("0 days 00:57:56.706000"),
-            Some(3_476_706)
-        );
+        assert_eq!(parse_timedelta_ms("0 days 00:57:56.706000"), Some(3_476_706));
         assert_eq!(parse_timedelta_ms("0 days 00:00:11"), Some(11_000));
         assert_eq!(parse_timedelta_ms("1 days 01:00:00.5"), Some(90_000_500));
         assert_eq!(parse_timedelta_ms("3476.706"), Some(3_476_706));
         assert_eq!(parse_timedelta_ms("0 days 00:61:00"), None);
         assert_eq!(parse_timedelta_ms("soon"), None);
-        assert_eq!(
-            parse_date_ms("2023-03-05 15:00:00.123000"),
-            Some(1_678_028_400_123)
-        );
-        assert_eq!(
-            parse_date_ms("2023-03-05T15:00:00"),
-            Some(1_678_028_400_000)
-        );
-        assert_eq!(
-            parse_date_ms("2023-03-05T16:00:00+01:00"),
-            Some(1_678_028_400_000)
-        );
+        assert_eq!(parse_date_ms("2023-03-05 15:00:00.123000"), Some(1_678_028_400_123));
+        assert_eq!(parse_date_ms("2023-03-05T15:00:00"), Some(1_678_028_400_000));
+        assert_eq!(parse_date_ms("2023-03-05T16:00:00+01:00"), Some(1_678_028_400_000));
         assert_eq!(format_timedelta(3_476_706), "0 days 00:57:56.706000");
         assert_eq!(format_timedelta(11_000), "0 days 00:00:11");
         assert_eq!(format_date(1_678_028_400_123), "2023-03-05 15:00:00.123000");

@@ -17,30 +17,15 @@ pub use fastf1::{batch_to_records, records_to_batch, FileOptions};
 #[derive(Debug, Error)]
 pub enum FileError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Arrow {
-        path: PathBuf,
-        source: arrow::error::ArrowError,
-    },
+    Arrow { path: PathBuf, source: arrow::error::ArrowError },
     #[error("{path}: {source}")]
-    Parquet {
-        path: PathBuf,
-        source: ::parquet::errors::ParquetError,
-    },
+    Parquet { path: PathBuf, source: ::parquet::errors::ParquetError },
     #[error("{path}: missing required column `{column}`")]
     MissingColumn { path: PathBuf, column: &'static str },
     #[error("{path}: row {row}, column `{column}`: cannot read {value:?} as {expected}")]
-    BadValue {
-        path: PathBuf,
-        row: usize,
-        column: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    BadValue { path: PathBuf, row: usize, column: &'static str, value: String, expected: &'static str },
     #[error("{path}: no `Driver` column and no driver given (use --driver)")]
     NoDriver { path: PathBuf },
     #[error("{path}: unsupported file type (expected .csv or .parquet)")]
@@ -72,25 +57,16 @@ impl Format {
 }
 
 /// Reads one telemetry file (by extension).
-pub fn read_telemetry(
-    path: &Path,
-    options: &FileOptions,
-) -> Result<Vec<TelemetryRecord>, FileError> {
+pub fn read_telemetry(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
     match Format::of(path) {
         Some(Format::Csv) => csv::read(path, options),
         Some(Format::Parquet) => parquet::read(path, options),
-        None => Err(FileError::UnknownFormat {
-            path: path.to_path_buf(),
-        }),
+        None => Err(FileError::UnknownFormat { path: path.to_path_buf() }),
     }
 }
 
 /// Writes one telemetry file in `format`.
-pub fn write_telemetry(
-    path: &Path,
-    format: Format,
-    records: &[TelemetryRecord],
-) -> Result<(), FileError> {
+pub fn write_telemetry(path: &Path, format: Format, records: &[TelemetryRecord]) -> Result<(), FileError> {
     match format {
         Format::Csv => csv::write(path, records),
         Format::Parquet => parquet::write(path, records),
@@ -102,14 +78,9 @@ pub fn telemetry_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FileError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|source| FileError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && Format::of(p).is_some())
-                .collect();
+            let entries = std::fs::read_dir(path).map_err(|source| FileError::Io { path: path.clone(), source })?;
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && Format::of(p).is_some()).collect();
             found.sort();
             files.extend(found);
         } else {
@@ -126,15 +97,7 @@ mod tests {
     use super::*;
 
     fn rows() -> Vec<TelemetryRecord> {
-        Race::generate(&RaceConfig {
-            drivers: 1,
-            laps: 1,
-            seed: 9,
-            inject_anomalies: true,
-        })
-        .drivers
-        .remove(0)
-        .1
+        Race::generate(&RaceConfig { drivers: 1, laps: 1, seed: 9, inject_anomalies: true }).drivers.remove(0).1
     }
 
     #[test]
@@ -157,57 +120,28 @@ mod tests {
                     0,2023-03-05 15:03:27.123000,0 days 00:57:56.706000,44,0 days 00:00:00,10955.5,281.0,7,99.8,False,12,car,0.5,1,2,3\n\
                     1,2023-03-05 15:03:27.400000,0 days 00:57:57,,0 days 00:00:00.294000,11012,283,7,104,True,8,pos,-0.2,4,5,6\n";
         std::fs::write(&path, text).unwrap();
-        let options = FileOptions {
-            driver: Some("LEC".into()),
-            lap: Some(12),
-        };
+        let options = FileOptions { driver: Some("LEC".into()), lap: Some(12) };
         let rows = read_telemetry(&path, &options).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (rows[0].session_time_ms, rows[1].session_time_ms),
-            (3_476_706, 3_477_000)
-        );
+        assert_eq!((rows[0].session_time_ms, rows[1].session_time_ms), (3_476_706, 3_477_000));
         assert_eq!(rows[0].date_ms, Some(1_678_028_607_123));
-        assert_eq!(
-            (rows[0].rpm, rows[0].gear, rows[0].drs, rows[0].brake),
-            (10_955.5, 7, 12, false)
-        );
-        assert_eq!(
-            (rows[1].throttle, rows[1].brake, rows[1].distance),
-            (104.0, true, -0.2)
-        );
-        assert!(rows
-            .iter()
-            .all(|r| r.driver == "LEC" && r.lap == Some(12) && r.relative_distance.is_none()));
+        assert_eq!((rows[0].rpm, rows[0].gear, rows[0].drs, rows[0].brake), (10_955.5, 7, 12, false));
+        assert_eq!((rows[1].throttle, rows[1].brake, rows[1].distance), (104.0, true, -0.2));
+        assert!(rows.iter().all(|r| r.driver == "LEC" && r.lap == Some(12) && r.relative_distance.is_none()));
     }
 
     #[test]
     fn missing_columns_and_bad_values_name_the_file_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.csv");
-        std::fs::write(
-            &path,
-            "SessionTime,RPM,Speed,nGear,Throttle,Driver\n0 days 00:00:01,1,2,3,4,VER\n",
-        )
-        .unwrap();
-        let err = read_telemetry(&path, &FileOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("broken.csv") && err.contains("missing required column `Brake`"),
-            "{err}"
-        );
-        std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Brake,Driver\n0 days 00:00:01,1,2,3,4,True,VER\nlater,1,2,3,4,False,VER\n").unwrap();
-        let err = read_telemetry(&path, &FileOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("row 1, column `SessionTime`") && err.contains("\"later\""),
-            "{err}"
-        );
-        let err = read_telemetry(&dir.path().join("x.json"), &FileOptions::default())
-            .unwrap_err()
-            .to_string();
+        std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Driver\n0 days 00:00:01,1,2,3,4,VER\n").unwrap();
+        let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("broken.csv") && err.contains("missing required column `Brake`"), "{err}");
+        std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Brake,Driver\n0 days 00:00:01,1,2,3,4,True,VER\nlater,1,2,3,4,False,VER\n")
+            .unwrap();
+        let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("row 1, column `SessionTime`") && err.contains("\"later\""), "{err}");
+        let err = read_telemetry(&dir.path().join("x.json"), &FileOptions::default()).unwrap_err().to_string();
         assert!(err.contains("unsupported file type"), "{err}");
     }
 }

@@ -11,6 +11,8 @@ use super::KafkaError;
 
 /// How long metadata requests may take before an operation fails.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time (ms) a fetch waits for data before the broker answers; librdkafka's default is 500.
+pub const FETCH_WAIT_MS: &str = "10";
 
 /// Consumer context that treats end-of-partition as the news it is, not as an error.
 pub struct ReaderContext;
@@ -18,8 +20,7 @@ pub struct ReaderContext;
 impl ClientContext for ReaderContext {
     fn error(&self, error: RdKafkaError, reason: &str) {
         match error {
-            RdKafkaError::PartitionEOF(_)
-            | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+            RdKafkaError::PartitionEOF(_) | RdKafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
                 tracing::debug!(reason, "end of partition")
             }
             error => tracing::error!(%error, reason, "kafka client error"),
@@ -41,10 +42,7 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> KafkaConfig {
-        KafkaConfig {
-            brokers: brokers.into(),
-            properties: Vec::new(),
-        }
+        KafkaConfig { brokers: brokers.into(), properties: Vec::new() }
     }
 
     /// A client config with the brokers, `defaults`, then the user's properties.
@@ -61,7 +59,9 @@ impl KafkaConfig {
     }
 
     /// A consumer that is never subscribed: used for metadata, watermarks and assigned reads.
-    /// End-of-partition events are on: readers use them to know they have caught up.
+    /// End-of-partition events are on: readers use them to know they have caught up. Fetches
+    /// wait at most [`FETCH_WAIT_MS`] for data, for latency (and because some brokers hold a
+    /// fetch for the whole wait even when data is ready).
     pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
         self.client(&[
             ("group.id", group),
@@ -69,30 +69,20 @@ impl KafkaConfig {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "true"),
+            ("fetch.wait.max.ms", FETCH_WAIT_MS),
         ])
         .create_with_context(ReaderContext)
-        .map_err(KafkaError::client(format!(
-            "creating a consumer for {}",
-            self.brokers
-        )))
+        .map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
     }
 
     /// Number of partitions of `topic`.
     pub fn partition_count(&self, consumer: &Reader, topic: &str) -> Result<i32, KafkaError> {
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "fetching metadata of `{topic}` from {}",
-                self.brokers
-            )))?;
+            .map_err(KafkaError::client(format!("fetching metadata of `{topic}` from {}", self.brokers)))?;
         match metadata.topics().iter().find(|t| t.name() == topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().len() as i32)
-            }
-            _ => Err(KafkaError::NoSuchTopic {
-                topic: topic.to_string(),
-                brokers: self.brokers.clone(),
-            }),
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+            _ => Err(KafkaError::NoSuchTopic { topic: topic.to_string(), brokers: self.brokers.clone() }),
         }
     }
 }
@@ -100,9 +90,7 @@ impl KafkaConfig {
 /// Parses `key=value` (the `-X` flag).
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.to_string()))
-        }
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
         _ => Err(format!("expected key=value, got {text:?}")),
     }
 }

@@ -19,22 +19,15 @@ pub use config::KafkaConfig;
 #[derive(Debug, Error)]
 pub enum KafkaError {
     #[error("{context}: {source}")]
-    Client {
-        context: String,
-        source: rdkafka::error::KafkaError,
-    },
-    #[error(
-        "topic `{topic}` does not exist on {brokers} (create it with `pitwall topics create`)"
-    )]
+    Client { context: String, source: rdkafka::error::KafkaError },
+    #[error("topic `{topic}` does not exist on {brokers} (create it with `pitwall topics create`)")]
     NoSuchTopic { topic: String, brokers: String },
     #[error("{0}")]
     Other(String),
 }
 
 impl KafkaError {
-    pub fn client(
-        context: impl Into<String>,
-    ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
+    pub fn client(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
         let context = context.into();
         move |source| KafkaError::Client { context, source }
     }
@@ -42,8 +35,5 @@ impl KafkaError {
 
 /// Wall-clock Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

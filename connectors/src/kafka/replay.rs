@@ -74,11 +74,7 @@ where
     E: Fn(&T, u64) -> Vec<u8> + Sync,
 {
     let producers = replay.producers.max(1);
-    let first_time = streams
-        .iter()
-        .filter_map(|s| s.items.first().map(|(t, _)| *t))
-        .min()
-        .unwrap_or(0);
+    let first_time = streams.iter().filter_map(|s| s.items.first().map(|(t, _)| *t)).min().unwrap_or(0);
     let mut pools: Vec<Vec<&ReplayStream<T>>> = (0..producers).map(|_| Vec::new()).collect();
     for stream in &streams {
         pools[stream.partition as usize % producers].push(stream);
@@ -97,27 +93,14 @@ where
                     ("message.max.bytes", "10000000"),
                 ])
                 .create_with_context(Counting::default())
-                .map_err(KafkaError::client(format!(
-                    "creating a producer for {}",
-                    config.brokers
-                )))?;
+                .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
             workers.push(scope.spawn(move || -> Result<(), KafkaError> {
-                let mut order: Vec<(u64, usize, usize)> = pool
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(s, stream)| {
-                        stream
-                            .items
-                            .iter()
-                            .enumerate()
-                            .map(move |(i, (t, _))| (*t, s, i))
-                    })
-                    .collect();
+                let mut order: Vec<(u64, usize, usize)> =
+                    pool.iter().enumerate().flat_map(|(s, stream)| stream.items.iter().enumerate().map(move |(i, (t, _))| (*t, s, i))).collect();
                 order.sort_unstable();
                 for (time, s, i) in order {
                     if let Some(speed) = replay.speed {
-                        let due = start
-                            + Duration::from_secs_f64((time - first_time) as f64 / 1_000.0 / speed);
+                        let due = start + Duration::from_secs_f64((time - first_time) as f64 / 1_000.0 / speed);
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
@@ -125,47 +108,26 @@ where
                     let stream = pool[s];
                     let payload = encode(&stream.items[i].1, now_ms());
                     loop {
-                        let record = BaseRecord::to(topic)
-                            .key(&stream.key)
-                            .partition(stream.partition)
-                            .payload(&payload);
+                        let record = BaseRecord::to(topic).key(&stream.key).partition(stream.partition).payload(&payload);
                         match producer.send(record) {
                             Ok(()) => break,
-                            Err((e, _))
-                                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                            {
+                            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                                 std::thread::sleep(Duration::from_millis(1))
                             }
-                            Err((e, _)) => {
-                                return Err(KafkaError::Client {
-                                    context: format!("producing to `{topic}`"),
-                                    source: e,
-                                })
-                            }
+                            Err((e, _)) => return Err(KafkaError::Client { context: format!("producing to `{topic}`"), source: e }),
                         }
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
-                producer
-                    .flush(Duration::from_secs(60))
-                    .map_err(KafkaError::client(format!("flushing `{topic}`")))?;
-                failed.fetch_add(
-                    producer.context().failed.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
+                producer.flush(Duration::from_secs(60)).map_err(KafkaError::client(format!("flushing `{topic}`")))?;
+                failed.fetch_add(producer.context().failed.load(Ordering::Relaxed), Ordering::Relaxed);
                 Ok(())
             }));
         }
         for worker in workers {
-            worker
-                .join()
-                .map_err(|_| KafkaError::Other("a producer thread panicked".into()))??;
+            worker.join().map_err(|_| KafkaError::Other("a producer thread panicked".into()))??;
         }
         Ok(())
     })?;
-    Ok(ReplayReport {
-        sent: sent.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        elapsed: start.elapsed(),
-    })
+    Ok(ReplayReport { sent: sent.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed), elapsed: start.elapsed() })
 }

@@ -52,12 +52,7 @@ pub struct Ledger {
 
 impl Ledger {
     fn add(&self, time: u64) {
-        *self
-            .outstanding
-            .lock()
-            .expect("ledger lock")
-            .entry(time)
-            .or_default() += 1;
+        *self.outstanding.lock().expect("ledger lock").entry(time).or_default() += 1;
     }
 
     fn settle(&self, time: u64) {
@@ -71,12 +66,7 @@ impl Ledger {
     }
 
     fn earliest(&self) -> Option<u64> {
-        self.outstanding
-            .lock()
-            .expect("ledger lock")
-            .keys()
-            .next()
-            .copied()
+        self.outstanding.lock().expect("ledger lock").keys().next().copied()
     }
 
     fn wake(&self) {
@@ -98,15 +88,11 @@ impl ProducerContext for TrackingContext {
         let ledger = delivery.ledger.clone();
         match result {
             Ok(_) => {
-                ledger
-                    .delivered
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ledger.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ledger.settle(delivery.time);
             }
             Err((error, message)) => {
-                ledger
-                    .failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ledger.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
                 ledger.retries.lock().expect("ledger lock").push(delivery);
             }
@@ -134,24 +120,15 @@ impl KafkaProducer {
                 ("partitioner", "murmur2_random"),
             ])
             .create_with_context(TrackingContext)
-            .map_err(KafkaError::client(format!(
-                "creating a producer for {}",
-                config.brokers
-            )))?;
-        Ok(KafkaProducer {
-            producer: Arc::new(producer),
-        })
+            .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
+        Ok(KafkaProducer { producer: Arc::new(producer) })
     }
 
     fn send(&self, delivery: Box<Delivery>) {
         let mut delivery = delivery;
         loop {
-            let (topic, key, partition, payload) = (
-                delivery.topic.clone(),
-                delivery.key.clone(),
-                delivery.partition,
-                std::mem::take(&mut delivery.payload),
-            );
+            let (topic, key, partition, payload) =
+                (delivery.topic.clone(), delivery.key.clone(), delivery.partition, std::mem::take(&mut delivery.payload));
             let mut record = BaseRecord::with_opaque_to(&topic, delivery).payload(&payload);
             if let Some(key) = &key {
                 record = record.key(key);
@@ -177,9 +154,7 @@ impl KafkaProducer {
 
     /// Waits for every queued message (used at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer
-            .flush(timeout)
-            .map_err(KafkaError::client("flushing the producer"))
+        self.producer.flush(timeout).map_err(KafkaError::client("flushing the producer"))
     }
 }
 
@@ -191,89 +166,53 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     pub fn delivered(&self) -> u64 {
-        self.ledger
-            .delivered
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.ledger.delivered.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn failed_attempts(&self) -> u64 {
-        self.ledger
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.ledger.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 /// Publishes every record of `stream` as JSON to where `route` says. The returned stream carries
 /// no data; its frontier passes a time once all records before it are acknowledged.
-pub fn publish<'s, T, F>(
-    stream: Stream<'s, u64, Vec<T>>,
-    producer: &KafkaProducer,
-    name: &str,
-    route: F,
-) -> (Stream<'s, u64, Vec<()>>, SinkHandle)
+pub fn publish<'s, T, F>(stream: Stream<'s, u64, Vec<T>>, producer: &KafkaProducer, name: &str, route: F) -> (Stream<'s, u64, Vec<()>>, SinkHandle)
 where
     T: Serialize + Clone + 'static,
     F: Fn(&T) -> Route + 'static,
 {
     let producer = producer.clone();
     let ledger = Arc::new(Ledger::default());
-    let handle = SinkHandle {
-        ledger: ledger.clone(),
-    };
+    let handle = SinkHandle { ledger: ledger.clone() };
     let scope = stream.scope();
-    let out = stream
-        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Pipeline,
-            name,
-            move |initial, info| {
-                *ledger.activator.lock().expect("ledger lock") =
-                    Some(scope.worker().sync_activator_for(info.address.to_vec()));
-                let mut held: Option<Capability<u64>> = Some(initial);
-                move |(input, frontier), _output| {
-                    input.for_each(|cap, data| {
-                        // Messages sent under no capability (an empty stamp) are tracked conservatively at 0.
-                        let time = cap.least().copied().unwrap_or(0);
-                        for record in data.drain(..) {
-                            let Route {
-                                topic,
-                                key,
-                                partition,
-                            } = route(&record);
-                            let payload = serde_json::to_vec(&record)
-                                .expect("output records serialize to JSON");
-                            ledger.add(time);
-                            producer.send(Box::new(Delivery {
-                                ledger: ledger.clone(),
-                                time,
-                                topic,
-                                key,
-                                partition,
-                                payload,
-                            }));
-                        }
-                    });
-                    let retries: Vec<Box<Delivery>> =
-                        std::mem::take(&mut *ledger.retries.lock().expect("ledger lock"));
-                    for delivery in retries {
-                        producer.send(delivery);
-                    }
-                    let hold = frontier
-                        .frontier()
-                        .first()
-                        .copied()
-                        .into_iter()
-                        .chain(ledger.earliest())
-                        .min();
-                    match (hold, held.as_mut()) {
-                        (Some(time), Some(cap)) => {
-                            if time > *cap.time() {
-                                cap.downgrade(&time);
-                            }
-                        }
-                        (None, _) => held = None,
-                        (Some(_), None) => {}
+    let out = stream.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |initial, info| {
+        *ledger.activator.lock().expect("ledger lock") = Some(scope.worker().sync_activator_for(info.address.to_vec()));
+        let mut held: Option<Capability<u64>> = Some(initial);
+        move |(input, frontier), _output| {
+            input.for_each(|cap, data| {
+                // Messages sent under no capability (an empty stamp) are tracked conservatively at 0.
+                let time = cap.least().copied().unwrap_or(0);
+                for record in data.drain(..) {
+                    let Route { topic, key, partition } = route(&record);
+                    let payload = serde_json::to_vec(&record).expect("output records serialize to JSON");
+                    ledger.add(time);
+                    producer.send(Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload }));
+                }
+            });
+            let retries: Vec<Box<Delivery>> = std::mem::take(&mut *ledger.retries.lock().expect("ledger lock"));
+            for delivery in retries {
+                producer.send(delivery);
+            }
+            let hold = frontier.frontier().first().copied().into_iter().chain(ledger.earliest()).min();
+            match (hold, held.as_mut()) {
+                (Some(time), Some(cap)) => {
+                    if time > *cap.time() {
+                        cap.downgrade(&time);
                     }
                 }
-            },
-        );
+                (None, _) => held = None,
+                (Some(_), None) => {}
+            }
+        }
+    });
     (out, handle)
 }

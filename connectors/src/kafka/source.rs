@@ -126,19 +126,11 @@ struct SourceInner {
 
 impl SourceInner {
     /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says is done.
-    fn commit_passed(
-        &mut self,
-        passed: impl Fn(EventTime) -> bool,
-        mode: CommitMode,
-    ) -> Result<(), KafkaError> {
+    fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, mode: CommitMode) -> Result<(), KafkaError> {
         let mut list = TopicPartitionList::new();
         for state in &mut self.partitions {
             let mut newest = None;
-            while state
-                .checkpoints
-                .front()
-                .is_some_and(|(time, _)| passed(*time))
-            {
+            while state.checkpoints.front().is_some_and(|(time, _)| passed(*time)) {
                 newest = state.checkpoints.pop_front().map(|(_, offset)| offset);
             }
             if let Some(offset) = newest {
@@ -150,12 +142,7 @@ impl SourceInner {
             }
         }
         if list.count() > 0 {
-            self.consumer
-                .commit(&list, mode)
-                .map_err(KafkaError::client(format!(
-                    "committing offsets of `{}`",
-                    self.topic
-                )))?;
+            self.consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
             self.stats.commits += 1;
         }
         Ok(())
@@ -171,9 +158,7 @@ pub struct SourceHandle {
 impl SourceHandle {
     /// Commits every offset read. Call once the probe after the sinks is done.
     pub fn commit_all(&self) -> Result<(), KafkaError> {
-        self.inner
-            .borrow_mut()
-            .commit_passed(|_| true, CommitMode::Sync)
+        self.inner.borrow_mut().commit_passed(|_| true, CommitMode::Sync)
     }
 
     pub fn stats(&self) -> SourceStats {
@@ -182,12 +167,7 @@ impl SourceHandle {
 
     /// The partitions this worker reads.
     pub fn partitions(&self) -> Vec<i32> {
-        self.inner
-            .borrow()
-            .partitions
-            .iter()
-            .map(|p| p.partition)
-            .collect()
+        self.inner.borrow().partitions.iter().map(|p| p.partition).collect()
     }
 }
 
@@ -203,10 +183,7 @@ where
     R: Clone + 'static,
     D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R> + 'static,
 {
-    let owner = PartitionOwner {
-        worker_index: scope.index(),
-        total_workers: scope.peers(),
-    };
+    let owner = PartitionOwner { worker_index: scope.index(), total_workers: scope.peers() };
     let consumer = config.kafka.plain_consumer(&config.group)?;
     let count = config.kafka.partition_count(&consumer, &config.topic)?;
     let owned = owner.owned(count);
@@ -214,33 +191,22 @@ where
 
     let mut assignment = TopicPartitionList::new();
     for &p in &owned {
-        assignment
-            .add_partition_offset(&topic, p, Offset::Stored)
-            .map_err(KafkaError::client("building an assignment"))?;
+        assignment.add_partition_offset(&topic, p, Offset::Stored).map_err(KafkaError::client("building an assignment"))?;
     }
     let committed = if owned.is_empty() {
         TopicPartitionList::new()
     } else {
         consumer
             .committed_offsets(assignment.clone(), METADATA_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "reading committed offsets of group `{}`",
-                config.group
-            )))?
+            .map_err(KafkaError::client(format!("reading committed offsets of group `{}`", config.group)))?
     };
-    consumer
-        .assign(&assignment)
-        .map_err(KafkaError::client(format!(
-            "assigning partitions {owned:?} of `{topic}`"
-        )))?;
+    consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
 
     let mut partitions = Vec::new();
     for &p in &owned {
         let (low, high) = consumer
             .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "reading the offsets of `{topic}` partition {p}"
-            )))?;
+            .map_err(KafkaError::client(format!("reading the offsets of `{topic}` partition {p}")))?;
         let start = match committed.find_partition(&topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => low,
@@ -258,152 +224,114 @@ where
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
 
-    let inner = Rc::new(RefCell::new(SourceInner {
-        consumer,
-        topic: topic.clone(),
-        partitions,
-        stats: SourceStats::default(),
-    }));
-    let handle = SourceHandle {
-        inner: inner.clone(),
-    };
-    let stream = source(
-        scope,
-        "KafkaSource",
-        move |initial: Capability<EventTime>, info| {
-            let activator = scope.activator_for(info.address);
-            let mut capability = Some(initial);
-            let mut last_commit = Instant::now();
-            let mut batch: Vec<SourceEvent<R>> = Vec::new();
-            move |output| {
-                let Some(cap) = capability.as_mut() else {
-                    return;
-                };
-                let mut inner = inner.borrow_mut();
-                let watermark = *cap.time();
-                let mut read = 0;
-                let SourceInner {
-                    consumer,
-                    partitions,
-                    stats,
-                    ..
-                } = &mut *inner;
-                if !shutdown.load(Ordering::Relaxed) {
-                    while read < config.max_batch && !partitions.iter().all(PartitionState::done) {
-                        let Some(result) = consumer.poll(Duration::ZERO) else {
-                            break;
-                        };
-                        read += 1;
-                        let message = match result {
-                            Ok(message) => message,
-                            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
-                                if let Some(state) =
-                                    partitions.iter_mut().find(|s| s.partition == partition)
-                                {
-                                    state.at_eof = true;
-                                }
-                                continue;
+    let inner = Rc::new(RefCell::new(SourceInner { consumer, topic: topic.clone(), partitions, stats: SourceStats::default() }));
+    let handle = SourceHandle { inner: inner.clone() };
+    let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
+        let activator = scope.activator_for(info.address);
+        let mut capability = Some(initial);
+        let mut last_commit = Instant::now();
+        let mut batch: Vec<SourceEvent<R>> = Vec::new();
+        move |output| {
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            let mut inner = inner.borrow_mut();
+            let watermark = *cap.time();
+            let mut read = 0;
+            let SourceInner { consumer, partitions, stats, .. } = &mut *inner;
+            if !shutdown.load(Ordering::Relaxed) {
+                while read < config.max_batch && !partitions.iter().all(PartitionState::done) {
+                    let Some(result) = consumer.poll(Duration::ZERO) else {
+                        break;
+                    };
+                    read += 1;
+                    let message = match result {
+                        Ok(message) => message,
+                        Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == partition) {
+                                state.at_eof = true;
                             }
-                            Err(error) => {
-                                tracing::warn!(%error, topic = %topic, "kafka read error");
-                                continue;
-                            }
-                        };
-                        let at = SourcePosition {
-                            partition: message.partition(),
-                            offset: message.offset(),
-                        };
-                        let payload = message.payload().unwrap_or_default();
-                        let key = message.key();
-                        let event = match decode(at, key, payload) {
-                            Ok((time, _)) if time < watermark => {
-                                let reason = format!("late: event time {time} ms is {} ms behind the watermark {watermark} ms", watermark - time);
-                                SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason))
-                            }
-                            Ok((time, record)) => {
-                                if let Some(state) =
-                                    partitions.iter_mut().find(|s| s.partition == at.partition)
-                                {
-                                    state.max_event_time =
-                                        Some(state.max_event_time.map_or(time, |m| m.max(time)));
-                                }
-                                SourceEvent::Record((time, record))
-                            }
-                            Err(reason) => {
-                                SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason))
-                            }
-                        };
-                        let bytes = payload.len() as u64;
-                        stats.messages += 1;
-                        stats.bytes += bytes;
-                        let checkpoint_time = match &event {
-                            SourceEvent::Record((time, _)) => {
-                                stats.records += 1;
-                                *time
-                            }
-                            SourceEvent::Dead(dead) => {
-                                stats.dead_letters += 1;
-                                stats.late += u64::from(dead.reason.starts_with("late"));
-                                watermark
-                            }
-                        };
-                        if let Some(state) =
-                            partitions.iter_mut().find(|s| s.partition == at.partition)
-                        {
-                            state.last_message = Instant::now();
-                            state.at_eof = false;
-                            state.next_offset = Some(at.offset + 1);
-                            let newest = state
-                                .checkpoints
-                                .back()
-                                .map_or(checkpoint_time, |(t, _)| (*t).max(checkpoint_time));
-                            state.checkpoints.push_back((newest, at.offset + 1));
+                            continue;
                         }
-                        batch.push(match event {
-                            SourceEvent::Record((_, record)) => SourceEvent::Record(record),
-                            SourceEvent::Dead(dead) => SourceEvent::Dead(dead),
-                        });
+                        Err(error) => {
+                            tracing::warn!(%error, topic = %topic, "kafka read error");
+                            continue;
+                        }
+                    };
+                    let at = SourcePosition { partition: message.partition(), offset: message.offset() };
+                    let payload = message.payload().unwrap_or_default();
+                    let key = message.key();
+                    let event = match decode(at, key, payload) {
+                        Ok((time, _)) if time < watermark => {
+                            let reason = format!("late: event time {time} ms is {} ms behind the watermark {watermark} ms", watermark - time);
+                            SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason))
+                        }
+                        Ok((time, record)) => {
+                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
+                                state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
+                            }
+                            SourceEvent::Record((time, record))
+                        }
+                        Err(reason) => SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason)),
+                    };
+                    let bytes = payload.len() as u64;
+                    stats.messages += 1;
+                    stats.bytes += bytes;
+                    let checkpoint_time = match &event {
+                        SourceEvent::Record((time, _)) => {
+                            stats.records += 1;
+                            *time
+                        }
+                        SourceEvent::Dead(dead) => {
+                            stats.dead_letters += 1;
+                            stats.late += u64::from(dead.reason.starts_with("late"));
+                            watermark
+                        }
+                    };
+                    if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
+                        state.last_message = Instant::now();
+                        state.at_eof = false;
+                        state.next_offset = Some(at.offset + 1);
+                        let newest = state.checkpoints.back().map_or(checkpoint_time, |(t, _)| (*t).max(checkpoint_time));
+                        state.checkpoints.push_back((newest, at.offset + 1));
                     }
+                    batch.push(match event {
+                        SourceEvent::Record((_, record)) => SourceEvent::Record(record),
+                        SourceEvent::Dead(dead) => SourceEvent::Dead(dead),
+                    });
                 }
-                if !batch.is_empty() {
-                    output.session(&*cap).give_iterator(batch.drain(..));
-                }
-                compact_checkpoints(&mut inner.partitions);
+            }
+            if !batch.is_empty() {
+                output.session(&*cap).give_iterator(batch.drain(..));
+            }
+            compact_checkpoints(&mut inner.partitions);
 
-                let next = if shutdown.load(Ordering::Relaxed) {
-                    WatermarkStep::Finished
-                } else {
-                    next_watermark(
-                        &inner.partitions,
-                        config.allowed_lateness_ms,
-                        config.idle_timeout,
-                        config.exit_at_end,
-                    )
-                };
-                if last_commit.elapsed() >= config.commit_interval {
-                    last_commit = Instant::now();
-                    if let Err(error) =
-                        inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async)
-                    {
-                        tracing::warn!(%error, "offset commit failed; will retry");
-                    }
+            let next = if shutdown.load(Ordering::Relaxed) {
+                WatermarkStep::Finished
+            } else {
+                next_watermark(&inner.partitions, config.allowed_lateness_ms, config.idle_timeout, config.exit_at_end)
+            };
+            if last_commit.elapsed() >= config.commit_interval {
+                last_commit = Instant::now();
+                if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async) {
+                    tracing::warn!(%error, "offset commit failed; will retry");
                 }
-                match next {
-                    WatermarkStep::Finished => capability = None,
-                    WatermarkStep::To(time) => {
-                        if time > *cap.time() {
-                            cap.downgrade(&time);
-                        }
-                        if read > 0 {
-                            activator.activate();
-                        } else {
-                            activator.activate_after(IDLE_POLL);
-                        }
+            }
+            match next {
+                WatermarkStep::Finished => capability = None,
+                WatermarkStep::To(time) => {
+                    if time > *cap.time() {
+                        cap.downgrade(&time);
+                    }
+                    if read > 0 {
+                        activator.activate();
+                    } else {
+                        activator.activate_after(IDLE_POLL);
                     }
                 }
             }
-        },
-    );
+        }
+    });
     Ok((stream, handle))
 }
 
@@ -418,13 +346,7 @@ fn compact_checkpoints(partitions: &mut [PartitionState]) {
     for state in partitions {
         while state.checkpoints.len() > MAX_CHECKPOINTS {
             let last = state.checkpoints.back().copied();
-            let mut merged: VecDeque<(EventTime, i64)> = state
-                .checkpoints
-                .iter()
-                .skip(1)
-                .step_by(2)
-                .copied()
-                .collect();
+            let mut merged: VecDeque<(EventTime, i64)> = state.checkpoints.iter().skip(1).step_by(2).copied().collect();
             if merged.back().copied() != last {
                 merged.extend(last);
             }
@@ -438,30 +360,16 @@ enum WatermarkStep {
     Finished,
 }
 
-fn next_watermark(
-    partitions: &[PartitionState],
-    lateness: u64,
-    idle: Duration,
-    exit_at_end: bool,
-) -> WatermarkStep {
+fn next_watermark(partitions: &[PartitionState], lateness: u64, idle: Duration, exit_at_end: bool) -> WatermarkStep {
     if exit_at_end && partitions.iter().all(PartitionState::done) {
         return WatermarkStep::Finished;
     }
     let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(lateness));
-    let active: Vec<&PartitionState> = partitions
-        .iter()
-        .filter(|s| !s.done() && (exit_at_end || s.last_message.elapsed() < idle))
-        .collect();
+    let active: Vec<&PartitionState> = partitions.iter().filter(|s| !s.done() && (exit_at_end || s.last_message.elapsed() < idle)).collect();
     // With exit-at-end, an unfinished partition still has records to deliver, so it is never idle.
     if active.is_empty() {
         // Everything is idle or finished: let the watermark follow the furthest partition.
         return WatermarkStep::To(partitions.iter().filter_map(candidate).max().unwrap_or(0));
     }
-    WatermarkStep::To(
-        active
-            .iter()
-            .map(|s| candidate(s).unwrap_or(0))
-            .min()
-            .unwrap_or(0),
-    )
+    WatermarkStep::To(active.iter().map(|s| candidate(s).unwrap_or(0)).min().unwrap_or(0))
 }

@@ -38,28 +38,16 @@ pub fn tail(
     let mut remaining = Vec::new();
     for p in 0..count {
         assignment
-            .add_partition_offset(
-                topic,
-                p,
-                if from_beginning {
-                    Offset::Beginning
-                } else {
-                    Offset::End
-                },
-            )
+            .add_partition_offset(topic, p, if from_beginning { Offset::Beginning } else { Offset::End })
             .map_err(KafkaError::client("building an assignment"))?;
         let (low, high) = consumer
             .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "reading the offsets of `{topic}` partition {p}"
-            )))?;
+            .map_err(KafkaError::client(format!("reading the offsets of `{topic}` partition {p}")))?;
         if from_beginning && high > low {
             remaining.push((p, high));
         }
     }
-    consumer
-        .assign(&assignment)
-        .map_err(KafkaError::client(format!("assigning `{topic}`")))?;
+    consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning `{topic}`")))?;
     let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     let mut seen = 0;
     while !stop.load(Ordering::Relaxed) && !(exit_at_end && remaining.is_empty()) {
@@ -70,34 +58,17 @@ pub fn tail(
             Ok(message) => message,
             Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
                 // Finished once the broker says "end" at or after the end offset listed at start.
-                remaining.retain(|(p, high)| {
-                    !(*p == partition && positions.get(p).is_some_and(|next| next >= high))
-                });
+                remaining.retain(|(p, high)| !(*p == partition && positions.get(p).is_some_and(|next| next >= high)));
                 continue;
             }
-            Err(error) => {
-                return Err(KafkaError::Client {
-                    context: format!("reading `{topic}`"),
-                    source: error,
-                })
-            }
+            Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
         let payload = message.payload().unwrap_or_default();
-        let value = serde_json::from_slice(payload).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
-        });
+        let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()));
         let (partition, offset) = (message.partition(), message.offset());
         positions.insert(partition, offset + 1);
         seen += 1;
-        each(TailMessage {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            value,
-        });
+        each(TailMessage { topic: topic.to_string(), partition, offset, key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()), value });
     }
     Ok(seen)
 }

@@ -15,10 +15,7 @@ pub struct BrakeThrottleRule {
 
 impl BrakeThrottleRule {
     pub fn new(min_throttle: f64) -> BrakeThrottleRule {
-        BrakeThrottleRule {
-            min_throttle,
-            episode: Episode::new(2, 1_000),
-        }
+        BrakeThrottleRule { min_throttle, episode: Episode::new(2, 1_000) }
     }
 }
 
@@ -34,10 +31,7 @@ impl Rule for BrakeThrottleRule {
             self.kind(),
             &start,
             s,
-            format!(
-                "brake on with {:.0}% throttle at {:.0} km/h",
-                s.throttle, s.speed
-            ),
+            format!("brake on with {:.0}% throttle at {:.0} km/h", s.throttle, s.speed),
             vec![("throttle", s.throttle), ("speed", s.speed)],
         ))
     }

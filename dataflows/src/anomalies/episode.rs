@@ -17,24 +17,12 @@ pub struct Episode {
 
 impl Episode {
     pub fn new(confirm: u32, quiet_ms: u64) -> Episode {
-        Episode {
-            confirm: confirm.max(1),
-            quiet_ms,
-            run: 0,
-            start: None,
-            active: false,
-            last_true_ms: 0,
-        }
+        Episode { confirm: confirm.max(1), quiet_ms, run: 0, start: None, active: false, last_true_ms: 0 }
     }
 
     /// Feeds one sample's verdict. Returns the first sample of the condition when it is newly
     /// confirmed; `start_hint` overrides which sample counts as its start.
-    pub fn update(
-        &mut self,
-        holds: bool,
-        sample: &TelemetryRecord,
-        start_hint: Option<&TelemetryRecord>,
-    ) -> Option<TelemetryRecord> {
+    pub fn update(&mut self, holds: bool, sample: &TelemetryRecord, start_hint: Option<&TelemetryRecord>) -> Option<TelemetryRecord> {
         let now = sample.session_time_ms;
         if holds {
             if self.run == 0 {

@@ -8,17 +8,8 @@ use crate::anomalies::{Episode, Rule};
 use crate::records::{Alert, AnomalyKind, TelemetryRecord};
 
 /// `[min, max]` km/h at which each gear (index 1..=8) is plausible.
-pub const PLAUSIBLE_SPEED_KMH: [(f64, f64); 9] = [
-    (0.0, 400.0),
-    (0.0, 140.0),
-    (40.0, 175.0),
-    (70.0, 205.0),
-    (95.0, 235.0),
-    (120.0, 265.0),
-    (145.0, 300.0),
-    (170.0, 335.0),
-    (195.0, 400.0),
-];
+pub const PLAUSIBLE_SPEED_KMH: [(f64, f64); 9] =
+    [(0.0, 400.0), (0.0, 140.0), (40.0, 175.0), (70.0, 205.0), (95.0, 235.0), (120.0, 265.0), (145.0, 300.0), (170.0, 335.0), (195.0, 400.0)];
 
 /// Whether `gear` is plausible at `speed` km/h (gear 0 always is).
 pub fn gear_plausible(gear: u8, speed: f64) -> bool {
@@ -34,9 +25,7 @@ pub struct GearRule {
 
 impl Default for GearRule {
     fn default() -> Self {
-        GearRule {
-            episode: Episode::new(2, 1_000),
-        }
+        GearRule { episode: Episode::new(2, 1_000) }
     }
 }
 
@@ -48,23 +37,13 @@ impl Rule for GearRule {
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let holds = !gear_plausible(s.gear, s.speed);
         let start = self.episode.update(holds, s, None)?;
-        let (min, max) = PLAUSIBLE_SPEED_KMH
-            .get(s.gear as usize)
-            .copied()
-            .unwrap_or((0.0, 0.0));
+        let (min, max) = PLAUSIBLE_SPEED_KMH.get(s.gear as usize).copied().unwrap_or((0.0, 0.0));
         Some(Alert::new(
             self.kind(),
             &start,
             s,
-            format!(
-                "gear {} at {:.0} km/h (plausible {min:.0}-{max:.0} km/h)",
-                s.gear, s.speed
-            ),
-            vec![
-                ("gear", f64::from(s.gear)),
-                ("speed", s.speed),
-                ("rpm", s.rpm),
-            ],
+            format!("gear {} at {:.0} km/h (plausible {min:.0}-{max:.0} km/h)", s.gear, s.speed),
+            vec![("gear", f64::from(s.gear)), ("speed", s.speed), ("rpm", s.rpm)],
         ))
     }
 }

@@ -62,12 +62,8 @@ impl AnomalyConfig {
                     AnomalyKind::WheelSpin => Box::new(WheelSpinRule::new(self.wheel_spin.clone())),
                     AnomalyKind::GearAnomaly => Box::new(GearRule::default()),
                     AnomalyKind::OverRev => Box::new(OverRevRule::new(self.over_rev_rpm)),
-                    AnomalyKind::BrakeThrottleOverlap => {
-                        Box::new(BrakeThrottleRule::new(self.overlap_min_throttle))
-                    }
-                    AnomalyKind::SuddenSpeedDrop => {
-                        Box::new(SpeedDropRule::new(self.speed_drop.clone()))
-                    }
+                    AnomalyKind::BrakeThrottleOverlap => Box::new(BrakeThrottleRule::new(self.overlap_min_throttle)),
+                    AnomalyKind::SuddenSpeedDrop => Box::new(SpeedDropRule::new(self.speed_drop.clone())),
                 }
             })
             .collect()
@@ -90,12 +86,7 @@ impl KeyedLogic for AnomalyDetector {
     type State = DriverRules;
     type Out = Alert;
 
-    fn on_sample(
-        &self,
-        state: &mut DriverRules,
-        sample: &Sample,
-        out: &mut Vec<(EventTime, Alert)>,
-    ) {
+    fn on_sample(&self, state: &mut DriverRules, sample: &Sample, out: &mut Vec<(EventTime, Alert)>) {
         let rules = state.rules.get_or_insert_with(|| self.config.rules());
         for rule in rules.iter_mut() {
             if let Some(alert) = rule.observe(&sample.record) {
@@ -107,18 +98,7 @@ impl KeyedLogic for AnomalyDetector {
 
 /// Runs the rules over one driver's samples (already in time order), outside timely: the
 /// reference the dataflow is tested against, and handy for scripts.
-pub fn detect_in_order<'a>(
-    config: &AnomalyConfig,
-    samples: impl IntoIterator<Item = &'a TelemetryRecord>,
-) -> Vec<Alert> {
+pub fn detect_in_order<'a>(config: &AnomalyConfig, samples: impl IntoIterator<Item = &'a TelemetryRecord>) -> Vec<Alert> {
     let mut rules = config.rules();
-    samples
-        .into_iter()
-        .flat_map(|s| {
-            rules
-                .iter_mut()
-                .filter_map(|r| r.observe(s))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    samples.into_iter().flat_map(|s| rules.iter_mut().filter_map(|r| r.observe(s)).collect::<Vec<_>>()).collect()
 }

@@ -13,10 +13,7 @@ pub struct OverRevRule {
 
 impl OverRevRule {
     pub fn new(limit_rpm: f64) -> OverRevRule {
-        OverRevRule {
-            limit_rpm,
-            episode: Episode::new(2, 1_000),
-        }
+        OverRevRule { limit_rpm, episode: Episode::new(2, 1_000) }
     }
 }
 
@@ -31,16 +28,8 @@ impl Rule for OverRevRule {
             self.kind(),
             &start,
             s,
-            format!(
-                "{:.0} RPM in gear {} (limit {:.0})",
-                s.rpm, s.gear, self.limit_rpm
-            ),
-            vec![
-                ("rpm", s.rpm),
-                ("limit_rpm", self.limit_rpm),
-                ("gear", f64::from(s.gear)),
-                ("speed", s.speed),
-            ],
+            format!("{:.0} RPM in gear {} (limit {:.0})", s.rpm, s.gear, self.limit_rpm),
+            vec![("rpm", s.rpm), ("limit_rpm", self.limit_rpm), ("gear", f64::from(s.gear)), ("speed", s.speed)],
         ))
     }
 }

@@ -20,11 +20,7 @@ pub struct SpeedDropConfig {
 
 impl Default for SpeedDropConfig {
     fn default() -> Self {
-        SpeedDropConfig {
-            window_ms: 1_000,
-            drop_kmh: 60.0,
-            crash_drop_kmh: 100.0,
-        }
+        SpeedDropConfig { window_ms: 1_000, drop_kmh: 60.0, crash_drop_kmh: 100.0 }
     }
 }
 
@@ -36,11 +32,7 @@ pub struct SpeedDropRule {
 
 impl SpeedDropRule {
     pub fn new(config: SpeedDropConfig) -> SpeedDropRule {
-        SpeedDropRule {
-            config,
-            history: VecDeque::new(),
-            episode: Episode::new(1, 2_000),
-        }
+        SpeedDropRule { config, history: VecDeque::new(), episode: Episode::new(1, 2_000) }
     }
 }
 
@@ -51,18 +43,10 @@ impl Rule for SpeedDropRule {
 
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let now = s.session_time_ms;
-        if self
-            .history
-            .back()
-            .is_some_and(|last| now.saturating_sub(last.session_time_ms) > MAX_SAMPLE_GAP_MS)
-        {
+        if self.history.back().is_some_and(|last| now.saturating_sub(last.session_time_ms) > MAX_SAMPLE_GAP_MS) {
             self.history.clear();
         }
-        while self
-            .history
-            .front()
-            .is_some_and(|first| now.saturating_sub(first.session_time_ms) > self.config.window_ms)
-        {
+        while self.history.front().is_some_and(|first| now.saturating_sub(first.session_time_ms) > self.config.window_ms) {
             self.history.pop_front();
         }
         self.history.push_back(s.clone());
@@ -74,17 +58,14 @@ impl Rule for SpeedDropRule {
             braked |= earlier.brake;
             let drop = earlier.speed - s.speed;
             let unbraked = !braked && drop >= c.drop_kmh;
-            let no_downshift = drop >= c.crash_drop_kmh
-                && gear_plausible(earlier.gear, earlier.speed)
-                && (s.gear == earlier.gear || s.gear + 1 == earlier.gear);
+            let no_downshift =
+                drop >= c.crash_drop_kmh && gear_plausible(earlier.gear, earlier.speed) && (s.gear == earlier.gear || s.gear + 1 == earlier.gear);
             if (unbraked || no_downshift) && culprit.is_none_or(|best| earlier.speed > best.speed) {
                 culprit = Some(earlier);
             }
         }
         let culprit = culprit.cloned();
-        let start = self
-            .episode
-            .update(culprit.is_some(), s, culprit.as_ref())?;
+        let start = self.episode.update(culprit.is_some(), s, culprit.as_ref())?;
         let from = culprit.as_ref().unwrap_or(&start);
         Some(Alert::new(
             self.kind(),
@@ -99,12 +80,7 @@ impl Rule for SpeedDropRule {
                 from.gear,
                 s.gear
             ),
-            vec![
-                ("from_speed", from.speed),
-                ("to_speed", s.speed),
-                ("ms", (now - from.session_time_ms) as f64),
-                ("gear", f64::from(s.gear)),
-            ],
+            vec![("from_speed", from.speed), ("to_speed", s.speed), ("ms", (now - from.session_time_ms) as f64), ("gear", f64::from(s.gear))],
         ))
     }
 }

@@ -22,12 +22,7 @@ pub struct WheelSpinConfig {
 
 impl Default for WheelSpinConfig {
     fn default() -> Self {
-        WheelSpinConfig {
-            ratio_rise: 0.08,
-            min_throttle: 50.0,
-            min_speed_kmh: 40.0,
-            baseline_ms: 1_000,
-        }
+        WheelSpinConfig { ratio_rise: 0.08, min_throttle: 50.0, min_speed_kmh: 40.0, baseline_ms: 1_000 }
     }
 }
 
@@ -41,12 +36,7 @@ pub struct WheelSpinRule {
 
 impl WheelSpinRule {
     pub fn new(config: WheelSpinConfig) -> WheelSpinRule {
-        WheelSpinRule {
-            config,
-            baseline: VecDeque::new(),
-            last: None,
-            episode: Episode::new(2, 500),
-        }
+        WheelSpinRule { config, baseline: VecDeque::new(), last: None, episode: Episode::new(2, 500) }
     }
 }
 
@@ -57,25 +47,16 @@ impl Rule for WheelSpinRule {
 
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let now = s.session_time_ms;
-        if self.last.is_some_and(|(time, gear)| {
-            gear != s.gear || now.saturating_sub(time) > MAX_SAMPLE_GAP_MS
-        }) {
+        if self.last.is_some_and(|(time, gear)| gear != s.gear || now.saturating_sub(time) > MAX_SAMPLE_GAP_MS) {
             self.baseline.clear();
         }
         self.last = Some((now, s.gear));
-        while self
-            .baseline
-            .front()
-            .is_some_and(|(time, _)| now.saturating_sub(*time) > self.config.baseline_ms)
-        {
+        while self.baseline.front().is_some_and(|(time, _)| now.saturating_sub(*time) > self.config.baseline_ms) {
             self.baseline.pop_front();
         }
         let c = &self.config;
-        let eligible = s.speed >= c.min_speed_kmh
-            && s.throttle >= c.min_throttle
-            && s.throttle <= 100.0
-            && s.gear > 0
-            && gear_plausible(s.gear, s.speed);
+        let eligible =
+            s.speed >= c.min_speed_kmh && s.throttle >= c.min_throttle && s.throttle <= 100.0 && s.gear > 0 && gear_plausible(s.gear, s.speed);
         let ratio = s.rpm / s.speed.max(1.0);
         let base = self.baseline.iter().map(|(_, r)| *r).reduce(f64::min);
         let holds = eligible && base.is_some_and(|b| ratio > b * (1.0 + c.ratio_rise));
@@ -88,20 +69,8 @@ impl Rule for WheelSpinRule {
             self.kind(),
             &start,
             s,
-            format!(
-                "RPM {:.0} at {:.0} km/h in gear {}: {:.0}% above grip",
-                s.rpm,
-                s.speed,
-                s.gear,
-                100.0 * (ratio / base - 1.0)
-            ),
-            vec![
-                ("rpm", s.rpm),
-                ("speed", s.speed),
-                ("ratio_over_grip", ratio / base),
-                ("throttle", s.throttle),
-                ("gear", f64::from(s.gear)),
-            ],
+            format!("RPM {:.0} at {:.0} km/h in gear {}: {:.0}% above grip", s.rpm, s.speed, s.gear, 100.0 * (ratio / base - 1.0)),
+            vec![("rpm", s.rpm), ("speed", s.speed), ("ratio_over_grip", ratio / base), ("throttle", s.throttle), ("gear", f64::from(s.gear))],
         ))
     }
 }

@@ -14,10 +14,8 @@ use crate::records::{AnomalyKind, EventTime, TelemetryRecord};
 use crate::sim::track::{LapProfile, Track};
 
 /// The 2023 grid, in car-number order of the constructors' table; more drivers get `D21`, ...
-pub const DRIVER_CODES: [&str; 20] = [
-    "VER", "PER", "HAM", "RUS", "LEC", "SAI", "NOR", "PIA", "ALO", "STR", "OCO", "GAS", "ALB",
-    "SAR", "TSU", "RIC", "BOT", "ZHO", "MAG", "HUL",
-];
+pub const DRIVER_CODES: [&str; 20] =
+    ["VER", "PER", "HAM", "RUS", "LEC", "SAI", "NOR", "PIA", "ALO", "STR", "OCO", "GAS", "ALB", "SAR", "TSU", "RIC", "BOT", "ZHO", "MAG", "HUL"];
 
 /// SessionTime of the race start (FastF1 sessions start their clock well before lights out).
 pub const RACE_START_MS: EventTime = 3_600_000;
@@ -42,12 +40,7 @@ pub struct RaceConfig {
 
 impl Default for RaceConfig {
     fn default() -> Self {
-        RaceConfig {
-            drivers: 20,
-            laps: 2,
-            seed: 42,
-            inject_anomalies: true,
-        }
+        RaceConfig { drivers: 20, laps: 2, seed: 42, inject_anomalies: true }
     }
 }
 
@@ -66,10 +59,7 @@ pub const MATCH_TOLERANCE_MS: EventTime = 1_000;
 
 impl InjectedAnomaly {
     pub fn matches(&self, driver: &str, kind: AnomalyKind, time_ms: EventTime) -> bool {
-        self.driver == driver
-            && self.kind == kind
-            && time_ms + MATCH_TOLERANCE_MS >= self.start_ms
-            && time_ms <= self.end_ms + MATCH_TOLERANCE_MS
+        self.driver == driver && self.kind == kind && time_ms + MATCH_TOLERANCE_MS >= self.start_ms && time_ms <= self.end_ms + MATCH_TOLERANCE_MS
     }
 }
 
@@ -87,24 +77,15 @@ impl Race {
         let mut drivers = Vec::new();
         let mut ground_truth = Vec::new();
         for index in 0..config.drivers {
-            let code = DRIVER_CODES
-                .get(index)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| format!("D{}", index + 1));
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                config
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(index as u64),
-            );
+            let code = DRIVER_CODES.get(index).map(|c| c.to_string()).unwrap_or_else(|| format!("D{}", index + 1));
+            let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
             let pace = 1.0 - 0.0035 * index as f64 - rng.random_range(0.0..0.002);
             let lap = LapProfile::new(&track, pace);
             let start = RACE_START_MS + 180 * index as u64;
             let mut rows = sample_driver(&code, &track, &lap, start, config.laps, &mut rng);
             if config.inject_anomalies {
                 for lap_number in 1..=config.laps {
-                    let kind =
-                        AnomalyKind::ALL[(index + lap_number as usize) % AnomalyKind::ALL.len()];
+                    let kind = AnomalyKind::ALL[(index + lap_number as usize) % AnomalyKind::ALL.len()];
                     if let Some(injected) = inject(kind, lap_number, &mut rows, &mut rng) {
                         ground_truth.push(injected);
                     }
@@ -112,10 +93,7 @@ impl Race {
             }
             drivers.push((code, rows));
         }
-        Race {
-            drivers,
-            ground_truth,
-        }
+        Race { drivers, ground_truth }
     }
 
     pub fn record_count(&self) -> usize {
@@ -124,11 +102,7 @@ impl Race {
 
     /// All rows of all drivers in (SessionTime, driver) order.
     pub fn all_records(&self) -> Vec<TelemetryRecord> {
-        let mut all: Vec<TelemetryRecord> = self
-            .drivers
-            .iter()
-            .flat_map(|(_, rows)| rows.iter().cloned())
-            .collect();
+        let mut all: Vec<TelemetryRecord> = self.drivers.iter().flat_map(|(_, rows)| rows.iter().cloned()).collect();
         all.sort_by(|a, b| (a.session_time_ms, &a.driver).cmp(&(b.session_time_ms, &b.driver)));
         all
     }
@@ -136,11 +110,7 @@ impl Race {
 
 /// Gear the generated gearbox uses at `kmh`.
 pub fn gear_for(kmh: f64) -> u8 {
-    GEAR_TOP_KMH
-        .iter()
-        .position(|top| kmh < *top)
-        .unwrap_or(GEAR_TOP_KMH.len() - 1) as u8
-        + 1
+    GEAR_TOP_KMH.iter().position(|top| kmh < *top).unwrap_or(GEAR_TOP_KMH.len() - 1) as u8 + 1
 }
 
 /// Engine RPM at `kmh` in `gear` (gear ratios put 11,800 RPM at the top of each band).
@@ -148,11 +118,7 @@ pub fn rpm_for(kmh: f64, gear: u8) -> f64 {
     (kmh * SHIFT_RPM / GEAR_TOP_KMH[gear as usize - 1]).max(IDLE_RPM)
 }
 
-fn sample_times(
-    start: EventTime,
-    end: EventTime,
-    rng: &mut ChaCha8Rng,
-) -> Vec<(EventTime, &'static str)> {
+fn sample_times(start: EventTime, end: EventTime, rng: &mut ChaCha8Rng) -> Vec<(EventTime, &'static str)> {
     let mut times = Vec::new();
     for (period, offset, source) in [(CAR_PERIOD_MS, 0.0, "car"), (POS_PERIOD_MS, 110.0, "pos")] {
         let mut t = start as f64 + offset;
@@ -166,14 +132,7 @@ fn sample_times(
     times
 }
 
-fn sample_driver(
-    driver: &str,
-    track: &Track,
-    lap: &LapProfile,
-    start: EventTime,
-    laps: u32,
-    rng: &mut ChaCha8Rng,
-) -> Vec<TelemetryRecord> {
+fn sample_driver(driver: &str, track: &Track, lap: &LapProfile, start: EventTime, laps: u32, rng: &mut ChaCha8Rng) -> Vec<TelemetryRecord> {
     let lap_ms = lap.lap_time * 1_000.0;
     let end = start + (lap_ms * f64::from(laps)) as EventTime;
     sample_times(start, end, rng)
@@ -221,26 +180,15 @@ fn sample_driver(
 
 /// Rows `[from, to)` of lap `lap`, by index.
 fn lap_rows(rows: &[TelemetryRecord], lap: u32) -> (usize, usize) {
-    let from = rows
-        .iter()
-        .position(|r| r.lap == Some(lap))
-        .unwrap_or(rows.len());
-    let to = rows
-        .iter()
-        .rposition(|r| r.lap == Some(lap))
-        .map_or(from, |i| i + 1);
+    let from = rows.iter().position(|r| r.lap == Some(lap)).unwrap_or(rows.len());
+    let to = rows.iter().rposition(|r| r.lap == Some(lap)).map_or(from, |i| i + 1);
     (from, to)
 }
 
 /// Rows whose lead-in is too short for rules that need a baseline are never used as sites.
 const LEAD_IN_ROWS: usize = 40;
 
-fn inject(
-    kind: AnomalyKind,
-    lap: u32,
-    rows: &mut [TelemetryRecord],
-    rng: &mut ChaCha8Rng,
-) -> Option<InjectedAnomaly> {
+fn inject(kind: AnomalyKind, lap: u32, rows: &mut [TelemetryRecord], rng: &mut ChaCha8Rng) -> Option<InjectedAnomaly> {
     let (from, to) = lap_rows(rows, lap);
     let from = from.max(LEAD_IN_ROWS);
     let span = |rng: &mut ChaCha8Rng, lo: usize, hi: usize| rng.random_range(lo..=hi);
@@ -251,21 +199,13 @@ fn inject(
         AnomalyKind::BrakeThrottleOverlap => span(rng, 5, 8),
         AnomalyKind::SuddenSpeedDrop => 30,
     };
-    let candidates: Vec<usize> = (from..to.saturating_sub(len + 2))
-        .filter(|&j| site_fits(kind, rows, j, len))
-        .collect();
+    let candidates: Vec<usize> = (from..to.saturating_sub(len + 2)).filter(|&j| site_fits(kind, rows, j, len)).collect();
     if candidates.is_empty() {
         return None;
     }
     let j = candidates[rng.random_range(0..candidates.len())];
     let (start, end) = apply(kind, rows, j, len, rng);
-    Some(InjectedAnomaly {
-        driver: rows[j].driver.clone(),
-        kind,
-        lap,
-        start_ms: start,
-        end_ms: end,
-    })
+    Some(InjectedAnomaly { driver: rows[j].driver.clone(), kind, lap, start_ms: start, end_ms: end })
 }
 
 fn site_fits(kind: AnomalyKind, rows: &[TelemetryRecord], j: usize, len: usize) -> bool {
@@ -273,50 +213,32 @@ fn site_fits(kind: AnomalyKind, rows: &[TelemetryRecord], j: usize, len: usize) 
     match kind {
         AnomalyKind::WheelSpin => {
             let gear = rows[j].gear;
-            rows[j - 3..j + len].iter().all(|r| {
-                r.gear == gear
-                    && (60.0..=95.0).contains(&r.throttle)
-                    && !r.brake
-                    && r.speed >= 60.0
-                    && r.rpm * 1.2 <= 12_100.0
-            })
+            rows[j - 3..j + len]
+                .iter()
+                .all(|r| r.gear == gear && (60.0..=95.0).contains(&r.throttle) && !r.brake && r.speed >= 60.0 && r.rpm * 1.2 <= 12_100.0)
         }
-        AnomalyKind::GearAnomaly => {
-            window.iter().all(|r| r.speed >= 175.0)
-                || window.iter().all(|r| r.speed <= 150.0 && r.speed >= 40.0)
-        }
+        AnomalyKind::GearAnomaly => window.iter().all(|r| r.speed >= 175.0) || window.iter().all(|r| r.speed <= 150.0 && r.speed >= 40.0),
         AnomalyKind::OverRev => {
             // An upshift from gear 4-6 under full throttle, with room to hold the gear 25 km/h longer.
             let (a, b) = (&rows[j - 1], &rows[j]);
             (4..=6).contains(&a.gear)
                 && b.gear == a.gear + 1
                 && a.throttle >= 100.0
-                && rows[j..]
-                    .iter()
-                    .take(12)
-                    .all(|r| !r.brake && r.throttle >= 100.0)
+                && rows[j..].iter().take(12).all(|r| !r.brake && r.throttle >= 100.0)
         }
         AnomalyKind::BrakeThrottleOverlap => rows[j - 1..j + len + 1].iter().all(|r| r.brake),
         AnomalyKind::SuddenSpeedDrop => {
             let r = &rows[j];
             r.gear >= 7
                 && r.speed >= 270.0
-                && rows[j..j + len]
-                    .iter()
-                    .all(|r| !r.brake && r.throttle >= 100.0)
+                && rows[j..j + len].iter().all(|r| !r.brake && r.throttle >= 100.0)
                 && rows[j - 10..j].iter().all(|r| !r.brake)
         }
     }
 }
 
 /// Modifies the rows of one injected anomaly; returns its (start, end) SessionTime.
-fn apply(
-    kind: AnomalyKind,
-    rows: &mut [TelemetryRecord],
-    j: usize,
-    len: usize,
-    rng: &mut ChaCha8Rng,
-) -> (EventTime, EventTime) {
+fn apply(kind: AnomalyKind, rows: &mut [TelemetryRecord], j: usize, len: usize, rng: &mut ChaCha8Rng) -> (EventTime, EventTime) {
     match kind {
         AnomalyKind::WheelSpin => {
             let peak = rng.random_range(0.15..0.19);
@@ -367,11 +289,7 @@ fn apply(
             let mut end = t0;
             for r in &mut rows[j..] {
                 let dt = (r.session_time_ms - t0) as f64;
-                let slowed = if dt <= DROP_MS {
-                    v0 - depth * dt / DROP_MS
-                } else {
-                    v0 - depth + RECOVER_KMH_PER_S * (dt - DROP_MS) / 1_000.0
-                };
+                let slowed = if dt <= DROP_MS { v0 - depth * dt / DROP_MS } else { v0 - depth + RECOVER_KMH_PER_S * (dt - DROP_MS) / 1_000.0 };
                 if (dt > DROP_MS && slowed >= r.speed) || r.brake || dt > 6_000.0 {
                     break;
                 }
@@ -396,81 +314,41 @@ mod tests {
 
     #[test]
     fn generated_rows_are_plausible_and_ordered() {
-        let race = Race::generate(&RaceConfig {
-            drivers: 3,
-            laps: 1,
-            seed: 1,
-            inject_anomalies: false,
-        });
+        let race = Race::generate(&RaceConfig { drivers: 3, laps: 1, seed: 1, inject_anomalies: false });
         for (_, rows) in &race.drivers {
-            assert!(rows
-                .windows(2)
-                .all(|w| w[0].session_time_ms < w[1].session_time_ms));
-            let seconds =
-                (rows.last().unwrap().session_time_ms - rows[0].session_time_ms) as f64 / 1_000.0;
+            assert!(rows.windows(2).all(|w| w[0].session_time_ms < w[1].session_time_ms));
+            let seconds = (rows.last().unwrap().session_time_ms - rows[0].session_time_ms) as f64 / 1_000.0;
             let rate = rows.len() as f64 / seconds;
             assert!((7.0..10.0).contains(&rate), "{rate} rows/s");
-            assert!(rows
-                .iter()
-                .all(|r| gear_plausible(r.gear, r.speed) && r.rpm < 12_000.0));
+            assert!(rows.iter().all(|r| gear_plausible(r.gear, r.speed) && r.rpm < 12_000.0));
         }
     }
 
     #[test]
     fn clean_race_raises_no_alerts_and_every_injection_is_found_once() {
         let config = AnomalyConfig::default();
-        let clean = Race::generate(&RaceConfig {
-            drivers: 20,
-            laps: 2,
-            seed: 3,
-            inject_anomalies: false,
-        });
+        let clean = Race::generate(&RaceConfig { drivers: 20, laps: 2, seed: 3, inject_anomalies: false });
         for (driver, rows) in &clean.drivers {
             let alerts = detect_in_order(&config, rows);
             assert!(alerts.is_empty(), "{driver}: false alerts {alerts:#?}");
         }
         for seed in [3, 42] {
-            let race = Race::generate(&RaceConfig {
-                drivers: 20,
-                laps: 2,
-                seed,
-                inject_anomalies: true,
-            });
-            assert_eq!(
-                race.ground_truth.len(),
-                40,
-                "one anomaly per driver per lap"
-            );
+            let race = Race::generate(&RaceConfig { drivers: 20, laps: 2, seed, inject_anomalies: true });
+            assert_eq!(race.ground_truth.len(), 40, "one anomaly per driver per lap");
             let mut unmatched = Vec::new();
             let mut hits = vec![0; race.ground_truth.len()];
             for (driver, rows) in &race.drivers {
                 for alert in detect_in_order(&config, rows) {
-                    match race
-                        .ground_truth
-                        .iter()
-                        .position(|g| g.matches(driver, alert.kind, alert.session_time_ms))
-                    {
+                    match race.ground_truth.iter().position(|g| g.matches(driver, alert.kind, alert.session_time_ms)) {
                         Some(i) => hits[i] += 1,
                         None => unmatched.push(alert),
                     }
                 }
             }
-            let missed: Vec<_> = race
-                .ground_truth
-                .iter()
-                .zip(&hits)
-                .filter(|(_, h)| **h == 0)
-                .map(|(g, _)| g)
-                .collect();
+            let missed: Vec<_> = race.ground_truth.iter().zip(&hits).filter(|(_, h)| **h == 0).map(|(g, _)| g).collect();
             assert!(missed.is_empty(), "seed {seed} missed {missed:#?}");
-            assert!(
-                hits.iter().all(|h| *h == 1),
-                "seed {seed}: some anomaly alerted twice: {hits:?}"
-            );
-            assert!(
-                unmatched.is_empty(),
-                "seed {seed} unmatched alerts {unmatched:#?}"
-            );
+            assert!(hits.iter().all(|h| *h == 1), "seed {seed}: some anomaly alerted twice: {hits:?}");
+            assert!(unmatched.is_empty(), "seed {seed} unmatched alerts {unmatched:#?}");
         }
     }
 }

@@ -67,20 +67,11 @@ impl Track {
         for segment in LAYOUT {
             let (length, radius, sign) = match segment {
                 Segment::Straight(length) => (length, None, 0.0),
-                Segment::Corner(radius, degrees) => (
-                    radius * degrees.abs().to_radians(),
-                    Some(radius),
-                    degrees.signum(),
-                ),
+                Segment::Corner(radius, degrees) => (radius * degrees.abs().to_radians(), Some(radius), degrees.signum()),
             };
             let steps = (length / GRID_M).round() as usize;
             for _ in 0..steps {
-                points.push(TrackPoint {
-                    x,
-                    y,
-                    z: 0.0,
-                    radius,
-                });
+                points.push(TrackPoint { x, y, z: 0.0, radius });
                 if let Some(r) = radius {
                     heading += sign * GRID_M / r;
                 }
@@ -104,9 +95,7 @@ impl Track {
     }
 
     pub fn in_drs_zone(&self, distance: f64) -> bool {
-        DRS_ZONES
-            .iter()
-            .any(|(a, b)| distance >= *a && distance < *b)
+        DRS_ZONES.iter().any(|(a, b)| distance >= *a && distance < *b)
     }
 }
 
@@ -153,18 +142,14 @@ impl LapProfile {
         let mut speed = forward.clone();
         for i in (0..2 * n).rev() {
             let (cur, next) = (i % n, (i + 1) % n);
-            speed[cur] =
-                speed[cur].min((speed[next] * speed[next] + 2.0 * BRAKE_DECEL * GRID_M).sqrt());
+            speed[cur] = speed[cur].min((speed[next] * speed[next] + 2.0 * BRAKE_DECEL * GRID_M).sqrt());
         }
         let braking: Vec<bool> = (0..n).map(|i| speed[i] < forward[i] - 0.05).collect();
         let throttle: Vec<f64> = (0..n)
             .map(|i| {
                 if braking[i] {
                     0.0
-                } else if track.points[i].radius.is_some()
-                    && speed[i] >= limit[i] - 0.05
-                    && limit[i] < top
-                {
+                } else if track.points[i].radius.is_some() && speed[i] >= limit[i] - 0.05 && limit[i] < top {
                     (55.0 + 40.0 * speed[i] / top).min(95.0)
                 } else {
                     100.0
@@ -176,20 +161,12 @@ impl LapProfile {
             time[i] = time[i - 1] + 2.0 * GRID_M / (speed[i - 1] + speed[i]);
         }
         let lap_time = time[n - 1] + 2.0 * GRID_M / (speed[n - 1] + speed[0]);
-        LapProfile {
-            speed,
-            time,
-            braking,
-            throttle,
-            lap_time,
-        }
+        LapProfile { speed, time, braking, throttle, lap_time }
     }
 
     /// Grid index reached `seconds` into the lap.
     pub fn index_at(&self, seconds: f64) -> usize {
-        self.time
-            .partition_point(|t| *t <= seconds)
-            .saturating_sub(1)
+        self.time.partition_point(|t| *t <= seconds).saturating_sub(1)
     }
 }
 
@@ -204,21 +181,10 @@ mod tests {
         let kmh: Vec<f64> = lap.speed.iter().map(|v| v * 3.6).collect();
         let max = kmh.iter().cloned().fold(0.0, f64::max);
         let min = kmh.iter().cloned().fold(f64::MAX, f64::min);
-        assert!(
-            (4_500.0..5_500.0).contains(&track.length()),
-            "length {}",
-            track.length()
-        );
+        assert!((4_500.0..5_500.0).contains(&track.length()), "length {}", track.length());
         assert!((290.0..335.0).contains(&max), "top speed {max}");
         assert!((70.0..110.0).contains(&min), "slowest corner {min}");
-        assert!(
-            (65.0..100.0).contains(&lap.lap_time),
-            "lap time {}",
-            lap.lap_time
-        );
-        assert!(
-            lap.braking.iter().filter(|b| **b).count() > 300,
-            "has braking zones"
-        );
+        assert!((65.0..100.0).contains(&lap.lap_time), "lap time {}", lap.lap_time);
+        assert!(lap.braking.iter().filter(|b| **b).count() > 300, "has braking zones");
     }
 }

@@ -16,23 +16,14 @@ pub struct SlidingWindows {
 
 impl Default for SlidingWindows {
     fn default() -> Self {
-        SlidingWindows {
-            length_ms: 5_000,
-            slide_ms: 1_000,
-        }
+        SlidingWindows { length_ms: 5_000, slide_ms: 1_000 }
     }
 }
 
 impl SlidingWindows {
     pub fn new(length_ms: u64, slide_ms: u64) -> SlidingWindows {
-        assert!(
-            slide_ms > 0 && length_ms >= slide_ms,
-            "need 0 < slide <= length"
-        );
-        SlidingWindows {
-            length_ms,
-            slide_ms,
-        }
+        assert!(slide_ms > 0 && length_ms >= slide_ms, "need 0 < slide <= length");
+        SlidingWindows { length_ms, slide_ms }
     }
 
     /// Start of the earliest window that contains `time`.
@@ -59,12 +50,7 @@ impl KeyedLogic for SlidingWindows {
     type State = SlidingState;
     type Out = WindowResult;
 
-    fn on_sample(
-        &self,
-        state: &mut SlidingState,
-        sample: &Sample,
-        _out: &mut Vec<(EventTime, WindowResult)>,
-    ) {
+    fn on_sample(&self, state: &mut SlidingState, sample: &Sample, _out: &mut Vec<(EventTime, WindowResult)>) {
         let time = sample.record.session_time_ms;
         if state.next_start.is_none() {
             state.next_start = Some(self.first_start(time));
@@ -72,12 +58,7 @@ impl KeyedLogic for SlidingWindows {
         state.samples.push_back(sample.record.clone());
     }
 
-    fn on_progress(
-        &self,
-        state: &mut SlidingState,
-        frontier: Option<EventTime>,
-        out: &mut Vec<(EventTime, WindowResult)>,
-    ) {
+    fn on_progress(&self, state: &mut SlidingState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
         let limit = frontier.unwrap_or(EventTime::MAX);
         while let Some(start) = state.next_start {
             let end = start + self.length_ms;
@@ -95,17 +76,10 @@ impl KeyedLogic for SlidingWindows {
                 out.push((end, acc.finish(driver, WindowKind::Sliding, start, end)));
             }
             let next = start + self.slide_ms;
-            while state
-                .samples
-                .front()
-                .is_some_and(|r| r.session_time_ms < next)
-            {
+            while state.samples.front().is_some_and(|r| r.session_time_ms < next) {
                 state.samples.pop_front();
             }
-            state.next_start = state
-                .samples
-                .front()
-                .map(|r| next.max(self.first_start(r.session_time_ms)));
+            state.next_start = state.samples.front().map(|r| next.max(self.first_start(r.session_time_ms)));
         }
     }
 
@@ -126,14 +100,8 @@ mod tests {
     fn window_starts_cover_exactly_the_windows_containing_a_time() {
         let w = SlidingWindows::new(5_000, 1_000);
         assert_eq!(w.starts(0).collect::<Vec<_>>(), vec![0]);
-        assert_eq!(
-            w.starts(4_999).collect::<Vec<_>>(),
-            vec![0, 1_000, 2_000, 3_000, 4_000]
-        );
-        assert_eq!(
-            w.starts(5_000).collect::<Vec<_>>(),
-            vec![1_000, 2_000, 3_000, 4_000, 5_000]
-        );
+        assert_eq!(w.starts(4_999).collect::<Vec<_>>(), vec![0, 1_000, 2_000, 3_000, 4_000]);
+        assert_eq!(w.starts(5_000).collect::<Vec<_>>(), vec![1_000, 2_000, 3_000, 4_000, 5_000]);
         let w = SlidingWindows::new(2_500, 1_000);
         assert_eq!(w.starts(3_700).collect::<Vec<_>>(), vec![2_000, 3_000]);
     }

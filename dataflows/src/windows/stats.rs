@@ -11,11 +11,7 @@ struct Channel {
 
 impl Default for Channel {
     fn default() -> Self {
-        Channel {
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
+        Channel { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
     }
 }
 
@@ -27,11 +23,7 @@ impl Channel {
     }
 
     fn stats(&self, count: u64) -> ChannelStats {
-        ChannelStats {
-            mean: self.sum / count as f64,
-            min: self.min,
-            max: self.max,
-        }
+        ChannelStats { mean: self.sum / count as f64, min: self.min, max: self.max }
     }
 }
 
@@ -77,13 +69,7 @@ impl WindowAccumulator {
         Some((self.first?, self.previous?.0))
     }
 
-    pub fn finish(
-        &self,
-        driver: &str,
-        window: WindowKind,
-        start_ms: EventTime,
-        end_ms: EventTime,
-    ) -> WindowResult {
+    pub fn finish(&self, driver: &str, window: WindowKind, start_ms: EventTime, end_ms: EventTime) -> WindowResult {
         WindowResult {
             driver: driver.to_string(),
             window,

@@ -25,8 +25,7 @@ impl LapSegments {
             LapSegments::Lap => Some(WindowKind::Lap { lap }),
             LapSegments::Sector => {
                 let fraction = record.relative_distance?.clamp(0.0, 1.0);
-                let sector =
-                    ((fraction * f64::from(SECTORS_PER_LAP)) as u8).min(SECTORS_PER_LAP - 1) + 1;
+                let sector = ((fraction * f64::from(SECTORS_PER_LAP)) as u8).min(SECTORS_PER_LAP - 1) + 1;
                 Some(WindowKind::Sector { lap, sector })
             }
         }
@@ -52,49 +51,25 @@ impl KeyedLogic for LapSegments {
     type State = SegmentState;
     type Out = WindowResult;
 
-    fn on_sample(
-        &self,
-        state: &mut SegmentState,
-        sample: &Sample,
-        out: &mut Vec<(EventTime, WindowResult)>,
-    ) {
+    fn on_sample(&self, state: &mut SegmentState, sample: &Sample, out: &mut Vec<(EventTime, WindowResult)>) {
         let Some(window) = self.window_of(&sample.record) else {
             return;
         };
-        if state
-            .open
-            .as_ref()
-            .is_some_and(|(_, open, _)| *open != window)
-        {
+        if state.open.as_ref().is_some_and(|(_, open, _)| *open != window) {
             state.close(out);
         }
-        let (_, _, acc) = state.open.get_or_insert_with(|| {
-            (
-                sample.record.driver.clone(),
-                window,
-                WindowAccumulator::default(),
-            )
-        });
+        let (_, _, acc) = state.open.get_or_insert_with(|| (sample.record.driver.clone(), window, WindowAccumulator::default()));
         acc.push(&sample.record);
     }
 
-    fn on_progress(
-        &self,
-        state: &mut SegmentState,
-        frontier: Option<EventTime>,
-        out: &mut Vec<(EventTime, WindowResult)>,
-    ) {
+    fn on_progress(&self, state: &mut SegmentState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
         if frontier.is_none() {
             state.close(out);
         }
     }
 
     fn hold(&self, state: &SegmentState) -> Option<EventTime> {
-        state
-            .open
-            .as_ref()
-            .and_then(|(_, _, acc)| acc.span())
-            .map(|(first, _)| first)
+        state.open.as_ref().and_then(|(_, _, acc)| acc.span()).map(|(first, _)| first)
     }
 
     fn is_idle(&self, state: &SegmentState) -> bool {
