@@ -68,7 +68,8 @@ pub fn produce_records(kafka: &KafkaConfig, topic: &str, records: Vec<TelemetryR
 }
 
 pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
-    if !args.max_rate && !(args.speed > 0.0 && args.speed.is_finite()) {
+    let valid_speed = args.speed > 0.0 && args.speed.is_finite();
+    if !args.max_rate && !valid_speed {
         bail!("--speed must be a positive number");
     }
     let options = FileOptions { driver: args.driver.clone(), lap: args.lap };

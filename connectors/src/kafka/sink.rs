@@ -44,6 +44,8 @@ pub struct Delivery {
 #[derive(Default)]
 pub struct Ledger {
     outstanding: Mutex<BTreeMap<u64, usize>>,
+    /// Boxed as librdkafka hands them back, to be resent as they are.
+    #[allow(clippy::vec_box)]
     retries: Mutex<Vec<Box<Delivery>>>,
     activator: Mutex<Option<SyncActivator>>,
     delivered: std::sync::atomic::AtomicU64,

@@ -79,6 +79,9 @@ pub enum SourceEvent<R> {
     Dead(DeadLetter),
 }
 
+/// The stream a source emits.
+pub type SourceStream<'s, R> = Stream<'s, EventTime, Vec<SourceEvent<R>>>;
+
 /// Read progress of one owned partition.
 #[derive(Debug)]
 struct PartitionState {
@@ -178,7 +181,7 @@ pub fn kafka_source<'s, R, D>(
     mut decode: D,
     probe: ProbeHandle<EventTime>,
     shutdown: Arc<AtomicBool>,
-) -> Result<(Stream<'s, EventTime, Vec<SourceEvent<R>>>, SourceHandle), KafkaError>
+) -> Result<(SourceStream<'s, R>, SourceHandle), KafkaError>
 where
     R: Clone + 'static,
     D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R> + 'static,

@@ -50,7 +50,8 @@ pub fn tail(
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning `{topic}`")))?;
     let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     let mut seen = 0;
-    while !stop.load(Ordering::Relaxed) && !(exit_at_end && remaining.is_empty()) {
+    let caught_up = |remaining: &Vec<(i32, i64)>| exit_at_end && remaining.is_empty();
+    while !stop.load(Ordering::Relaxed) && !caught_up(&remaining) {
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };

@@ -294,8 +294,9 @@ fn apply(kind: AnomalyKind, rows: &mut [TelemetryRecord], j: usize, len: usize, 
                     break;
                 }
                 r.speed = slowed.round();
-                r.gear = gear;
-                r.rpm = rpm_for(r.speed, gear).round();
+                // The car loses speed in its gear, then the driver shifts normally while recovering.
+                r.gear = if dt <= DROP_MS { gear } else { gear_for(r.speed) };
+                r.rpm = rpm_for(r.speed, r.gear).round();
                 r.throttle = if dt <= DROP_MS { 0.0 } else { 100.0 };
                 r.drs = r.drs.min(8);
                 if dt <= DROP_MS {
@@ -332,9 +333,9 @@ mod tests {
             let alerts = detect_in_order(&config, rows);
             assert!(alerts.is_empty(), "{driver}: false alerts {alerts:#?}");
         }
-        for seed in [3, 42] {
-            let race = Race::generate(&RaceConfig { drivers: 20, laps: 2, seed, inject_anomalies: true });
-            assert_eq!(race.ground_truth.len(), 40, "one anomaly per driver per lap");
+        for (seed, laps) in [(3, 2), (42, 2), (3, 25)] {
+            let race = Race::generate(&RaceConfig { drivers: 20, laps, seed, inject_anomalies: true });
+            assert_eq!(race.ground_truth.len(), 20 * laps as usize, "one anomaly per driver per lap");
             let mut unmatched = Vec::new();
             let mut hits = vec![0; race.ground_truth.len()];
             for (driver, rows) in &race.drivers {
