@@ -9,3 +9,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitwall/target}"
 cargo fmt --all -- --check
 cargo test --workspace --locked "$@"
+# The examples must keep running, not only compiling.
+for example in windows anomaly_rule kafka_pipeline; do
+  echo "example $example:"
+  cargo run --quiet --locked --example "$example" | tail -n 3
+done
