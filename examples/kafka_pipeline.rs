@@ -17,7 +17,7 @@ use rdkafka::mocking::MockCluster;
 
 fn main() -> anyhow::Result<()> {
     let cluster = MockCluster::new(1)?;
-    for (topic, partitions) in [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1)] {
+    for (topic, partitions) in [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1), (LATE, 1)] {
         cluster.create_topic(topic, partitions, 1)?;
     }
     let kafka = KafkaConfig::new(cluster.bootstrap_servers());

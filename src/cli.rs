@@ -117,6 +117,9 @@ pub struct TopicsCreateArgs {
     /// Partitions of the dead-letter topic `pitwall-dlq`.
     #[arg(long, default_value_t = 1)]
     pub dlq_partitions: i32,
+    /// Partitions of `pitwall-late` (records behind the watermark).
+    #[arg(long, default_value_t = 1)]
+    pub late_partitions: i32,
     /// Replication factor of every topic.
     #[arg(long, default_value_t = 1)]
     pub replication: i32,
@@ -182,12 +185,21 @@ pub struct DataflowArgs {
     /// Sliding window slide in milliseconds of event time.
     #[arg(long, default_value_t = 1_000)]
     pub window_slide_ms: u64,
+    /// Topic for records that arrive after the watermark passed their event time (never dropped).
+    #[arg(long, default_value = topics::LATE)]
+    pub late_topic: String,
     /// How far (ms of event time) a record may trail its partition's newest record and still count.
     #[arg(long, default_value_t = 500)]
     pub allowed_lateness_ms: u64,
-    /// A partition silent this long (ms) stops holding the watermark back.
+    /// A partition the broker reports caught up, then silent this long (ms), stops holding the watermark back.
+    #[arg(long, default_value_t = 200)]
+    pub eof_idle_ms: u64,
+    /// Fallback: a partition silent this long (ms) stops holding the watermark back, whatever the broker says.
     #[arg(long, default_value_t = 3_000)]
     pub idle_timeout_ms: u64,
+    /// Most messages one source activation reads; results do not depend on it.
+    #[arg(long, default_value_t = 4_096)]
+    pub max_poll_batch: usize,
     /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
     #[arg(long, value_delimiter = ',')]
     pub drivers: Option<Vec<String>>,
@@ -205,10 +217,13 @@ impl Default for DataflowArgs {
             alerts_topic: topics::ALERTS.into(),
             windows_topic: topics::WINDOWS.into(),
             dlq_topic: topics::DLQ.into(),
+            late_topic: topics::LATE.into(),
             window_length_ms: 5_000,
             window_slide_ms: 1_000,
             allowed_lateness_ms: 500,
+            eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
+            max_poll_batch: 4_096,
             drivers: None,
             max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
         }

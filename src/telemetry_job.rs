@@ -4,7 +4,8 @@
 //! ```text
 //!  f1-telemetry ──KafkaSource──┬─ok─► exchange(driver) ─► sliding / lap / sector windows ─► f1-windows
 //!   (assign p % W == w)        │                        └► anomaly rules ─────────────────► f1-alerts (partition = severity)
-//!                              └─dead letters (decode errors, late) ──────────────────────► pitwall-dlq
+//!                              ├─late records (behind the watermark) ─────────────────────► pitwall-late
+//!                              └─dead letters (decode errors) ────────────────────────────► pitwall-dlq
 //!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
 //! ```
 
@@ -19,7 +20,7 @@ use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent,
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
-use pitwall_dataflows::records::{Alert, DeadLetter, Sample, WindowResult};
+use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
 use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -104,7 +105,7 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
     if alerts < ALERT_PARTITIONS {
         bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
     }
-    for topic in [&config.dataflow.windows_topic, &config.dataflow.dlq_topic] {
+    for topic in [&config.dataflow.windows_topic, &config.dataflow.dlq_topic, &config.dataflow.late_topic] {
         config.kafka.partition_count(&consumer, topic)?;
     }
     Ok(())
@@ -143,6 +144,8 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
     source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    source.eof_grace = Duration::from_millis(args.eof_idle_ms);
+    source.max_batch = args.max_poll_batch.max(1);
     source.exit_at_end = config.exit_at_end;
 
     let producer = KafkaProducer::new(&config.kafka)?;
@@ -152,9 +155,14 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
-        let (samples, dead) = events.ok_err::<Vec<Sample>, _, Vec<DeadLetter>, _, _>(|event| match event {
+        let (samples, rejected) = events.ok_err::<Vec<Sample>, _, Vec<SourceEvent<Sample>>, _, _>(|event| match event {
             SourceEvent::Record(sample) => Ok(sample),
+            other => Err(other),
+        });
+        let (late, dead) = rejected.ok_err::<Vec<LateRecord>, _, Vec<DeadLetter>, _, _>(|event| match event {
+            SourceEvent::Late(late) => Ok(late),
             SourceEvent::Dead(dead) => Err(dead),
+            SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
         let outputs = telemetry_dataflow(samples, &telemetry);
         let alerts_topic = args.alerts_topic.clone();
@@ -172,6 +180,10 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
         let dlq_topic = args.dlq_topic.clone();
         let (dead_done, _) =
             publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
+        let late_topic = args.late_topic.clone();
+        let (late_done, _) =
+            publish(late, &producer, "LateSink", move |l: &LateRecord| Route { topic: late_topic.clone(), key: l.key.clone(), partition: None });
+        late_done.probe_with(&probe);
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);
         dead_done.probe_with(&probe);

@@ -8,6 +8,7 @@ pub const VIDEO_FRAMES: &str = "video-frames";
 pub const FIRE_DETECTIONS: &str = "fire-detections";
 pub const VIDEO_COMPLETIONS: &str = "video-completions";
 pub const DLQ: &str = "pitwall-dlq";
+pub const LATE: &str = "pitwall-late";
 
 /// `f1-alerts` needs one partition per severity: high=0, medium=1, low=2.
 pub const ALERT_PARTITIONS: i32 = 3;

@@ -38,6 +38,7 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
             ("dirty", PARTITIONS),
             ("clean", PARTITIONS),
             ("pitwall-dlq", 1),
+            ("pitwall-late", 1),
             ("alerts-dirty", 3),
             ("alerts-clean", 3),
             ("windows-dirty", 4),

@@ -87,13 +87,13 @@ fn results(brokers: &str, alerts: &str, windows: &str) -> (Vec<String>, Vec<Stri
 }
 
 #[test]
-fn results_are_identical_at_one_and_four_workers_and_two_processes() {
+fn results_are_identical_across_workers_processes_and_poll_batch_sizes() {
     let broker = Tansu::start();
     let b = broker.brokers.as_str();
     let dir = temp_dir();
     gen_race(dir.path(), 8, 2, "parquet");
-    let mut topics = vec![("f1-telemetry", 4), ("pitwall-dlq", 1)];
-    let names: Vec<(String, String)> = ["w1", "w4", "n2"].iter().map(|r| (format!("alerts-{r}"), format!("windows-{r}"))).collect();
+    let mut topics = vec![("f1-telemetry", 4), ("pitwall-dlq", 1), ("pitwall-late", 1)];
+    let names: Vec<(String, String)> = ["w1", "w4", "n2", "b1"].iter().map(|r| (format!("alerts-{r}"), format!("windows-{r}"))).collect();
     for (alerts, windows) in &names {
         topics.push((alerts, 3));
         topics.push((windows, 4));
@@ -115,6 +115,10 @@ fn results_are_identical_at_one_and_four_workers_and_two_processes() {
     let mut four = run_args(1);
     four.extend(["-w".into(), "4".into()]);
     pitwall(&four.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut batch_of_one = run_args(3);
+    batch_of_one.extend(["-w", "2", "--max-poll-batch", "1"].iter().map(|s| s.to_string()));
+    pitwall(&batch_of_one.iter().map(String::as_str).collect::<Vec<_>>());
 
     let hosts = hostfile(dir.path(), 2);
     let processes: Vec<_> = (0..2)
@@ -149,4 +153,5 @@ fn results_are_identical_at_one_and_four_workers_and_two_processes() {
     assert!(by_kind.len() >= 4, "several alert kinds: {by_kind:?}");
     assert_eq!(results(b, &names[1].0, &names[1].1), w1, "-w 4 differs from -w 1");
     assert_eq!(results(b, &names[2].0, &names[2].1), w1, "-n 2 differs from -w 1");
+    assert_eq!(results(b, &names[3].0, &names[3].1), w1, "poll batches of 1 record differ from batches of 4,096");
 }

@@ -220,6 +220,40 @@ pub struct DeadLetter {
     pub payload_prefix: String,
 }
 
+/// A valid record that arrived after the watermark had passed its event time (more than the
+/// allowed lateness behind its partition's newest record); published to `pitwall-late` whole,
+/// so it can be inspected or replayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LateRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub event_time_ms: EventTime,
+    /// The bound it missed: its partition's newest event time minus the allowed lateness, or
+    /// the watermark if that was further.
+    pub watermark_ms: EventTime,
+    /// `watermark_ms - event_time_ms`.
+    pub late_by_ms: u64,
+    /// The original message value (valid JSON, since it decoded).
+    pub payload: String,
+}
+
+impl LateRecord {
+    pub fn new(topic: &str, at: SourcePosition, key: Option<&[u8]>, payload: &[u8], event_time_ms: EventTime, watermark_ms: EventTime) -> LateRecord {
+        LateRecord {
+            topic: topic.to_string(),
+            partition: at.partition,
+            offset: at.offset,
+            key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            event_time_ms,
+            watermark_ms,
+            late_by_ms: watermark_ms.saturating_sub(event_time_ms),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        }
+    }
+}
+
 /// How many payload bytes a dead letter keeps, so a 2 MB message does not become a 2 MB DLQ record.
 pub const DEAD_LETTER_PREFIX: usize = 1024;
 

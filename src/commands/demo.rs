@@ -24,7 +24,7 @@ use crate::topics::*;
 /// How long the printers keep reading after the dataflow has flushed its last outputs.
 const PRINTER_GRACE: Duration = Duration::from_millis(1_500);
 
-const DEMO_TOPICS: [(&str, i32); 4] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1)];
+const DEMO_TOPICS: [(&str, i32); 5] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1), (LATE, 1)];
 
 fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60, ms % 1_000)

@@ -19,6 +19,7 @@ pub fn create(args: &TopicsCreateArgs) -> Result<()> {
         (FIRE_DETECTIONS, args.fire_detections_partitions),
         (VIDEO_COMPLETIONS, args.video_completions_partitions),
         (DLQ, args.dlq_partitions),
+        (LATE, args.late_partitions),
     ]
     .into_iter()
     .map(|(name, partitions)| (name.to_string(), partitions))

@@ -4,8 +4,10 @@
 //! with `assign` (no group rebalancing inside a fixed timely cluster), starting from the offsets
 //! committed to the consumer group. Each poll batch is emitted at the current capability, the
 //! watermark: the minimum over the worker's active partitions of (max event time seen - allowed
-//! lateness). A partition that has been silent for `idle_timeout` does not hold it back. Records
-//! whose event time is already behind the watermark are late and become dead letters.
+//! lateness). Idleness is decided by the broker first: a partition it reports caught up (end of
+//! partition) that stays silent for `eof_grace` does not hold the watermark back; `idle_timeout`
+//! is the fallback for partitions the broker says nothing about. Records whose event time is
+//! already behind the watermark are late: they are emitted as [`LateRecord`]s, never dropped.
 //!
 //! With exit-at-end, a partition is finished at the first end-of-partition event once its
 //! position has reached the end offset listed at start: listed offsets alone are not trusted
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitwall_dataflows::partition::PartitionOwner;
-use pitwall_dataflows::records::{DeadLetter, EventTime, SourcePosition};
+use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, SourcePosition};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -44,7 +46,10 @@ pub struct SourceConfig {
     pub group: String,
     /// Event time a record may lag the newest record of its partition without being late.
     pub allowed_lateness_ms: u64,
-    /// A partition silent for this long stops holding the watermark back.
+    /// A partition the broker reports caught up (end of partition) that then stays silent this
+    /// long stops holding the watermark back.
+    pub eof_grace: Duration,
+    /// Fallback: a partition silent this long stops holding the watermark back, whatever the broker says.
     pub idle_timeout: Duration,
     /// Read up to the end offsets seen at start, then finish.
     pub exit_at_end: bool,
@@ -61,6 +66,7 @@ impl SourceConfig {
             topic: topic.into(),
             group: "pitwall".into(),
             allowed_lateness_ms: 500,
+            eof_grace: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(3),
             exit_at_end: false,
             max_batch: 4_096,
@@ -72,10 +78,11 @@ impl SourceConfig {
 /// One message, decoded: its event time and record, or why it was refused.
 pub type Decoded<R> = Result<(EventTime, R), String>;
 
-/// What the source emits: a record or a dead letter.
+/// What the source emits: a record, a record too late for the watermark, or a dead letter.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum SourceEvent<R> {
     Record(R),
+    Late(LateRecord),
     Dead(DeadLetter),
 }
 
@@ -93,8 +100,8 @@ struct PartitionState {
     /// End offset listed at start (exit-at-end): the partition is finished at the first
     /// end-of-partition event at or after it.
     end_offset: Option<i64>,
-    /// Whether the broker reported end-of-partition since the last message.
-    at_eof: bool,
+    /// When the broker reported end-of-partition, if no message came since.
+    eof_since: Option<Instant>,
     /// (latest event time emitted, offset after it), oldest first, not yet committed.
     checkpoints: VecDeque<(EventTime, i64)>,
     committed: Option<i64>,
@@ -103,7 +110,7 @@ struct PartitionState {
 impl PartitionState {
     fn done(&self) -> bool {
         match (self.end_offset, self.next_offset) {
-            (Some(end), Some(next)) => self.at_eof && next >= end,
+            (Some(end), Some(next)) => self.eof_since.is_some() && next >= end,
             _ => false,
         }
     }
@@ -220,7 +227,7 @@ where
             last_message: Instant::now(),
             next_offset: Some(start),
             end_offset: config.exit_at_end.then_some(high),
-            at_eof: false,
+            eof_since: None,
             checkpoints: VecDeque::new(),
             committed: None,
         });
@@ -252,7 +259,7 @@ where
                         Ok(message) => message,
                         Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
                             if let Some(state) = partitions.iter_mut().find(|s| s.partition == partition) {
-                                state.at_eof = true;
+                                state.eof_since.get_or_insert_with(Instant::now);
                             }
                             continue;
                         }
@@ -262,46 +269,18 @@ where
                         }
                     };
                     let at = SourcePosition { partition: message.partition(), offset: message.offset() };
-                    let payload = message.payload().unwrap_or_default();
-                    let key = message.key();
-                    let event = match decode(at, key, payload) {
-                        Ok((time, _)) if time < watermark => {
-                            let reason = format!("late: event time {time} ms is {} ms behind the watermark {watermark} ms", watermark - time);
-                            SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason))
-                        }
-                        Ok((time, record)) => {
-                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
-                                state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
-                            }
-                            SourceEvent::Record((time, record))
-                        }
-                        Err(reason) => SourceEvent::Dead(DeadLetter::new(&topic, at, key, payload, reason)),
+                    let (key, payload) = (message.key(), message.payload().unwrap_or_default());
+                    let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) else {
+                        continue;
                     };
-                    let bytes = payload.len() as u64;
-                    stats.messages += 1;
-                    stats.bytes += bytes;
-                    let checkpoint_time = match &event {
-                        SourceEvent::Record((time, _)) => {
-                            stats.records += 1;
-                            *time
-                        }
-                        SourceEvent::Dead(dead) => {
-                            stats.dead_letters += 1;
-                            stats.late += u64::from(dead.reason.starts_with("late"));
-                            watermark
-                        }
-                    };
-                    if let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) {
-                        state.last_message = Instant::now();
-                        state.at_eof = false;
-                        state.next_offset = Some(at.offset + 1);
-                        let newest = state.checkpoints.back().map_or(checkpoint_time, |(t, _)| (*t).max(checkpoint_time));
-                        state.checkpoints.push_back((newest, at.offset + 1));
+                    let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
+                    let (event, checkpoint_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
+                    stats.count(&event, payload.len());
+                    if let SourceEvent::Record(_) = &event {
+                        state.max_event_time = Some(state.max_event_time.map_or(checkpoint_time, |m| m.max(checkpoint_time)));
                     }
-                    batch.push(match event {
-                        SourceEvent::Record((_, record)) => SourceEvent::Record(record),
-                        SourceEvent::Dead(dead) => SourceEvent::Dead(dead),
-                    });
+                    state.read(at.offset, checkpoint_time);
+                    batch.push(event);
                 }
             }
             if !batch.is_empty() {
@@ -309,11 +288,7 @@ where
             }
             compact_checkpoints(&mut inner.partitions);
 
-            let next = if shutdown.load(Ordering::Relaxed) {
-                WatermarkStep::Finished
-            } else {
-                next_watermark(&inner.partitions, config.allowed_lateness_ms, config.idle_timeout, config.exit_at_end)
-            };
+            let next = if shutdown.load(Ordering::Relaxed) { WatermarkStep::Finished } else { next_watermark(&inner.partitions, &config) };
             if last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
                 if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async) {
@@ -336,6 +311,52 @@ where
         }
     });
     Ok((stream, handle))
+}
+
+/// Sorts a decoded message into a record, a late record or a dead letter; returns it with the
+/// event time its checkpoint covers (the watermark for anything that is not a record).
+fn classify<R>(
+    decoded: Decoded<R>,
+    bound: EventTime,
+    topic: &str,
+    at: SourcePosition,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> (SourceEvent<R>, EventTime) {
+    match decoded {
+        Ok((time, _)) if time < bound => (SourceEvent::Late(LateRecord::new(topic, at, key, payload, time, bound)), bound),
+        Ok((time, record)) => (SourceEvent::Record(record), time),
+        Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason)), bound),
+    }
+}
+
+impl SourceStats {
+    fn count<R>(&mut self, event: &SourceEvent<R>, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+        match event {
+            SourceEvent::Record(_) => self.records += 1,
+            SourceEvent::Late(_) => self.late += 1,
+            SourceEvent::Dead(_) => self.dead_letters += 1,
+        }
+    }
+}
+
+impl PartitionState {
+    /// Records that the message at `offset` was read and emitted, covering event time `time`.
+    fn read(&mut self, offset: i64, time: EventTime) {
+        self.last_message = Instant::now();
+        self.eof_since = None;
+        self.next_offset = Some(offset + 1);
+        let newest = self.checkpoints.back().map_or(time, |(t, _)| (*t).max(time));
+        self.checkpoints.push_back((newest, offset + 1));
+    }
+
+    /// Whether this partition stops holding the watermark back: the broker said it is caught
+    /// up and nothing came for `eof_grace`, or nothing at all came for `idle_timeout`.
+    fn idle(&self, eof_grace: Duration, idle_timeout: Duration) -> bool {
+        self.eof_since.is_some_and(|since| since.elapsed() >= eof_grace) || self.last_message.elapsed() >= idle_timeout
+    }
 }
 
 /// How long an idle source waits before polling again.
@@ -363,13 +384,14 @@ enum WatermarkStep {
     Finished,
 }
 
-fn next_watermark(partitions: &[PartitionState], lateness: u64, idle: Duration, exit_at_end: bool) -> WatermarkStep {
-    if exit_at_end && partitions.iter().all(PartitionState::done) {
+fn next_watermark(partitions: &[PartitionState], config: &SourceConfig) -> WatermarkStep {
+    if config.exit_at_end && partitions.iter().all(PartitionState::done) {
         return WatermarkStep::Finished;
     }
-    let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(lateness));
-    let active: Vec<&PartitionState> = partitions.iter().filter(|s| !s.done() && (exit_at_end || s.last_message.elapsed() < idle)).collect();
+    let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(config.allowed_lateness_ms));
     // With exit-at-end, an unfinished partition still has records to deliver, so it is never idle.
+    let active: Vec<&PartitionState> =
+        partitions.iter().filter(|s| !s.done() && (config.exit_at_end || !s.idle(config.eof_grace, config.idle_timeout))).collect();
     if active.is_empty() {
         // Everything is idle or finished: let the watermark follow the furthest partition.
         return WatermarkStep::To(partitions.iter().filter_map(candidate).max().unwrap_or(0));
