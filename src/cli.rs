@@ -197,6 +197,10 @@ pub struct DataflowArgs {
     /// Fallback: a partition silent this long (ms) stops holding the watermark back, whatever the broker says.
     #[arg(long, default_value_t = 3_000)]
     pub idle_timeout_ms: u64,
+    /// Drop a driver's state (windows, rule memory) once it has been silent this long in event
+    /// time, after its last windows close; 0 keeps it until the input ends.
+    #[arg(long, default_value_t = 300_000)]
+    pub key_ttl_ms: u64,
     /// Most messages one source activation reads; results do not depend on it.
     #[arg(long, default_value_t = 4_096)]
     pub max_poll_batch: usize,
@@ -224,6 +228,7 @@ impl Default for DataflowArgs {
             eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
             max_poll_batch: 4_096,
+            key_ttl_ms: 300_000,
             drivers: None,
             max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
         }

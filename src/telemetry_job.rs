@@ -139,7 +139,11 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
         max_record_bytes: args.max_record_bytes,
         known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
     };
-    let telemetry = TelemetryConfig { sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms), ..Default::default() };
+    let telemetry = TelemetryConfig {
+        sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms),
+        key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms),
+        ..Default::default()
+    };
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
@@ -155,6 +159,8 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
+        // A transient split of each batch: the large `Err` side is moved once, never stored.
+        #[allow(clippy::result_large_err)]
         let (samples, rejected) = events.ok_err::<Vec<Sample>, _, Vec<SourceEvent<Sample>>, _, _>(|event| match event {
             SourceEvent::Record(sample) => Ok(sample),
             other => Err(other),

@@ -72,21 +72,17 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
         ("RUS", encode_telemetry(&race.drivers[0].1[301]), "does not match"),
         ("HAM", Vec::new(), "malformed JSON"),
     ];
-    // The clean topic gets the race; the dirty one the same race with the bad records in the middle.
+    // The clean topic gets the race in event-time order; the dirty one the same, with the bad records in the middle.
+    let records = race.all_records();
+    let middle = records.len() / 2;
     for topic in ["clean", "dirty"] {
-        for half in 0..2 {
-            for (driver, rows) in &race.drivers {
-                let mid = rows.len() / 2;
-                let part = if half == 0 { &rows[..mid] } else { &rows[mid..] };
-                for row in part {
-                    send(&producer, topic, driver, &encode_telemetry(row));
-                }
-            }
-            if half == 0 && topic == "dirty" {
+        for (i, record) in records.iter().enumerate() {
+            if i == middle && topic == "dirty" {
                 for (key, payload, _) in &bad {
                     send(&producer, topic, key, payload);
                 }
             }
+            send(&producer, topic, &record.driver, &encode_telemetry(record));
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");

@@ -71,7 +71,20 @@ fn late_records_are_published_with_how_late_they_were_at_any_batch_size() {
     let mut reported = Vec::new();
     for (run, extra) in runs.iter().zip([&["-w", "1"][..], &["-w", "2", "--max-poll-batch", "1"]]) {
         let [alerts, windows, late_topic] = &names[runs.iter().position(|r| r == run).unwrap()];
-        let mut args = vec!["run", "--brokers", b, "--exit-at-end", "--group", run, "--alerts-topic", alerts, "--windows-topic", windows, "--late-topic", late_topic];
+        let mut args = vec![
+            "run",
+            "--brokers",
+            b,
+            "--exit-at-end",
+            "--group",
+            run,
+            "--alerts-topic",
+            alerts,
+            "--windows-topic",
+            windows,
+            "--late-topic",
+            late_topic,
+        ];
         args.extend_from_slice(extra);
         let report = run_report(&pitwall(&args));
         assert_eq!(report["late"], 2, "{run}: {report}");
@@ -102,7 +115,8 @@ fn start_live(brokers: &str, group: &str, windows: &str, extra: &[&str]) -> std:
 
 /// Reads `topic` from the start until `stop`, noting when each message arrived.
 fn watch(brokers: &str, topic: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Instant, Value)>> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "watch").set("fetch.wait.max.ms", "10").create().unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "watch").set("fetch.wait.max.ms", "10").create().unwrap();
     let mut assignment = TopicPartitionList::new();
     for p in 0..4 {
         assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
@@ -167,7 +181,10 @@ fn window_delays(seen: &[(Instant, Value)], drivers: &[String], start: Instant, 
 fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
     let broker = Tansu::start();
     let b = broker.brokers.as_str();
-    create_topics(b, &[("f1-telemetry", PARTITIONS), ("f1-alerts", 3), ("pitwall-dlq", 1), ("pitwall-late", 1), ("windows-eof", 4), ("windows-timeout", 4)]);
+    create_topics(
+        b,
+        &[("f1-telemetry", PARTITIONS), ("f1-alerts", 3), ("pitwall-dlq", 1), ("pitwall-late", 1), ("windows-eof", 4), ("windows-timeout", 4)],
+    );
     // One driver per partition.
     let race = Race::generate(&RaceConfig { drivers: 20, laps: 1, seed: 2, inject_anomalies: false });
     let mut chosen: Vec<(String, Vec<TelemetryRecord>)> = Vec::new();
@@ -178,7 +195,10 @@ fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
     let active: Vec<String> = chosen[1..].iter().map(|(d, _)| d.clone()).collect();
 
     let mut results = Vec::new();
-    for (windows, extra) in [("windows-eof", ["--idle-timeout-ms", "600000", "--eof-idle-ms", "200"]), ("windows-timeout", ["--idle-timeout-ms", "600000", "--eof-idle-ms", "600000"])] {
+    for (windows, extra) in [
+        ("windows-eof", ["--idle-timeout-ms", "600000", "--eof-idle-ms", "200"]),
+        ("windows-timeout", ["--idle-timeout-ms", "600000", "--eof-idle-ms", "600000"]),
+    ] {
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = watch(b, windows, stop.clone());
         let child = start_live(b, windows, windows, &extra);
@@ -209,5 +229,8 @@ fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
         timeout_only.len()
     );
     assert!(pct(eof, 1.0) < 2_000.0, "windows closed within 2 s of their end: {eof:?}");
-    assert!(timeout_only.is_empty() || pct(timeout_only, 0.5) > 2_000.0, "without broker idleness they wait for the silent partition: {timeout_only:?}");
+    assert!(
+        timeout_only.is_empty() || pct(timeout_only, 0.5) > 2_000.0,
+        "without broker idleness they wait for the silent partition: {timeout_only:?}"
+    );
 }

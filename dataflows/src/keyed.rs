@@ -10,7 +10,9 @@
 //! Downstream probes therefore pass a time only once every output derived from samples at or
 //! before it has been emitted, which is what the Kafka source relies on to commit offsets.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -37,9 +39,119 @@ pub trait KeyedLogic: 'static {
         None
     }
 
+    /// The earliest frontier at which `on_progress` has something to do for this key (a window
+    /// end). Keys are only visited when the frontier reaches it, and all of them when the input ends.
+    fn wake_at(&self, _state: &Self::State) -> Option<EventTime> {
+        None
+    }
+
     /// Whether a key's state can be dropped (nothing held, nothing to remember).
     fn is_idle(&self, _state: &Self::State) -> bool {
         false
+    }
+
+    /// The key has been silent for the key TTL: emit whatever it still holds; the state is
+    /// dropped afterwards. By default, as if its input had ended.
+    fn on_expire(&self, state: &mut Self::State, out: &mut Vec<(EventTime, Self::Out)>) {
+        self.on_progress(state, None, out);
+    }
+
+    /// Approximate heap and inline bytes of one key's state.
+    fn approx_bytes(&self, _state: &Self::State) -> usize {
+        std::mem::size_of::<Self::State>()
+    }
+}
+
+/// How much state one keyed operator holds, refreshed after every activation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    pub keys: usize,
+    pub bytes: usize,
+    /// Keys dropped because they were silent for the key TTL.
+    pub expired: u64,
+}
+
+/// A readable handle on an operator's [`StateSize`] (same worker).
+pub type StateGauge = Rc<Cell<StateSize>>;
+
+/// One key's state with what the operator indexes about it.
+struct KeyState<S> {
+    last_seen: EventTime,
+    state: S,
+    hold: Option<EventTime>,
+    wake: Option<EventTime>,
+    bytes: usize,
+}
+
+/// Every key's state plus indexes, so that each activation costs in proportion to the keys it
+/// touches, not to all keys held.
+struct Keys<L: KeyedLogic> {
+    states: HashMap<String, KeyState<L::State>>,
+    /// Multiset of the keys' holds.
+    holds: BTreeMap<EventTime, usize>,
+    /// `(time, key)`: visit `key` when the frontier reaches `time` (stale entries are skipped).
+    wake: BTreeSet<(EventTime, String)>,
+    /// `(last sample time, key)` in processing order, for the TTL (stale entries are skipped).
+    seen: VecDeque<(EventTime, String)>,
+    bytes: usize,
+    expired: u64,
+}
+
+impl<L: KeyedLogic> Keys<L> {
+    fn new() -> Self {
+        Keys { states: HashMap::new(), holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
+    }
+
+    fn unindex(&mut self, key: &KeyState<L::State>) {
+        if let Some(hold) = key.hold {
+            if let Some(count) = self.holds.get_mut(&hold) {
+                *count -= 1;
+                if *count == 0 {
+                    self.holds.remove(&hold);
+                }
+            }
+        }
+        self.bytes -= key.bytes;
+    }
+
+    /// Re-reads a key's hold, wake-up time and size after its logic ran; drops it if idle.
+    fn reindex(&mut self, logic: &L, name: &str, mut key: KeyState<L::State>) {
+        if logic.is_idle(&key.state) && logic.hold(&key.state).is_none() {
+            return;
+        }
+        key.hold = logic.hold(&key.state);
+        if let Some(hold) = key.hold {
+            *self.holds.entry(hold).or_default() += 1;
+        }
+        let wake = logic.wake_at(&key.state);
+        if wake.is_some() && wake != key.wake {
+            self.wake.insert((wake.unwrap_or_default(), name.to_string()));
+        }
+        key.wake = wake;
+        key.bytes = name.len() + logic.approx_bytes(&key.state);
+        self.bytes += key.bytes;
+        self.states.insert(name.to_string(), key);
+    }
+
+    /// Runs `f` on a key's state (creating it) and re-indexes it.
+    fn with(&mut self, logic: &L, name: &str, time: Option<EventTime>, f: impl FnOnce(&mut L::State)) {
+        let mut key = match self.states.remove(name) {
+            Some(key) => {
+                self.unindex(&key);
+                key
+            }
+            None => KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 },
+        };
+        if let Some(time) = time {
+            key.last_seen = time;
+            self.seen.push_back((time, name.to_string()));
+        }
+        f(&mut key.state);
+        self.reindex(logic, name, key);
+    }
+
+    fn min_hold(&self) -> Option<EventTime> {
+        self.holds.keys().next().copied()
     }
 }
 
@@ -55,12 +167,21 @@ pub fn by_driver(samples: Stream<'_, EventTime, Vec<Sample>>) -> ByDriver<'_> {
 }
 
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
-pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: &ByDriver<'s>, name: &str, logic: L) -> Stream<'s, EventTime, Vec<L::Out>> {
-    samples.0.clone().unary_frontier(Pipeline, name, move |initial, _info| {
+///
+/// With `key_ttl_ms`, a key silent for that long in event time (the watermark is past its last
+/// sample by the TTL) is expired: its logic emits what it holds and its state is dropped.
+pub fn keyed_in_time_order<'s, L: KeyedLogic>(
+    samples: &ByDriver<'s>,
+    name: &str,
+    logic: L,
+    key_ttl_ms: Option<u64>,
+) -> (Stream<'s, EventTime, Vec<L::Out>>, StateGauge) {
+    let gauge = StateGauge::default();
+    let report = gauge.clone();
+    let stream = samples.0.clone().unary_frontier(Pipeline, name, move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
         let mut pending: Vec<Sample> = Vec::new();
-        let mut states: HashMap<String, L::State> = HashMap::new();
-        let mut last_frontier: Option<Option<EventTime>> = None;
+        let mut keys: Keys<L> = Keys::new();
         let mut out: Vec<(EventTime, L::Out)> = Vec::new();
         move |(input, frontier), output| {
             input.for_each(|_cap, data| pending.append(data));
@@ -71,22 +192,45 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: &ByDriver<'s>, name: &str
             let frontier: Option<EventTime> = frontier.frontier().first().copied();
             let ready_limit = frontier.unwrap_or(EventTime::MAX);
 
-            if pending.iter().any(|s| s.record.session_time_ms < ready_limit) || frontier.is_none() {
-                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) =
-                    pending.drain(..).partition(|s| s.record.session_time_ms < ready_limit || frontier.is_none());
+            if pending.iter().any(|s| s.record.session_time_ms < ready_limit) {
+                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) = pending.drain(..).partition(|s| s.record.session_time_ms < ready_limit);
                 pending = rest;
                 ready.sort_by_key(|s| (s.record.session_time_ms, s.at));
                 for sample in &ready {
-                    let state = states.entry(sample.record.driver.clone()).or_default();
-                    logic.on_sample(state, sample, &mut out);
+                    let time = sample.record.session_time_ms;
+                    keys.with(&logic, &sample.record.driver, Some(time), |state| logic.on_sample(state, sample, &mut out));
                 }
             }
-            if last_frontier != Some(frontier) {
-                last_frontier = Some(frontier);
-                for state in states.values_mut() {
-                    logic.on_progress(state, frontier, &mut out);
+            // Keys whose next window end the frontier has reached (all of them when input ends).
+            let due: Vec<String> = match frontier {
+                None => keys.states.keys().cloned().collect(),
+                Some(f) => {
+                    let mut due = Vec::new();
+                    while keys.wake.first().is_some_and(|(time, _)| *time <= f) {
+                        let (time, name) = keys.wake.pop_first().expect("checked");
+                        if keys.states.get(&name).is_some_and(|k| k.wake == Some(time)) {
+                            due.push(name);
+                        }
+                    }
+                    due
                 }
-                states.retain(|_, state| !logic.is_idle(state));
+            };
+            for name in due {
+                if let Some(key) = keys.states.get_mut(&name) {
+                    key.wake = None;
+                }
+                keys.with(&logic, &name, None, |state| logic.on_progress(state, frontier, &mut out));
+            }
+            if let (Some(ttl), Some(f)) = (key_ttl_ms, frontier) {
+                while keys.seen.front().is_some_and(|(time, _)| f.saturating_sub(*time) > ttl) {
+                    let (time, name) = keys.seen.pop_front().expect("checked");
+                    if keys.states.get(&name).is_some_and(|k| k.last_seen == time) {
+                        let mut key = keys.states.remove(&name).expect("checked");
+                        keys.unindex(&key);
+                        logic.on_expire(&mut key.state, &mut out);
+                        keys.expired += 1;
+                    }
+                }
             }
 
             if !out.is_empty() {
@@ -108,12 +252,14 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(samples: &ByDriver<'s>, name: &str
                 }
             }
 
-            let hold =
-                pending.iter().map(|s| s.record.session_time_ms).chain(states.values().filter_map(|state| logic.hold(state))).chain(frontier).min();
+            let bytes = pending.len() * std::mem::size_of::<Sample>() + keys.bytes;
+            report.set(StateSize { keys: keys.states.len(), bytes, expired: keys.expired });
+            let hold = pending.iter().map(|s| s.record.session_time_ms).chain(keys.min_hold()).chain(frontier).min();
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,
             }
         }
-    })
+    });
+    (stream, gauge)
 }

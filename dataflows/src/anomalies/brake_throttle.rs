@@ -24,6 +24,10 @@ impl Rule for BrakeThrottleRule {
         AnomalyKind::BrakeThrottleOverlap
     }
 
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let holds = s.brake && s.throttle >= self.min_throttle && s.throttle <= MAX_VALID_THROTTLE;
         let start = self.episode.update(holds, s, None)?;

@@ -34,6 +34,10 @@ impl Rule for GearRule {
         AnomalyKind::GearAnomaly
     }
 
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let holds = !gear_plausible(s.gear, s.speed);
         let start = self.episode.update(holds, s, None)?;

@@ -28,6 +28,8 @@ pub const MAX_SAMPLE_GAP_MS: u64 = 1_500;
 pub trait Rule {
     fn kind(&self) -> AnomalyKind;
     fn observe(&mut self, sample: &TelemetryRecord) -> Option<Alert>;
+    /// Approximate bytes this rule holds for its driver.
+    fn approx_bytes(&self) -> usize;
 }
 
 /// Thresholds of every rule; `Default` is what the README documents.
@@ -93,6 +95,10 @@ impl KeyedLogic for AnomalyDetector {
                 out.push((sample.record.session_time_ms, alert));
             }
         }
+    }
+
+    fn approx_bytes(&self, state: &DriverRules) -> usize {
+        std::mem::size_of::<DriverRules>() + state.rules.iter().flatten().map(|rule| rule.approx_bytes()).sum::<usize>()
     }
 }
 

@@ -22,6 +22,10 @@ impl Rule for OverRevRule {
         AnomalyKind::OverRev
     }
 
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let start = self.episode.update(s.rpm >= self.limit_rpm, s, None)?;
         Some(Alert::new(

@@ -41,6 +41,10 @@ impl Rule for SpeedDropRule {
         AnomalyKind::SuddenSpeedDrop
     }
 
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.history.capacity() * std::mem::size_of::<TelemetryRecord>()
+    }
+
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let now = s.session_time_ms;
         if self.history.back().is_some_and(|last| now.saturating_sub(last.session_time_ms) > MAX_SAMPLE_GAP_MS) {

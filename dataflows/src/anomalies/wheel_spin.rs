@@ -45,6 +45,10 @@ impl Rule for WheelSpinRule {
         AnomalyKind::WheelSpin
     }
 
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.baseline.capacity() * std::mem::size_of::<(EventTime, f64)>()
+    }
+
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let now = s.session_time_ms;
         if self.last.is_some_and(|(time, gear)| gear != s.gear || now.saturating_sub(time) > MAX_SAMPLE_GAP_MS) {

@@ -83,12 +83,20 @@ impl KeyedLogic for SlidingWindows {
         }
     }
 
+    fn wake_at(&self, state: &SlidingState) -> Option<EventTime> {
+        state.next_start.map(|start| start + self.length_ms)
+    }
+
     fn hold(&self, state: &SlidingState) -> Option<EventTime> {
         state.samples.front().map(|r| r.session_time_ms)
     }
 
     fn is_idle(&self, state: &SlidingState) -> bool {
         state.samples.is_empty()
+    }
+
+    fn approx_bytes(&self, state: &SlidingState) -> usize {
+        std::mem::size_of::<SlidingState>() + state.samples.len() * std::mem::size_of::<TelemetryRecord>()
     }
 }
 
