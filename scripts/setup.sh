@@ -8,6 +8,8 @@ TANSU_VERSION=0.6.0
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 need_apt=()
+# Python with pip, unless the machine already has one (pyenv, Debian's, ...).
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 for pkg in build-essential pkg-config zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -26,5 +28,11 @@ if [ "${PITWALL_SKIP_TANSU:-0}" != "1" ]; then
     log "installing the Tansu broker $TANSU_VERSION (cargo install; ~15-20 min on 2 cores, once)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
   fi
+fi
+# kafka-python: an independent Kafka client the tests use to read committed offsets.
+if ! python3 -c "import kafka" 2>/dev/null; then
+  log "installing kafka-python (pip)"
+  python3 -m pip install --quiet "kafka-python==3.0.12" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "kafka-python==3.0.12"
 fi
 log "ready"

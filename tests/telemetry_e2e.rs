@@ -64,6 +64,23 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
     assert!(count("sliding") > 20 * 140, "sliding windows: {}", count("sliding"));
     assert!(windows.iter().all(|w| w["key"] == w["value"]["driver"]), "windows are keyed by driver");
 
+    // An independent client (kafka-python, not librdkafka) finds lag 0 on every partition:
+    // the committed offset is the next offset to read, last processed + 1.
+    let output = std::process::Command::new("python3")
+        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/committed_offsets.py"), b, "pitwall", "f1-telemetry"])
+        .output()
+        .expect("python3 runs (scripts/setup.sh installs kafka-python)");
+    assert!(output.status.success(), "kafka-python check failed: {}", String::from_utf8_lossy(&output.stderr));
+    let offsets: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let partitions = offsets.as_object().unwrap();
+    assert_eq!(partitions.len(), 4, "{offsets}");
+    let mut total = 0;
+    for (partition, view) in partitions {
+        assert_eq!(view["committed"], view["end"], "partition {partition}: lag must be 0 ({offsets})");
+        total += view["end"].as_u64().unwrap();
+    }
+    assert_eq!(total, records, "the ends cover every record processed");
+
     // Offsets were committed after the outputs: the same group has nothing left to read.
     let again = run_report(&pitwall(&["run", "--brokers", b, "-w", "1", "--exit-at-end"]));
     assert_eq!(again["messages"], 0, "{again}");
