@@ -1,5 +1,7 @@
 //! `pitwall`: see `pitwall --help`.
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::Parser;
 use pitwall::cli::{Cli, Command, GenCommand, ProduceCommand, TopicsCommand};
@@ -9,6 +11,7 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PITWALL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match &cli.command {

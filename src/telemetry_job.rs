@@ -48,6 +48,8 @@ pub struct JobReport {
     pub alerts: u64,
     pub windows: u64,
     pub commits: u64,
+    /// Stall episodes (broker unreachable, then back) over all partitions.
+    pub stalls: u64,
     pub seconds: f64,
     pub msg_per_s: f64,
 }
@@ -60,6 +62,7 @@ impl JobReport {
         self.dead_letters += worker.source.dead_letters;
         self.late += worker.source.late;
         self.commits += worker.source.commits;
+        self.stalls += worker.source.stalls;
         self.alerts += worker.alerts;
         self.windows += worker.windows;
     }

@@ -1,11 +1,13 @@
 //! Kafka: the transport of every pitwall pipeline (rdkafka over librdkafka).
 //!
-//! `config.rs` builds client settings, `admin.rs` creates topics, `source.rs` is the timely
+//! `config.rs` builds client settings, `admin.rs` creates topics, `health.rs` decides when a
+//! source is stalled, `source.rs` is the timely
 //! source (partition ownership, watermarks, commits), `sink.rs` the timely sink (delivery
 //! tracking), `replay.rs` the event-time-paced producer pool and `tail.rs` a kcat-like reader.
 
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod replay;
 pub mod sink;
 pub mod source;

@@ -36,6 +36,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 
 use super::config::{Reader, METADATA_TIMEOUT};
+use super::health::SourceHealth;
 use super::{KafkaConfig, KafkaError};
 
 /// How a source reads.
@@ -125,13 +126,22 @@ pub struct SourceStats {
     pub late: u64,
     pub bytes: u64,
     pub commits: u64,
+    /// Episodes in which the broker stopped answering for a partition and came back.
+    pub stalls: u64,
 }
 
 struct SourceInner {
     consumer: Reader,
+    health: SourceHealth,
     topic: String,
     partitions: Vec<PartitionState>,
     stats: SourceStats,
+}
+
+impl Drop for SourceInner {
+    fn drop(&mut self) {
+        self.health.stop();
+    }
 }
 
 impl SourceInner {
@@ -172,7 +182,13 @@ impl SourceHandle {
     }
 
     pub fn stats(&self) -> SourceStats {
-        self.inner.borrow().stats.clone()
+        let inner = self.inner.borrow();
+        SourceStats { stalls: inner.health.episodes(), ..inner.stats.clone() }
+    }
+
+    /// Per-partition health (stalled or not, with the cause).
+    pub fn health(&self) -> SourceHealth {
+        self.inner.borrow().health.clone()
     }
 
     /// The partitions this worker reads.
@@ -234,7 +250,8 @@ where
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
 
-    let inner = Rc::new(RefCell::new(SourceInner { consumer, topic: topic.clone(), partitions, stats: SourceStats::default() }));
+    let health = SourceHealth::start(&config.kafka, &topic, &owned);
+    let inner = Rc::new(RefCell::new(SourceInner { consumer, health, topic: topic.clone(), partitions, stats: SourceStats::default() }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
         let activator = scope.activator_for(info.address);
