@@ -261,6 +261,10 @@ pub struct RunArgs {
     pub timely: TimelyArgs,
     #[command(flatten)]
     pub dataflow: DataflowArgs,
+    /// Serve GET /metrics (Prometheus) and GET /health on this address, e.g. 127.0.0.1:8080.
+    /// Bind a non-loopback address only on a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    pub bridge: Option<std::net::SocketAddr>,
     /// Read every assigned partition up to the end offsets seen at start, drain all windows,
     /// flush sinks, commit and exit 0.
     #[arg(long)]
@@ -307,4 +311,7 @@ pub struct DemoArgs {
     /// Random seed of the generated race.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Serve GET /metrics and GET /health on this address, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub bridge: Option<std::net::SocketAddr>,
 }

@@ -10,18 +10,24 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route};
+use pitwall_connectors::bridge;
+use pitwall_connectors::kafka::health::SourceHealth;
+use pitwall_connectors::kafka::metrics::SourceMetrics;
+use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
 use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceStats};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
+use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{OkErr, Probe};
@@ -35,6 +41,41 @@ pub struct JobConfig {
     pub kafka: KafkaConfig,
     pub dataflow: DataflowArgs,
     pub exit_at_end: bool,
+    /// Where to serve /metrics and /health, if anywhere.
+    pub bridge: Option<SocketAddr>,
+}
+
+/// The process-wide metrics every worker updates.
+#[derive(Clone)]
+struct JobMetrics {
+    source: SourceMetrics,
+    state_keys: IntGaugeVec,
+    state_bytes: IntGaugeVec,
+    state_expired: IntGaugeVec,
+    delivered: IntCounterVec,
+}
+
+impl JobMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<JobMetrics> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let delivered = IntCounterVec::new(Opts::new("pitwall_sink_delivered_total", "Records acknowledged by the broker, per sink"), &["sink"])?;
+        registry.register(Box::new(delivered.clone()))?;
+        Ok(JobMetrics {
+            source: SourceMetrics::register(registry)?,
+            state_keys: gauge("pitwall_state_keys", "Keys (drivers) with state, per keyed operator and worker", &["operator", "worker"])?,
+            state_bytes: gauge("pitwall_state_bytes", "Approximate bytes of state, per keyed operator and worker", &["operator", "worker"])?,
+            state_expired: gauge(
+                "pitwall_state_expired_keys",
+                "Keys dropped after the key TTL so far, per keyed operator and worker",
+                &["operator", "worker"],
+            )?,
+            delivered,
+        })
+    }
 }
 
 /// What one process's workers did, summed.
@@ -118,9 +159,21 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
 pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
     preflight(&config)?;
     let started = Instant::now();
+    let registry = Registry::new();
+    let metrics = JobMetrics::register(&registry).context("registering metrics")?;
+    let sources: Arc<Mutex<Vec<SourceHealth>>> = Arc::default();
+    if let Some(addr) = config.bridge {
+        let watched = sources.clone();
+        let health: bridge::HealthCheck = Arc::new(move || {
+            let sources = watched.lock().expect("health list lock");
+            sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect()
+        });
+        let bound = bridge::serve(addr, registry, health)?;
+        eprintln!("bridge: http://{bound}/metrics and http://{bound}/health");
+    }
     let config = Arc::new(config);
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
-        run_worker(worker, &config, shutdown.clone()).map_err(|e| format!("{e:#}"))
+        run_worker(worker, &config, &metrics, &sources, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut report = JobReport::default();
@@ -136,7 +189,37 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
 /// How long a parked worker sleeps when nothing activates it.
 const PARK: Duration = Duration::from_millis(20);
 
-fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
+/// Copies this worker's state gauges and sink counts into the process's metrics.
+fn refresh_worker_metrics(
+    metrics: &JobMetrics,
+    worker: &str,
+    state: &[(&str, StateGauge)],
+    sinks: &[(&str, SinkHandle); 4],
+    reported: &mut [u64; 4],
+) {
+    for (operator, gauge) in state {
+        let size = gauge.get();
+        metrics.state_keys.with_label_values(&[operator, worker]).set(size.keys as i64);
+        metrics.state_bytes.with_label_values(&[operator, worker]).set(size.bytes as i64);
+        metrics.state_expired.with_label_values(&[operator, worker]).set(size.expired as i64);
+    }
+    for ((name, sink), reported) in sinks.iter().zip(reported.iter_mut()) {
+        let delivered = sink.delivered();
+        metrics.delivered.with_label_values(&[name]).inc_by(delivered.saturating_sub(*reported));
+        *reported = delivered;
+    }
+}
+
+/// How often a worker refreshes the state and sink metrics.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    config: &JobConfig,
+    metrics: &JobMetrics,
+    sources: &Mutex<Vec<SourceHealth>>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<WorkerReport> {
     let args = &config.dataflow;
     let policy = DecodePolicy {
         max_record_bytes: args.max_record_bytes,
@@ -153,11 +236,12 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
     source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     source.eof_grace = Duration::from_millis(args.eof_idle_ms);
     source.max_batch = args.max_poll_batch.max(1);
+    source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;
 
     let producer = KafkaProducer::new(&config.kafka)?;
     let probe = ProbeHandle::new();
-    let (handle, sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+    let (handle, sinks, state, all_sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
@@ -174,6 +258,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
             SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
         let outputs = telemetry_dataflow(samples, &telemetry);
+        let state = outputs.state.clone();
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts) = publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
@@ -187,20 +272,30 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shutdown:
             partition: None,
         });
         let dlq_topic = args.dlq_topic.clone();
-        let (dead_done, _) =
+        let (dead_done, dead_letters) =
             publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
         let late_topic = args.late_topic.clone();
-        let (late_done, _) =
+        let (late_done, late_sink) =
             publish(late, &producer, "LateSink", move |l: &LateRecord| Route { topic: late_topic.clone(), key: l.key.clone(), partition: None });
         late_done.probe_with(&probe);
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);
         dead_done.probe_with(&probe);
-        Ok((handle, (alerts, windows)))
+        let all_sinks = [("alerts", alerts.clone()), ("windows", windows.clone()), ("dead_letters", dead_letters), ("late", late_sink)];
+        Ok((handle, (alerts, windows), state, all_sinks))
     })?;
+    sources.lock().expect("health list lock").push(handle.health());
+    let worker_label = worker.index().to_string();
+    let mut reported = [0_u64; 4];
+    let mut last_metrics = Instant::now();
     while !probe.done() {
         worker.step_or_park(Some(PARK));
+        if last_metrics.elapsed() >= METRICS_INTERVAL {
+            last_metrics = Instant::now();
+            refresh_worker_metrics(metrics, &worker_label, &state, &all_sinks, &mut reported);
+        }
     }
+    refresh_worker_metrics(metrics, &worker_label, &state, &all_sinks, &mut reported);
     handle.commit_all()?;
     producer.flush(Duration::from_secs(30))?;
     let stats = handle.stats();

@@ -38,14 +38,41 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     let half = records.len() / 2;
     send(0, half);
 
-    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let bridge = format!("127.0.0.1:{}", free_port());
+    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2", "--bridge", &bridge]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = http_get(&bridge, "/health");
+    assert_eq!((status, body.as_str()), (200, r#"{"reasons":[],"status":"ok"}"#), "healthy before the outage");
+
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_secs(6));
+    let (_, health) = http_get(&bridge, "/health");
+    assert!(health.contains(r#""status":"degraded""#) && health.contains("broker did not answer"), "degraded with the cause: {health}");
+    let metrics = http_get(&bridge, "/metrics").1;
+    assert!(metric_sum(&metrics, "pitwall_source_stalled", "topic=\"f1-telemetry\"") >= 1.0, "stalled gauge set:\n{metrics}");
+
     cluster.broker_up(1).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     send(half, records.len());
-    std::thread::sleep(Duration::from_secs(4));
+    // Reconnection backoff can take ~10 s; wait until the health answer clears by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http_get(&bridge, "/health").1.contains(r#""status":"ok""#) {
+        assert!(std::time::Instant::now() < deadline, "health did not recover: {}", http_get(&bridge, "/health").1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = http_get(&bridge, "/metrics").1;
+    assert_eq!(metric_sum(&metrics, "pitwall_source_stalled", ""), 0.0, "stalled gauges cleared:\n{metrics}");
+    assert_eq!(metric_sum(&metrics, "pitwall_source_records_total", "") as usize, records.len(), "per-partition record counters:\n{metrics}");
+    for partition in 0..4 {
+        let produced = records.iter().filter(|r| key_partition(r.driver.as_bytes(), 4) == partition).count();
+        let counted = metric_sum(&metrics, "pitwall_source_records_total", &format!("partition=\"{partition}\"")) as usize;
+        assert_eq!(counted, produced, "records counted on partition {partition}");
+    }
+    for operator in ["sliding_windows", "lap_windows", "sector_windows", "anomaly_rules"] {
+        assert!(metrics.contains(&format!("pitwall_state_keys{{operator=\"{operator}\"")), "{operator} state gauge:\n{metrics}");
+    }
+    assert!(metric_sum(&metrics, "pitwall_sink_delivered_total", "sink=\"windows\"") > 0.0, "{metrics}");
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let output = wait_with_timeout(child, "pitwall run through an outage", Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);

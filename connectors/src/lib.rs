@@ -1,5 +1,7 @@
-//! pitwall's adapters to the outside world: Kafka (`kafka/`) and FastF1 files (`files/`).
+//! pitwall's adapters to the outside world: Kafka (`kafka/`), FastF1 files (`files/`) and the
+//! HTTP bridge (`bridge/`).
 //! No business rules here: decoding and every computation live in `pitwall-dataflows`.
 
+pub mod bridge;
 pub mod files;
 pub mod kafka;

@@ -126,7 +126,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread },
         worker: Default::default(),
     };
-    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false }, timely, shutdown)?;
+    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false, bridge: args.bridge }, timely, shutdown)?;
     std::thread::sleep(PRINTER_GRACE);
     printers_stop.store(true, Ordering::SeqCst);
     for printer in printers {

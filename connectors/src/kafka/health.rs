@@ -26,11 +26,13 @@ pub struct PartitionHealth {
     pub partition: i32,
     /// `Some(cause)` while stalled.
     pub stalled: Option<String>,
+    /// The high watermark of the last good answer.
+    pub high_watermark: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
-    partitions: Vec<(i32, Option<(Instant, String)>)>,
+    partitions: Vec<(i32, Option<(Instant, String)>, Option<i64>)>,
     /// Stall episodes seen so far (each recovery closes one).
     episodes: u64,
 }
@@ -45,7 +47,7 @@ pub struct SourceHealth {
 impl SourceHealth {
     /// Starts probing `partitions` of `topic`.
     pub fn start(kafka: &KafkaConfig, topic: &str, partitions: &[i32]) -> SourceHealth {
-        let shared = Arc::new(Mutex::new(Shared { partitions: partitions.iter().map(|p| (*p, None)).collect(), episodes: 0 }));
+        let shared = Arc::new(Mutex::new(Shared { partitions: partitions.iter().map(|p| (*p, None, None)).collect(), episodes: 0 }));
         let stop = Arc::new(AtomicBool::new(false));
         let health = SourceHealth { shared: shared.clone(), stop: stop.clone() };
         if partitions.is_empty() {
@@ -62,7 +64,11 @@ impl SourceHealth {
     /// Every partition's health.
     pub fn partitions(&self) -> Vec<PartitionHealth> {
         let shared = self.shared.lock().expect("health lock");
-        shared.partitions.iter().map(|(p, s)| PartitionHealth { partition: *p, stalled: s.as_ref().map(|(_, c)| c.clone()) }).collect()
+        shared
+            .partitions
+            .iter()
+            .map(|(p, s, high)| PartitionHealth { partition: *p, stalled: s.as_ref().map(|(_, c)| c.clone()), high_watermark: *high })
+            .collect()
     }
 
     /// Stall episodes so far.
@@ -85,12 +91,15 @@ fn probe(kafka: KafkaConfig, topic: String, shared: Arc<Mutex<Shared>>, stop: Ar
     };
     let mut last_warning: Vec<Option<Instant>> = vec![None; shared.lock().expect("health lock").partitions.len()];
     while !stop.load(Ordering::Relaxed) {
-        let partitions: Vec<i32> = shared.lock().expect("health lock").partitions.iter().map(|(p, _)| *p).collect();
+        let partitions: Vec<i32> = shared.lock().expect("health lock").partitions.iter().map(|(p, _, _)| *p).collect();
         for (i, partition) in partitions.into_iter().enumerate() {
             let answer = consumer.fetch_watermarks(&topic, partition, PROBE_TIMEOUT);
             let mut guard = shared.lock().expect("health lock");
             let Shared { partitions, episodes } = &mut *guard;
-            let state = &mut partitions[i].1;
+            let (_, state, high) = &mut partitions[i];
+            if let Ok((_, h)) = &answer {
+                *high = Some(*h);
+            }
             match (answer, state.as_ref()) {
                 (Ok(_), Some((since, cause))) => {
                     tracing::warn!(topic = %topic, partition, stalled_for = ?since.elapsed(), %cause, "source recovered");

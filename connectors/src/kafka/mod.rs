@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod replay;
 pub mod sink;
 pub mod source;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use pitwall_dataflows::partition::PartitionOwner;
 use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, SourcePosition};
+use prometheus::{IntCounter, IntGauge};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -37,10 +38,11 @@ use timely::dataflow::{Scope, Stream};
 
 use super::config::{Reader, METADATA_TIMEOUT};
 use super::health::SourceHealth;
+use super::metrics::SourceMetrics;
 use super::{KafkaConfig, KafkaError};
 
 /// How a source reads.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SourceConfig {
     pub kafka: KafkaConfig,
     pub topic: String,
@@ -56,8 +58,10 @@ pub struct SourceConfig {
     pub exit_at_end: bool,
     /// Most messages read per activation.
     pub max_batch: usize,
-    /// How often offsets are committed while running.
+    /// How often offsets are committed (and gauges refreshed) while running.
     pub commit_interval: Duration,
+    /// Where to count what the source does, if anywhere.
+    pub metrics: Option<SourceMetrics>,
 }
 
 impl SourceConfig {
@@ -72,6 +76,7 @@ impl SourceConfig {
             exit_at_end: false,
             max_batch: 4_096,
             commit_interval: Duration::from_secs(1),
+            metrics: None,
         }
     }
 }
@@ -106,6 +111,43 @@ struct PartitionState {
     /// (latest event time emitted, offset after it), oldest first, not yet committed.
     checkpoints: VecDeque<(EventTime, i64)>,
     committed: Option<i64>,
+    metrics: Option<PartitionMetrics>,
+}
+
+/// One partition's metric handles, resolved once.
+#[derive(Debug)]
+struct PartitionMetrics {
+    records: IntCounter,
+    bytes: IntCounter,
+    dead_letters: IntCounter,
+    late: IntCounter,
+    consumer_lag: IntGauge,
+    stalled: IntGauge,
+    watermark_lag_ms: IntGauge,
+}
+
+impl PartitionMetrics {
+    fn new(metrics: &SourceMetrics, topic: &str, partition: i32) -> PartitionMetrics {
+        let labels = [topic, &partition.to_string()];
+        PartitionMetrics {
+            records: metrics.records.with_label_values(&labels),
+            bytes: metrics.bytes.with_label_values(&labels),
+            dead_letters: metrics.dead_letters.with_label_values(&labels),
+            late: metrics.late.with_label_values(&labels),
+            consumer_lag: metrics.consumer_lag.with_label_values(&labels),
+            stalled: metrics.stalled.with_label_values(&labels),
+            watermark_lag_ms: metrics.watermark_lag_ms.with_label_values(&labels),
+        }
+    }
+
+    fn count<R>(&self, event: &SourceEvent<R>, bytes: usize) {
+        self.bytes.inc_by(bytes as u64);
+        match event {
+            SourceEvent::Record(_) => self.records.inc(),
+            SourceEvent::Late(_) => self.late.inc(),
+            SourceEvent::Dead(_) => self.dead_letters.inc(),
+        }
+    }
 }
 
 impl PartitionState {
@@ -145,6 +187,20 @@ impl Drop for SourceInner {
 }
 
 impl SourceInner {
+    /// Consumer lag, stalled state and watermark lag of every partition, for the metrics.
+    fn refresh_gauges(&self, watermark: EventTime) {
+        let health = self.health.partitions();
+        for state in &self.partitions {
+            let Some(metrics) = &state.metrics else { continue };
+            let Some(health) = health.iter().find(|h| h.partition == state.partition) else { continue };
+            if let (Some(high), Some(committed)) = (health.high_watermark, state.committed) {
+                metrics.consumer_lag.set((high - committed).max(0));
+            }
+            metrics.stalled.set(i64::from(health.stalled.is_some()));
+            metrics.watermark_lag_ms.set(state.max_event_time.map_or(0, |m| m.saturating_sub(watermark)) as i64);
+        }
+    }
+
     /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says is done.
     fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, mode: CommitMode) -> Result<(), KafkaError> {
         let mut list = TopicPartitionList::new();
@@ -245,7 +301,8 @@ where
             end_offset: config.exit_at_end.then_some(high),
             eof_since: None,
             checkpoints: VecDeque::new(),
-            committed: None,
+            committed: Some(start),
+            metrics: config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &topic, p)),
         });
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
@@ -293,6 +350,9 @@ where
                     let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
                     let (event, checkpoint_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
                     stats.count(&event, payload.len());
+                    if let Some(metrics) = &state.metrics {
+                        metrics.count(&event, payload.len());
+                    }
                     if let SourceEvent::Record(_) = &event {
                         state.max_event_time = Some(state.max_event_time.map_or(checkpoint_time, |m| m.max(checkpoint_time)));
                     }
@@ -308,6 +368,7 @@ where
             let next = if shutdown.load(Ordering::Relaxed) { WatermarkStep::Finished } else { next_watermark(&inner.partitions, &config) };
             if last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
+                inner.refresh_gauges(*cap.time());
                 if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async) {
                     tracing::warn!(%error, "offset commit failed; will retry");
                 }
