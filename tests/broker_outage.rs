@@ -39,7 +39,11 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     send(0, half);
 
     let bridge = format!("127.0.0.1:{}", free_port());
-    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2", "--bridge", &bridge]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2", "--bridge", &bridge])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let (status, body) = http_get(&bridge, "/health");
     assert_eq!((status, body.as_str()), (200, r#"{"reasons":[],"status":"ok"}"#), "healthy before the outage");

@@ -30,9 +30,18 @@ pub struct PartitionHealth {
     pub high_watermark: Option<i64>,
 }
 
+/// What the probe knows of one partition.
+#[derive(Debug)]
+struct Probed {
+    partition: i32,
+    /// Since when and why it is stalled.
+    stall: Option<(Instant, String)>,
+    high_watermark: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
-    partitions: Vec<(i32, Option<(Instant, String)>, Option<i64>)>,
+    partitions: Vec<Probed>,
     /// Stall episodes seen so far (each recovery closes one).
     episodes: u64,
 }
@@ -47,7 +56,10 @@ pub struct SourceHealth {
 impl SourceHealth {
     /// Starts probing `partitions` of `topic`.
     pub fn start(kafka: &KafkaConfig, topic: &str, partitions: &[i32]) -> SourceHealth {
-        let shared = Arc::new(Mutex::new(Shared { partitions: partitions.iter().map(|p| (*p, None, None)).collect(), episodes: 0 }));
+        let shared = Arc::new(Mutex::new(Shared {
+            partitions: partitions.iter().map(|p| Probed { partition: *p, stall: None, high_watermark: None }).collect(),
+            episodes: 0,
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let health = SourceHealth { shared: shared.clone(), stop: stop.clone() };
         if partitions.is_empty() {
@@ -67,7 +79,7 @@ impl SourceHealth {
         shared
             .partitions
             .iter()
-            .map(|(p, s, high)| PartitionHealth { partition: *p, stalled: s.as_ref().map(|(_, c)| c.clone()), high_watermark: *high })
+            .map(|p| PartitionHealth { partition: p.partition, stalled: p.stall.as_ref().map(|(_, c)| c.clone()), high_watermark: p.high_watermark })
             .collect()
     }
 
@@ -91,12 +103,12 @@ fn probe(kafka: KafkaConfig, topic: String, shared: Arc<Mutex<Shared>>, stop: Ar
     };
     let mut last_warning: Vec<Option<Instant>> = vec![None; shared.lock().expect("health lock").partitions.len()];
     while !stop.load(Ordering::Relaxed) {
-        let partitions: Vec<i32> = shared.lock().expect("health lock").partitions.iter().map(|(p, _, _)| *p).collect();
+        let partitions: Vec<i32> = shared.lock().expect("health lock").partitions.iter().map(|p| p.partition).collect();
         for (i, partition) in partitions.into_iter().enumerate() {
             let answer = consumer.fetch_watermarks(&topic, partition, PROBE_TIMEOUT);
             let mut guard = shared.lock().expect("health lock");
             let Shared { partitions, episodes } = &mut *guard;
-            let (_, state, high) = &mut partitions[i];
+            let Probed { stall: state, high_watermark: high, .. } = &mut partitions[i];
             if let Ok((_, h)) = &answer {
                 *high = Some(*h);
             }
