@@ -25,7 +25,7 @@ pub enum Command {
     #[command(subcommand)]
     Produce(ProduceCommand),
     /// Run the telemetry dataflow: windows and anomaly alerts from `f1-telemetry`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the messages of a topic as JSON lines with partition, offset and key (like kcat).
     Tail(TailArgs),
     /// The main job with zero set-up: embedded broker, generated race, live alerts.
