@@ -348,7 +348,10 @@ where
                         continue;
                     };
                     let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
-                    let (event, checkpoint_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
+                    let (event, record_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
+                    // Late records and dead letters are emitted at the watermark: that is what their
+                    // checkpoint covers (the partition's bound may be ahead of it).
+                    let checkpoint_time = if let SourceEvent::Record(_) = &event { record_time } else { watermark };
                     stats.count(&event, payload.len());
                     if let Some(metrics) = &state.metrics {
                         metrics.count(&event, payload.len());
@@ -442,17 +445,20 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 /// Checkpoints kept per partition before older ones are merged (memory bound under load).
 const MAX_CHECKPOINTS: usize = 64;
 
-/// Keeps the checkpoint queues short: merging two neighbours keeps the later offset and the
-/// later time, which only delays a commit, never makes it early.
+/// Keeps the checkpoint queues short by dropping every other checkpoint, always keeping the
+/// oldest and the newest. Dropping one only makes commits coarser (an earlier offset is
+/// committed until a later checkpoint passes), never early. The oldest must stay: it is the
+/// next one the probe will pass (dropping it instead would let the queue's front run ahead of
+/// the probe under continuous load, and nothing would ever be committed).
 fn compact_checkpoints(partitions: &mut [PartitionState]) {
     for state in partitions {
         while state.checkpoints.len() > MAX_CHECKPOINTS {
-            let last = state.checkpoints.back().copied();
-            let mut merged: VecDeque<(EventTime, i64)> = state.checkpoints.iter().skip(1).step_by(2).copied().collect();
-            if merged.back().copied() != last {
-                merged.extend(last);
+            let newest = state.checkpoints.back().copied();
+            let mut kept: VecDeque<(EventTime, i64)> = state.checkpoints.iter().step_by(2).copied().collect();
+            if kept.back().copied() != newest {
+                kept.extend(newest);
             }
-            state.checkpoints = merged;
+            state.checkpoints = kept;
         }
     }
 }
@@ -475,4 +481,37 @@ fn next_watermark(partitions: &[PartitionState], config: &SourceConfig) -> Water
         return WatermarkStep::To(partitions.iter().filter_map(candidate).max().unwrap_or(0));
     }
     WatermarkStep::To(active.iter().map(|s| candidate(s).unwrap_or(0)).min().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition_with(checkpoints: impl IntoIterator<Item = (EventTime, i64)>) -> PartitionState {
+        PartitionState {
+            partition: 0,
+            max_event_time: None,
+            last_message: Instant::now(),
+            next_offset: None,
+            end_offset: None,
+            eof_since: None,
+            checkpoints: checkpoints.into_iter().collect(),
+            committed: None,
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_oldest_and_newest_checkpoints_under_continuous_load() {
+        let mut partitions = [partition_with([])];
+        for offset in 0..100_000_i64 {
+            partitions[0].checkpoints.push_back((offset as u64 * 10, offset + 1));
+            compact_checkpoints(&mut partitions);
+        }
+        let checkpoints = &partitions[0].checkpoints;
+        assert!(checkpoints.len() <= MAX_CHECKPOINTS);
+        assert_eq!(checkpoints.front(), Some(&(0, 1)), "the next checkpoint to commit is never dropped");
+        assert_eq!(checkpoints.back(), Some(&(999_990, 100_000)));
+        assert!(checkpoints.iter().zip(checkpoints.iter().skip(1)).all(|(a, b)| a.0 < b.0 && a.1 < b.1));
+    }
 }
