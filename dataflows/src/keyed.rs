@@ -91,7 +91,8 @@ struct Keys<L: KeyedLogic> {
     holds: BTreeMap<EventTime, usize>,
     /// `(time, key)`: visit `key` when the frontier reaches `time` (stale entries are skipped).
     wake: BTreeSet<(EventTime, String)>,
-    /// `(last sample time, key)` in processing order, for the TTL (stale entries are skipped).
+    /// `(last sample time, key)` in processing order, for the TTL (stale entries are skipped);
+    /// only kept when a TTL is set.
     seen: VecDeque<(EventTime, String)>,
     bytes: usize,
     expired: u64,
@@ -102,52 +103,57 @@ impl<L: KeyedLogic> Keys<L> {
         Keys { states: HashMap::new(), holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
     }
 
-    fn unindex(&mut self, key: &KeyState<L::State>) {
-        if let Some(hold) = key.hold {
-            if let Some(count) = self.holds.get_mut(&hold) {
+    fn remove_hold(holds: &mut BTreeMap<EventTime, usize>, hold: Option<EventTime>) {
+        if let Some(hold) = hold {
+            if let Some(count) = holds.get_mut(&hold) {
                 *count -= 1;
                 if *count == 0 {
-                    self.holds.remove(&hold);
+                    holds.remove(&hold);
                 }
             }
         }
+    }
+
+    /// Drops a key and its index entries (stale wake-up and TTL entries are skipped later).
+    fn remove(&mut self, name: &str) -> Option<KeyState<L::State>> {
+        let key = self.states.remove(name)?;
+        Self::remove_hold(&mut self.holds, key.hold);
         self.bytes -= key.bytes;
+        Some(key)
     }
 
-    /// Re-reads a key's hold, wake-up time and size after its logic ran; drops it if idle.
-    fn reindex(&mut self, logic: &L, name: &str, mut key: KeyState<L::State>) {
-        if logic.is_idle(&key.state) && logic.hold(&key.state).is_none() {
-            return;
+    /// Runs `f` on a key's state (creating it), then re-reads its hold, wake-up time and size,
+    /// and drops it if it has nothing left. `seen` is the sample time when tracking a TTL.
+    fn with(&mut self, logic: &L, name: &str, seen: Option<EventTime>, f: impl FnOnce(&mut L::State)) {
+        if !self.states.contains_key(name) {
+            self.states.insert(name.to_string(), KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 });
         }
-        key.hold = logic.hold(&key.state);
-        if let Some(hold) = key.hold {
-            *self.holds.entry(hold).or_default() += 1;
-        }
-        let wake = logic.wake_at(&key.state);
-        if wake.is_some() && wake != key.wake {
-            self.wake.insert((wake.unwrap_or_default(), name.to_string()));
-        }
-        key.wake = wake;
-        key.bytes = name.len() + logic.approx_bytes(&key.state);
-        self.bytes += key.bytes;
-        self.states.insert(name.to_string(), key);
-    }
-
-    /// Runs `f` on a key's state (creating it) and re-indexes it.
-    fn with(&mut self, logic: &L, name: &str, time: Option<EventTime>, f: impl FnOnce(&mut L::State)) {
-        let mut key = match self.states.remove(name) {
-            Some(key) => {
-                self.unindex(&key);
-                key
-            }
-            None => KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 },
-        };
-        if let Some(time) = time {
+        let Keys { states, holds, wake, seen: ttl_queue, bytes, .. } = self;
+        let key = states.get_mut(name).expect("inserted above");
+        if let Some(time) = seen {
             key.last_seen = time;
-            self.seen.push_back((time, name.to_string()));
+            ttl_queue.push_back((time, name.to_string()));
         }
         f(&mut key.state);
-        self.reindex(logic, name, key);
+        let hold = logic.hold(&key.state);
+        if hold != key.hold {
+            Self::remove_hold(holds, key.hold);
+            if let Some(h) = hold {
+                *holds.entry(h).or_default() += 1;
+            }
+            key.hold = hold;
+        }
+        let next_wake = logic.wake_at(&key.state);
+        if next_wake.is_some() && next_wake != key.wake {
+            wake.insert((next_wake.unwrap_or_default(), name.to_string()));
+        }
+        key.wake = next_wake;
+        let size = name.len() + logic.approx_bytes(&key.state);
+        *bytes = *bytes + size - key.bytes;
+        key.bytes = size;
+        if hold.is_none() && logic.is_idle(&key.state) {
+            self.remove(name);
+        }
     }
 
     fn min_hold(&self) -> Option<EventTime> {
@@ -198,7 +204,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 ready.sort_by_key(|s| (s.record.session_time_ms, s.at));
                 for sample in &ready {
                     let time = sample.record.session_time_ms;
-                    keys.with(&logic, &sample.record.driver, Some(time), |state| logic.on_sample(state, sample, &mut out));
+                    keys.with(&logic, &sample.record.driver, key_ttl_ms.map(|_| time), |state| logic.on_sample(state, sample, &mut out));
                 }
             }
             // Keys whose next window end the frontier has reached (all of them when input ends).
@@ -225,8 +231,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 while keys.seen.front().is_some_and(|(time, _)| f.saturating_sub(*time) > ttl) {
                     let (time, name) = keys.seen.pop_front().expect("checked");
                     if keys.states.get(&name).is_some_and(|k| k.last_seen == time) {
-                        let mut key = keys.states.remove(&name).expect("checked");
-                        keys.unindex(&key);
+                        let mut key = keys.remove(&name).expect("checked");
                         logic.on_expire(&mut key.state, &mut out);
                         keys.expired += 1;
                     }
