@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     }
     let kafka = KafkaConfig::new(cluster.bootstrap_servers());
     let race = Race::generate(&RaceConfig { drivers: 6, laps: 1, ..Default::default() });
-    let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2 }, true)?;
+    let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2, stop: None }, true)?;
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
     let dataflow = DataflowArgs { group: "example".into(), ..DataflowArgs::default() };
     let report =

@@ -116,8 +116,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let producer_kafka = kafka.clone();
     let records = race.all_records();
     let speed = args.speed;
-    std::thread::spawn(move || {
-        if let Err(error) = produce_records(&producer_kafka, TELEMETRY, records, &ReplayConfig { speed: Some(speed), producers: 4 }, true) {
+    let replay = ReplayConfig { speed: Some(speed), producers: 4, stop: Some(shutdown.clone()) };
+    let producer = std::thread::spawn(move || {
+        if let Err(error) = produce_records(&producer_kafka, TELEMETRY, records, &replay, true) {
             tracing::error!(%error, "demo producer failed");
         }
     });
@@ -127,6 +128,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         worker: Default::default(),
     };
     let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false, bridge: args.bridge }, timely, shutdown)?;
+    // Every client is gone before the embedded broker is dropped at the end of this function.
+    let _ = producer.join();
     std::thread::sleep(PRINTER_GRACE);
     printers_stop.store(true, Ordering::SeqCst);
     for printer in printers {

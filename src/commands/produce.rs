@@ -81,7 +81,7 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     for file in &files {
         records.extend(read_telemetry(file, &options)?);
     }
-    let config = ReplayConfig { speed: (!args.max_rate).then_some(args.speed), producers: args.producers };
+    let config = ReplayConfig { speed: (!args.max_rate).then_some(args.speed), producers: args.producers, stop: None };
     let report = produce_records(&args.kafka.config(), &args.topic, records, &config, args.quiet)?;
     if report.failed > 0 {
         bail!("{} of {} records could not be delivered", report.failed, report.sent);

@@ -5,7 +5,7 @@
 //! partitions (`partition % producers`) and interleave their streams by event time, so every
 //! partition of the topic is in event-time order and the dataflow's watermark holds exactly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,19 @@ pub struct ReplayStream<T> {
     pub items: Vec<(u64, T)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayConfig {
     /// Event time runs this many times faster than wall time; `None`: as fast as possible.
     pub speed: Option<f64>,
     pub producers: usize,
+    /// Set to stop early; what was sent is still flushed.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl ReplayConfig {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+    }
 }
 
 /// What a replay achieved.
@@ -59,6 +67,9 @@ impl ProducerContext for Counting {
         }
     }
 }
+
+/// Longest sleep between checks of the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Replays `streams` into `topic`; `sent` is incremented per message for progress display.
 pub fn replay<T, E>(
@@ -101,9 +112,16 @@ where
                 for (time, s, i) in order {
                     if let Some(speed) = replay.speed {
                         let due = start + Duration::from_secs_f64((time - first_time) as f64 / 1_000.0 / speed);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
+                        // Sleep in short steps so a stop request is seen promptly.
+                        while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            if replay.stopped() {
+                                break;
+                            }
+                            std::thread::sleep(wait.min(STOP_CHECK));
                         }
+                    }
+                    if replay.stopped() {
+                        break;
                     }
                     let stream = pool[s];
                     let payload = encode(&stream.items[i].1, now_ms());
