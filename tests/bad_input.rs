@@ -10,16 +10,13 @@ use std::time::Duration;
 use pitwall_dataflows::decode::encode_telemetry;
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::sim::{Race, RaceConfig};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
 use support::*;
 
 const PARTITIONS: i32 = 4;
 
 fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) {
-    let record = BaseRecord::to(topic).key(key).partition(key_partition(key.as_bytes(), PARTITIONS)).payload(payload);
-    producer.send(record).expect("enqueue");
-    producer.poll(Duration::ZERO);
+    send_keyed(producer, topic, PARTITIONS, key, payload);
 }
 
 fn sorted_values(brokers: &str, topic: &str) -> Vec<String> {
@@ -46,7 +43,7 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
         ],
     );
     let race = Race::generate(&RaceConfig { drivers: 4, laps: 1, seed: 5, inject_anomalies: true });
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", b).set("message.max.bytes", "10000000").create().unwrap();
+    let producer = test_producer(b);
 
     let good = race.record_count();
     let mut huge = encode_telemetry(&race.drivers[0].1[0]);

@@ -7,12 +7,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pitwall_dataflows::decode::encode_telemetry;
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::sim::{Race, RaceConfig};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::Producer;
 use support::*;
 
 #[test]
@@ -25,13 +23,10 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     let race = Race::generate(&RaceConfig { drivers: 6, laps: 1, seed: 4, inject_anomalies: true });
     let records = race.all_records();
     let send = |from: usize, to: usize| {
-        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        // A fresh client each time: librdkafka's mock cluster does not always let an old one reconnect.
+        let producer = test_producer(&brokers);
         for record in &records[from..to] {
-            let key = record.driver.as_str();
-            producer
-                .send(BaseRecord::to("f1-telemetry").key(key).partition(key_partition(key.as_bytes(), 4)).payload(&encode_telemetry(record)))
-                .unwrap();
-            producer.poll(Duration::ZERO);
+            send_record(&producer, "f1-telemetry", 4, record);
         }
         producer.flush(Duration::from_secs(30)).expect("flush");
     };

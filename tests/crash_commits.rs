@@ -9,11 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pitwall_dataflows::decode::encode_telemetry;
-use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::sim::{Race, RaceConfig};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::Producer;
 use serde_json::Value;
 use support::*;
 
@@ -57,12 +54,8 @@ fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
     );
     let race = Race::generate(&RaceConfig { drivers: 8, laps: 4, seed: 12, inject_anomalies: true });
     let records = race.all_records();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", b).set("linger.ms", "1").create().unwrap();
-    let send = |topic: &str, record: &pitwall_dataflows::records::TelemetryRecord| {
-        let key = record.driver.as_str();
-        producer.send(BaseRecord::to(topic).key(key).partition(key_partition(key.as_bytes(), 4)).payload(&encode_telemetry(record))).unwrap();
-        producer.poll(Duration::ZERO);
-    };
+    let producer = test_producer(b);
+    let send = |topic: &str, record: &pitwall_dataflows::records::TelemetryRecord| send_record(&producer, topic, 4, record);
     // The reference: everything, processed to the end without interruption.
     records.iter().for_each(|r| send("reference", r));
     producer.flush(Duration::from_secs(30)).unwrap();

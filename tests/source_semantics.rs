@@ -9,26 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pitwall_dataflows::decode::encode_telemetry;
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::records::TelemetryRecord;
 use pitwall_dataflows::sim::{Race, RaceConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use support::*;
 
 const PARTITIONS: i32 = 4;
 
-fn producer(brokers: &str) -> BaseProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().unwrap()
-}
-
 fn send(producer: &BaseProducer, topic: &str, record: &TelemetryRecord) {
-    let key = record.driver.as_str();
-    producer.send(BaseRecord::to(topic).key(key).partition(key_partition(key.as_bytes(), PARTITIONS)).payload(&encode_telemetry(record))).unwrap();
-    producer.poll(Duration::ZERO);
+    send_record(producer, topic, PARTITIONS, record);
 }
 
 #[test]
@@ -43,7 +36,7 @@ fn late_records_are_published_with_how_late_they_were_at_any_batch_size() {
         topics.extend([(a.as_str(), 3), (w.as_str(), 4), (l.as_str(), 1)]);
     }
     create_topics(b, &topics);
-    let producer = producer(b);
+    let producer = test_producer(b);
     let (driver, rows) = &race.drivers[0];
     // Everything in event-time order (the producer pool's contract), plus three copies of
     // earlier samples of one driver, sent right after its 300th, 350th and 450th sample.
@@ -138,7 +131,7 @@ fn watch(brokers: &str, topic: &str, stop: Arc<AtomicBool>) -> std::thread::Join
 fn replay_with_a_silent_partition(brokers: &str, rows: &[(String, Vec<TelemetryRecord>)], silent: usize) -> (Instant, u64, u64) {
     const SPEED: f64 = 4.0;
     const WALL: Duration = Duration::from_secs(6);
-    let producer = producer(brokers);
+    let producer = test_producer(brokers);
     let mut all: Vec<(usize, &TelemetryRecord)> = rows.iter().enumerate().flat_map(|(i, (_, r))| r.iter().map(move |r| (i, r))).collect();
     all.sort_by_key(|(_, r)| r.session_time_ms);
     let t0 = all[0].1.session_time_ms;

@@ -157,3 +157,26 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A plain rdkafka producer for tests (1 ms linger, large messages allowed).
+pub fn test_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends `payload` keyed by `key` to the partition Kafka's default partitioner gives the key.
+pub fn send_keyed(producer: &rdkafka::producer::BaseProducer, topic: &str, partitions: i32, key: &str, payload: &[u8]) {
+    use pitwall_dataflows::partition::key_partition;
+    let record = rdkafka::producer::BaseRecord::to(topic).key(key).partition(key_partition(key.as_bytes(), partitions)).payload(payload);
+    producer.send(record).expect("enqueue");
+    producer.poll(Duration::ZERO);
+}
+
+/// Sends a telemetry record as pitwall's producer would: JSON, keyed by driver.
+pub fn send_record(producer: &rdkafka::producer::BaseProducer, topic: &str, partitions: i32, record: &pitwall_dataflows::records::TelemetryRecord) {
+    send_keyed(producer, topic, partitions, &record.driver, &pitwall_dataflows::decode::encode_telemetry(record));
+}
