@@ -189,7 +189,7 @@ pub struct DataflowArgs {
     #[arg(long, default_value = topics::LATE)]
     pub late_topic: String,
     /// How far (ms of event time) a record may trail its partition's newest record and still count.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, visible_alias = "allowed-lateness", default_value_t = 500)]
     pub allowed_lateness_ms: u64,
     /// A partition the broker reports caught up, then silent this long (ms), stops holding the watermark back.
     #[arg(long, default_value_t = 200)]
@@ -199,7 +199,7 @@ pub struct DataflowArgs {
     pub idle_timeout_ms: u64,
     /// Drop a driver's state (windows, rule memory) once it has been silent this long in event
     /// time, after its last windows close; 0 keeps it until the input ends.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, visible_alias = "key-ttl", default_value_t = 300_000)]
     pub key_ttl_ms: u64,
     /// Most messages one source activation reads; results do not depend on it.
     #[arg(long, default_value_t = 4_096)]

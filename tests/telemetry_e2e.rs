@@ -130,7 +130,7 @@ fn results_are_identical_across_workers_processes_and_poll_batch_sizes() {
     one.extend(["-w".into(), "1".into()]);
     pitwall(&one.iter().map(String::as_str).collect::<Vec<_>>());
     let mut four = run_args(1);
-    four.extend(["-w".into(), "4".into()]);
+    four.extend(["-w", "4", "--max-poll-batch", "10000"].iter().map(|s| s.to_string()));
     pitwall(&four.iter().map(String::as_str).collect::<Vec<_>>());
 
     let mut batch_of_one = run_args(3);
@@ -170,5 +170,5 @@ fn results_are_identical_across_workers_processes_and_poll_batch_sizes() {
     assert!(by_kind.len() >= 4, "several alert kinds: {by_kind:?}");
     assert_eq!(results(b, &names[1].0, &names[1].1), w1, "-w 4 differs from -w 1");
     assert_eq!(results(b, &names[2].0, &names[2].1), w1, "-n 2 differs from -w 1");
-    assert_eq!(results(b, &names[3].0, &names[3].1), w1, "poll batches of 1 record differ from batches of 4,096");
+    assert_eq!(results(b, &names[3].0, &names[3].1), w1, "poll batches of 1 record differ from batches of 4,096 and 10,000");
 }

@@ -16,6 +16,8 @@ pub struct SourceMetrics {
     pub stalled: IntGaugeVec,
     /// The partition's newest event time minus the reading worker's watermark (ms).
     pub watermark_lag_ms: IntGaugeVec,
+    /// The watermark of the worker reading the partition (event-time ms).
+    pub watermark_ms: IntGaugeVec,
 }
 
 impl SourceMetrics {
@@ -39,6 +41,7 @@ impl SourceMetrics {
             consumer_lag: gauge("pitwall_source_consumer_lag", "High watermark minus committed offset, per partition")?,
             stalled: gauge("pitwall_source_stalled", "1 while the broker does not answer for the partition")?,
             watermark_lag_ms: gauge("pitwall_source_watermark_lag_ms", "Newest event time of the partition minus the watermark (ms)")?,
+            watermark_ms: gauge("pitwall_source_watermark_ms", "Watermark of the worker reading the partition (event-time ms)")?,
         })
     }
 }

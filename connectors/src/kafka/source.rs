@@ -124,6 +124,7 @@ struct PartitionMetrics {
     consumer_lag: IntGauge,
     stalled: IntGauge,
     watermark_lag_ms: IntGauge,
+    watermark_ms: IntGauge,
 }
 
 impl PartitionMetrics {
@@ -137,6 +138,7 @@ impl PartitionMetrics {
             consumer_lag: metrics.consumer_lag.with_label_values(&labels),
             stalled: metrics.stalled.with_label_values(&labels),
             watermark_lag_ms: metrics.watermark_lag_ms.with_label_values(&labels),
+            watermark_ms: metrics.watermark_ms.with_label_values(&labels),
         }
     }
 
@@ -198,6 +200,7 @@ impl SourceInner {
             }
             metrics.stalled.set(i64::from(health.stalled.is_some()));
             metrics.watermark_lag_ms.set(state.max_event_time.map_or(0, |m| m.saturating_sub(watermark)) as i64);
+            metrics.watermark_ms.set(watermark as i64);
         }
     }
 
