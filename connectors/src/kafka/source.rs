@@ -472,7 +472,9 @@ enum WatermarkStep {
 }
 
 fn next_watermark(partitions: &[PartitionState], config: &SourceConfig) -> WatermarkStep {
-    if config.exit_at_end && partitions.iter().all(PartitionState::done) {
+    // A worker that owns no partition will never emit: it must not hold the frontier (with more
+    // workers than partitions, live mode would otherwise stall at time 0 for everyone).
+    if partitions.is_empty() || (config.exit_at_end && partitions.iter().all(PartitionState::done)) {
         return WatermarkStep::Finished;
     }
     let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(config.allowed_lateness_ms));
@@ -502,6 +504,15 @@ mod tests {
             committed: None,
             metrics: None,
         }
+    }
+
+    #[test]
+    fn a_worker_without_partitions_releases_the_frontier_in_live_mode() {
+        let config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
+        assert!(matches!(next_watermark(&[], &config), WatermarkStep::Finished));
+        let mut waiting = partition_with([]);
+        waiting.max_event_time = Some(10_000);
+        assert!(matches!(next_watermark(&[waiting], &config), WatermarkStep::To(9_500)));
     }
 
     #[test]
