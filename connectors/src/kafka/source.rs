@@ -352,16 +352,19 @@ where
                     };
                     let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
                     let (event, record_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
-                    // Late records and dead letters are emitted at the watermark: that is what their
-                    // checkpoint covers (the partition's bound may be ahead of it).
-                    let checkpoint_time = if let SourceEvent::Record(_) = &event { record_time } else { watermark };
                     stats.count(&event, payload.len());
                     if let Some(metrics) = &state.metrics {
                         metrics.count(&event, payload.len());
                     }
-                    if let SourceEvent::Record(_) = &event {
-                        state.max_event_time = Some(state.max_event_time.map_or(checkpoint_time, |m| m.max(checkpoint_time)));
-                    }
+                    // Late records and dead letters are emitted at the watermark: that is what their
+                    // checkpoint covers (the partition's bound may be ahead of it).
+                    let checkpoint_time = match record_time {
+                        Some(time) => {
+                            state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
+                            time
+                        }
+                        None => watermark,
+                    };
                     state.read(at.offset, checkpoint_time);
                     batch.push(event);
                 }
@@ -406,11 +409,11 @@ fn classify<R>(
     at: SourcePosition,
     key: Option<&[u8]>,
     payload: &[u8],
-) -> (SourceEvent<R>, EventTime) {
+) -> (SourceEvent<R>, Option<EventTime>) {
     match decoded {
-        Ok((time, _)) if time < bound => (SourceEvent::Late(LateRecord::new(topic, at, key, payload, time, bound)), bound),
-        Ok((time, record)) => (SourceEvent::Record(record), time),
-        Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason)), bound),
+        Ok((time, _)) if time < bound => (SourceEvent::Late(LateRecord::new(topic, at, key, payload, time, bound)), None),
+        Ok((time, record)) => (SourceEvent::Record(record), Some(time)),
+        Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason)), None),
     }
 }
 
