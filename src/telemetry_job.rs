@@ -241,7 +241,7 @@ fn run_worker(
 
     let producer = KafkaProducer::new(&config.kafka)?;
     let probe = ProbeHandle::new();
-    let (handle, sinks, state, all_sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+    let (handle, state, sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
@@ -258,7 +258,6 @@ fn run_worker(
             SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
         let outputs = telemetry_dataflow(samples, &telemetry);
-        let state = outputs.state.clone();
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts) = publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
@@ -281,8 +280,8 @@ fn run_worker(
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);
         dead_done.probe_with(&probe);
-        let all_sinks = [("alerts", alerts.clone()), ("windows", windows.clone()), ("dead_letters", dead_letters), ("late", late_sink)];
-        Ok((handle, (alerts, windows), state, all_sinks))
+        let sinks = [("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
+        Ok((handle, outputs.state, sinks))
     })?;
     sources.lock().expect("health list lock").push(handle.health());
     let worker_label = worker.index().to_string();
@@ -292,13 +291,14 @@ fn run_worker(
         worker.step_or_park(Some(PARK));
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             last_metrics = Instant::now();
-            refresh_worker_metrics(metrics, &worker_label, &state, &all_sinks, &mut reported);
+            refresh_worker_metrics(metrics, &worker_label, &state, &sinks, &mut reported);
         }
     }
-    refresh_worker_metrics(metrics, &worker_label, &state, &all_sinks, &mut reported);
+    refresh_worker_metrics(metrics, &worker_label, &state, &sinks, &mut reported);
     handle.commit_all()?;
     producer.flush(Duration::from_secs(30))?;
     let stats = handle.stats();
-    tracing::info!(worker = worker.index(), ?stats, alerts = sinks.0.delivered(), windows = sinks.1.delivered(), "worker finished");
-    Ok(WorkerReport { source: stats, alerts: sinks.0.delivered(), windows: sinks.1.delivered() })
+    let (alerts, windows) = (sinks[0].1.delivered(), sinks[1].1.delivered());
+    tracing::info!(worker = worker.index(), ?stats, alerts, windows, "worker finished");
+    Ok(WorkerReport { source: stats, alerts, windows })
 }
