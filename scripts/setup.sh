@@ -10,7 +10,8 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 need_apt=()
 # Python with pip, unless the machine already has one (pyenv, Debian's, ...).
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
-for pkg in build-essential pkg-config zlib1g-dev; do
+# fonts-dejavu-core: the font of the benchmark plots.
+for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -30,6 +30,9 @@ pub enum Command {
     Tail(TailArgs),
     /// The main job with zero set-up: embedded broker, generated race, live alerts.
     Demo(DemoArgs),
+    /// Measure throughput, latency and scaling (see `pitwall bench scaling --help`).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Kafka connection flags shared by every command that talks to a broker.
@@ -139,8 +142,11 @@ pub struct ProduceTelemetryArgs {
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Replay speed: event time runs this many times faster than real time.
-    #[arg(long, default_value_t = 1.0, conflicts_with = "max_rate")]
+    #[arg(long, default_value_t = 1.0, conflicts_with_all = ["max_rate", "rate"])]
     pub speed: f64,
+    /// Offer this many messages per second in all (the replay speed is derived from the data).
+    #[arg(long, conflicts_with = "max_rate")]
+    pub rate: Option<f64>,
     /// Send as fast as possible (no real-time pacing).
     #[arg(long)]
     pub max_rate: bool,
@@ -314,4 +320,117 @@ pub struct DemoArgs {
     /// Serve GET /metrics and GET /health on this address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     pub bridge: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The scaling harness: preload a generated race, measure the raw consume+decode ceiling,
+    /// `pitwall run --exit-at-end` at each cluster shape, and ingest-to-alert latency at fixed
+    /// offered rates; write results.csv, results.md and PNG plots under OUT/<date>/.
+    Scaling(ScalingArgs),
+    /// One plain consumer that reads and JSON-decodes every record of a topic (the raw ceiling
+    /// the harness compares against); prints a JSON report.
+    #[command(hide = true)]
+    Ceiling(CeilingArgs),
+}
+
+/// A timely cluster shape, written WORKERSxPROCESSES (`2x1`: `-w 2`; `1x2`: `-n 2 -w 1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterShape {
+    pub workers: usize,
+    pub processes: usize,
+}
+
+impl ClusterShape {
+    /// A file-name-safe name, e.g. `w2n1`.
+    pub fn slug(&self) -> String {
+        format!("w{}n{}", self.workers, self.processes)
+    }
+}
+
+impl std::str::FromStr for ClusterShape {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| part.trim().parse::<usize>().ok().filter(|n| *n > 0);
+        match text.split_once('x').map(|(w, n)| (parse(w), parse(n))) {
+            Some((Some(workers), Some(processes))) => Ok(ClusterShape { workers, processes }),
+            _ => Err(format!("expected WORKERSxPROCESSES with both at least 1, e.g. 2x1, got {text:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.processes {
+            1 => write!(f, "-w {}", self.workers),
+            n => write!(f, "-n {n} -w {}", self.workers),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScalingArgs {
+    /// Use this Kafka cluster instead of starting a Tansu broker on a free loopback port.
+    #[arg(long, short = 'b', env = "PITWALL_BROKERS")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka property `key=value` for every client (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = pitwall_connectors::kafka::config::parse_property)]
+    pub property: Vec<(String, String)>,
+    /// Records of the generated race preloaded for the throughput runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Drivers in the generated race.
+    #[arg(long, default_value_t = 20)]
+    pub drivers: usize,
+    /// Partitions of the preloaded telemetry topic.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: i32,
+    /// Cluster shapes to run, WORKERSxPROCESSES, comma-separated (`1x2` is `-n 2 -w 1`).
+    #[arg(long, value_delimiter = ',', default_value = "1x1,2x1,1x2")]
+    pub configs: Vec<ClusterShape>,
+    /// Offered loads (msg/s) for the latency runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub rates: Vec<u64>,
+    /// Seconds of load per latency run (capped by the race's size).
+    #[arg(long, default_value_t = 20.0)]
+    pub latency_seconds: f64,
+    /// Worker threads of the latency runs.
+    #[arg(long, default_value_t = 2)]
+    pub latency_workers: usize,
+    /// Results go to OUT/<date>/ (results.csv, results.md, throughput.png, latency.png, logs/).
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A quick check that every figure is produced: 20,000 records, 500 and 2,000 msg/s for 4 s
+    /// each (overrides --records, --rates and --latency-seconds).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Longest any one measured command may run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+}
+
+impl ScalingArgs {
+    /// The arguments with `--smoke` applied.
+    pub fn effective(&self) -> ScalingArgs {
+        let mut args = self.clone();
+        if args.smoke {
+            args.records = 20_000;
+            args.rates = vec![500, 2_000];
+            args.latency_seconds = 4.0;
+        }
+        args
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CeilingArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic to read from the beginning to its end.
+    #[arg(long)]
+    pub topic: String,
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use clap::Parser;
-use pitwall::cli::{Cli, Command, GenCommand, ProduceCommand, TopicsCommand};
+use pitwall::cli::{BenchCommand, Cli, Command, GenCommand, ProduceCommand, TopicsCommand};
 use pitwall::commands;
 
 fn main() -> Result<()> {
@@ -21,5 +21,7 @@ fn main() -> Result<()> {
         Command::Run(args) => commands::run::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Bench(BenchCommand::Scaling(args)) => pitwall::bench::scaling(args),
+        Command::Bench(BenchCommand::Ceiling(args)) => pitwall::bench::ceiling(args),
     }
 }

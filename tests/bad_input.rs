@@ -27,7 +27,7 @@ fn sorted_values(brokers: &str, topic: &str) -> Vec<String> {
 
 #[test]
 fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     create_topics(
         b,

@@ -37,7 +37,7 @@ fn contains(window: &Value, t: u64) -> bool {
 
 #[test]
 fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     create_topics(
         b,

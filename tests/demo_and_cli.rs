@@ -62,7 +62,7 @@ fn help_explains_every_command_and_the_timely_flags() {
 
 #[test]
 fn unreachable_or_unprepared_brokers_fail_with_a_clear_error() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let output = pitwall_command(&["run", "--brokers", &broker.brokers, "--exit-at-end"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -26,7 +26,7 @@ fn send(producer: &BaseProducer, topic: &str, record: &TelemetryRecord) {
 
 #[test]
 fn late_records_are_published_with_how_late_they_were_at_any_batch_size() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     let race = Race::generate(&RaceConfig { drivers: 4, laps: 1, seed: 8, inject_anomalies: false });
     let mut topics = vec![("f1-telemetry", PARTITIONS), ("pitwall-dlq", 1)];
@@ -172,7 +172,7 @@ fn window_delays(seen: &[(Instant, Value)], drivers: &[String], start: Instant, 
 
 #[test]
 fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     create_topics(
         b,

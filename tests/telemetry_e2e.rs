@@ -13,7 +13,7 @@ const SEVERITY_PARTITION: [(&str, i64); 3] = [("high", 0), ("medium", 1), ("low"
 
 #[test]
 fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     let dir = temp_dir();
     let truth = gen_race(dir.path(), 20, 2, "csv");
@@ -105,7 +105,7 @@ fn results(brokers: &str, alerts: &str, windows: &str) -> (Vec<String>, Vec<Stri
 
 #[test]
 fn results_are_identical_across_workers_processes_and_poll_batch_sizes() {
-    let broker = Tansu::start();
+    let broker = start_tansu();
     let b = broker.brokers.as_str();
     let dir = temp_dir();
     gen_race(dir.path(), 8, 2, "parquet");

@@ -31,6 +31,13 @@ pub fn driver_streams(records: Vec<TelemetryRecord>, partitions: i32) -> Vec<Rep
         .collect()
 }
 
+/// The replay speed at which `records` are offered at `rate` messages per second in all.
+pub fn speed_for_rate(records: &[TelemetryRecord], rate: f64) -> f64 {
+    let (first, last) = records.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.session_time_ms), hi.max(r.session_time_ms)));
+    let span_s = last.saturating_sub(first).max(1) as f64 / 1_000.0;
+    rate * span_s / records.len().max(1) as f64
+}
+
 /// Replays `records` into `topic`, showing progress unless `quiet`.
 pub fn produce_records(kafka: &KafkaConfig, topic: &str, records: Vec<TelemetryRecord>, config: &ReplayConfig, quiet: bool) -> Result<ReplayReport> {
     let consumer = kafka.plain_consumer("pitwall-producer")?;
@@ -68,9 +75,9 @@ pub fn produce_records(kafka: &KafkaConfig, topic: &str, records: Vec<TelemetryR
 }
 
 pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
-    let valid_speed = args.speed > 0.0 && args.speed.is_finite();
-    if !args.max_rate && !valid_speed {
-        bail!("--speed must be a positive number");
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !args.max_rate && !positive(args.rate.unwrap_or(args.speed)) {
+        bail!("--speed and --rate must be positive numbers");
     }
     let options = FileOptions { driver: args.driver.clone(), lap: args.lap };
     let mut records = Vec::new();
@@ -81,7 +88,8 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     for file in &files {
         records.extend(read_telemetry(file, &options)?);
     }
-    let config = ReplayConfig { speed: (!args.max_rate).then_some(args.speed), producers: args.producers, stop: None };
+    let speed = args.rate.map_or(args.speed, |rate| speed_for_rate(&records, rate));
+    let config = ReplayConfig { speed: (!args.max_rate).then_some(speed), producers: args.producers, stop: None };
     let report = produce_records(&args.kafka.config(), &args.topic, records, &config, args.quiet)?;
     if report.failed > 0 {
         bail!("{} of {} records could not be delivered", report.failed, report.sent);

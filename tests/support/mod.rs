@@ -3,10 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -15,43 +15,15 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().unwrap().port()
+    pitwall::bench::broker::free_port().expect("a free loopback port")
 }
 
-/// A Tansu broker with in-memory storage, killed on drop.
-pub struct Tansu {
-    child: Child,
-    pub brokers: String,
-}
+pub use pitwall::bench::broker::Tansu;
 
-impl Tansu {
-    pub fn start() -> Tansu {
-        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start the Tansu broker `{binary}` ({e}); run scripts/setup.sh (cargo install tansu --features dynostore)")
-            });
-        let brokers = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&brokers).is_err() {
-            assert!(Instant::now() < deadline, "Tansu did not listen on {brokers} within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Tansu { child, brokers }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A Tansu broker with in-memory storage on a free port, killed on drop. A broker that cannot
+/// start fails the test loudly (never a skip).
+pub fn start_tansu() -> Tansu {
+    Tansu::start().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 pub fn pitwall_command(args: &[&str]) -> Command {

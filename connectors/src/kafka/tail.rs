@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -31,6 +31,30 @@ pub fn tail(
     exit_at_end: bool,
     stop: &AtomicBool,
     mut each: impl FnMut(TailMessage),
+) -> Result<u64, KafkaError> {
+    read_topic(config, topic, from_beginning, exit_at_end, stop, |message| {
+        let payload = message.payload().unwrap_or_default();
+        let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()));
+        each(TailMessage {
+            topic: topic.to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value,
+        })
+    })
+}
+
+/// The plain reader behind [`tail`]: every message of every partition of `topic`, raw, with its
+/// Kafka timestamp. Stops when `stop` is set, or with `exit_at_end` once caught up to the end
+/// offsets seen at start. Returns how many messages it read.
+pub fn read_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    from_beginning: bool,
+    exit_at_end: bool,
+    stop: &AtomicBool,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, KafkaError> {
     let consumer = config.plain_consumer("pitwall-tail")?;
     let count = config.partition_count(&consumer, topic)?;
@@ -64,12 +88,9 @@ pub fn tail(
             }
             Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
-        let payload = message.payload().unwrap_or_default();
-        let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()));
-        let (partition, offset) = (message.partition(), message.offset());
-        positions.insert(partition, offset + 1);
+        positions.insert(message.partition(), message.offset() + 1);
         seen += 1;
-        each(TailMessage { topic: topic.to_string(), partition, offset, key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()), value });
+        each(&message);
     }
     Ok(seen)
 }

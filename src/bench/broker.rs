@@ -1,0 +1,73 @@
+//! A Tansu broker process (in-memory storage) on a free loopback port, for the benchmark
+//! harness and the integration tests. Killed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?.local_addr()?.port())
+}
+
+/// The Tansu binary: `$TANSU_BIN`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        return path.into();
+    }
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join("tansu"));
+    let in_cargo = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin").join("tansu"));
+    on_path.chain(in_cargo).find(|p| p.is_file()).unwrap_or_else(|| "tansu".into())
+}
+
+/// A running Tansu broker.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+    pub brokers: String,
+}
+
+impl Tansu {
+    /// Starts Tansu on a free port and waits until it accepts connections.
+    pub fn start() -> Result<Tansu> {
+        Tansu::start_on(free_port()?)
+    }
+
+    /// Starts Tansu on `port` (e.g. again on the port of a stopped one).
+    pub fn start_on(port: u16) -> Result<Tansu> {
+        let binary = tansu_binary();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start the Tansu broker {binary:?}; run scripts/setup.sh (cargo install tansu --features dynostore)"))?;
+        let brokers = format!("127.0.0.1:{port}");
+        let mut tansu = Tansu { child, port, brokers };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&tansu.brokers).is_err() {
+            if let Some(status) = tansu.child.try_wait()? {
+                bail!("Tansu exited ({status}) before listening on {}", tansu.brokers);
+            }
+            if Instant::now() > deadline {
+                bail!("Tansu did not listen on {} within 20 s", tansu.brokers);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(tansu)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
