@@ -1,17 +1,21 @@
-//! `keyed_in_time_order`: the one operator every per-driver computation runs in.
+//! Per-driver computation in event-time order: `by_driver` -> `in_time_order` -> any number of
+//! `keyed_in_time_order` operators.
 //!
-//! Samples are exchanged by key, buffered until the input frontier (the source watermark) has
-//! passed their event time, then handed to per-key logic in `(time, partition, offset)` order.
-//! That order, not arrival order, decides every result, which is what makes results identical
-//! at any worker count, process count or read batch size.
+//! Samples are exchanged by key, then buffered once per worker (`in_time_order`) until the input
+//! frontier (the source watermark) has passed their event time, and released in
+//! `(time, partition, offset)` order, shared (`Rc`) by every keyed operator after it. That order,
+//! not arrival order, decides every result, which is what makes results identical at any worker
+//! count, process count or read batch size.
 //!
-//! The operator holds one capability at the earliest time it may still emit: the frontier,
-//! the oldest buffered sample, or the oldest time a key's logic still holds (an open window).
+//! Each operator holds one capability at the earliest time it may still emit: the frontier, the
+//! oldest buffered sample, or the oldest time a key's logic still holds (an open window).
 //! Downstream probes therefore pass a time only once every output derived from samples at or
 //! before it has been emitted, which is what the Kafka source relies on to commit offsets.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::rc::Rc;
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -20,7 +24,7 @@ use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
 use crate::partition::key_route;
-use crate::records::{EventTime, Sample};
+use crate::records::{EventTime, Sample, SourcePosition};
 
 /// Per-key logic driven in event-time order. One `State` per key (driver).
 pub trait KeyedLogic: 'static {
@@ -29,7 +33,7 @@ pub trait KeyedLogic: 'static {
 
     /// One sample of a key, in `(time, partition, offset)` order. Outputs are `(time, record)`
     /// with `time >= sample time` or `>= self.hold(state)` as it was before this call.
-    fn on_sample(&self, state: &mut Self::State, sample: &Sample, out: &mut Vec<(EventTime, Self::Out)>);
+    fn on_sample(&self, state: &mut Self::State, sample: &Rc<Sample>, out: &mut Vec<(EventTime, Self::Out)>);
 
     /// Every sample earlier than `frontier` has been seen (`None`: the input has ended).
     fn on_progress(&self, _state: &mut Self::State, _frontier: Option<EventTime>, _out: &mut Vec<(EventTime, Self::Out)>) {}
@@ -85,22 +89,24 @@ struct KeyState<S> {
 
 /// Every key's state plus indexes, so that each activation costs in proportion to the keys it
 /// touches, not to all keys held.
+/// Key names are shared (`Rc<str>`) between the map and its indexes; the map's hasher is
+/// foldhash, seeded per process (fast, and not open to chosen-key collisions).
 struct Keys<L: KeyedLogic> {
-    states: HashMap<String, KeyState<L::State>>,
+    states: HashMap<Rc<str>, KeyState<L::State>, RandomState>,
     /// Multiset of the keys' holds.
     holds: BTreeMap<EventTime, usize>,
     /// `(time, key)`: visit `key` when the frontier reaches `time` (stale entries are skipped).
-    wake: BTreeSet<(EventTime, String)>,
+    wake: BTreeSet<(EventTime, Rc<str>)>,
     /// `(last sample time, key)` in processing order, for the TTL (stale entries are skipped);
     /// only kept when a TTL is set.
-    seen: VecDeque<(EventTime, String)>,
+    seen: VecDeque<(EventTime, Rc<str>)>,
     bytes: usize,
     expired: u64,
 }
 
 impl<L: KeyedLogic> Keys<L> {
     fn new() -> Self {
-        Keys { states: HashMap::new(), holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
+        Keys { states: HashMap::default(), holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
     }
 
     fn remove_hold(holds: &mut BTreeMap<EventTime, usize>, hold: Option<EventTime>) {
@@ -125,14 +131,19 @@ impl<L: KeyedLogic> Keys<L> {
     /// Runs `f` on a key's state (creating it), then re-reads its hold, wake-up time and size,
     /// and drops it if it has nothing left. `seen` is the sample time when tracking a TTL.
     fn with(&mut self, logic: &L, name: &str, seen: Option<EventTime>, f: impl FnOnce(&mut L::State)) {
-        if !self.states.contains_key(name) {
-            self.states.insert(name.to_string(), KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 });
-        }
+        let shared: Rc<str> = match self.states.get_key_value(name) {
+            Some((shared, _)) => shared.clone(),
+            None => {
+                let shared: Rc<str> = name.into();
+                self.states.insert(shared.clone(), KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 });
+                shared
+            }
+        };
         let Keys { states, holds, wake, seen: ttl_queue, bytes, .. } = self;
         let key = states.get_mut(name).expect("inserted above");
         if let Some(time) = seen {
             key.last_seen = time;
-            ttl_queue.push_back((time, name.to_string()));
+            ttl_queue.push_back((time, shared.clone()));
         }
         f(&mut key.state);
         let hold = logic.hold(&key.state);
@@ -145,7 +156,7 @@ impl<L: KeyedLogic> Keys<L> {
         }
         let next_wake = logic.wake_at(&key.state);
         if next_wake.is_some() && next_wake != key.wake {
-            wake.insert((next_wake.unwrap_or_default(), name.to_string()));
+            wake.insert((next_wake.unwrap_or_default(), shared));
         }
         key.wake = next_wake;
         let size = name.len() + logic.approx_bytes(&key.state);
@@ -162,8 +173,7 @@ impl<L: KeyedLogic> Keys<L> {
 }
 
 /// Samples exchanged so that all samples of a driver are on one worker. The only way to make
-/// one is [`by_driver`], so keyed operators cannot be fed an unpartitioned stream by mistake,
-/// and several keyed operators share one exchange.
+/// one is [`by_driver`], so per-key ordering cannot be fed an unpartitioned stream by mistake.
 #[derive(Clone)]
 pub struct ByDriver<'s>(Stream<'s, EventTime, Vec<Sample>>);
 
@@ -172,12 +182,57 @@ pub fn by_driver(samples: Stream<'_, EventTime, Vec<Sample>>) -> ByDriver<'_> {
     ByDriver(samples.exchange(|sample: &Sample| key_route(&sample.record.driver)))
 }
 
+/// Samples of this worker's drivers released in `(time, partition, offset)` order, at a
+/// timestamp no later than their event time, once the frontier has passed them: what [`keyed_in_time_order`] consumes. Shared
+/// (`Rc`), so several keyed operators read one buffer and one copy of each sample.
+#[derive(Clone)]
+pub struct InOrder<'s>(Stream<'s, EventTime, Vec<Rc<Sample>>>);
+
+/// Buffers samples until the frontier passes their event time, then releases them in order.
+/// The gauge reports the buffer (`keys` is the number of buffered samples).
+pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (InOrder<'s>, StateGauge) {
+    let gauge = StateGauge::default();
+    let report = gauge.clone();
+    let stream = samples.0.clone().unary_frontier(Pipeline, "InTimeOrder", move |initial, _info| {
+        let mut held: Option<Capability<EventTime>> = Some(initial);
+        // Keyed by (time, partition, offset): unique, and the release order.
+        let mut pending: BTreeMap<(EventTime, SourcePosition), Sample> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|_cap, data| {
+                pending.extend(data.drain(..).map(|sample| ((sample.record.session_time_ms, sample.at), sample)));
+            });
+            let Some(cap) = held.as_mut() else {
+                pending.clear();
+                return;
+            };
+            let frontier: Option<EventTime> = frontier.frontier().first().copied();
+            let ready_limit = frontier.unwrap_or(EventTime::MAX);
+            // Everything released in one activation goes out at the held capability (at or before
+            // every released sample): one timestamp per activation, not one per millisecond, keeps
+            // timely's progress tracking cheap. Consumers order by the samples' own event times.
+            if pending.first_key_value().is_some_and(|((time, _), _)| *time < ready_limit) {
+                let mut session = output.session(&*cap);
+                while pending.first_key_value().is_some_and(|((time, _), _)| *time < ready_limit) {
+                    let (_, sample) = pending.pop_first().expect("checked");
+                    session.give(Rc::new(sample));
+                }
+            }
+            report.set(StateSize { keys: pending.len(), bytes: pending.len() * std::mem::size_of::<Sample>(), expired: 0 });
+            match pending.first_key_value().map(|((time, _), _)| *time).into_iter().chain(frontier).min() {
+                Some(time) => cap.downgrade(&time.max(*cap.time())),
+                None => held = None,
+            }
+        }
+    });
+    (InOrder(stream), gauge)
+}
+
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
 ///
 /// With `key_ttl_ms`, a key silent for that long in event time (the watermark is past its last
 /// sample by the TTL) is expired: its logic emits what it holds and its state is dropped.
 pub fn keyed_in_time_order<'s, L: KeyedLogic>(
-    samples: &ByDriver<'s>,
+    samples: &InOrder<'s>,
     name: &str,
     logic: L,
     key_ttl_ms: Option<u64>,
@@ -186,29 +241,23 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
     let report = gauge.clone();
     let stream = samples.0.clone().unary_frontier(Pipeline, name, move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
-        let mut pending: Vec<Sample> = Vec::new();
         let mut keys: Keys<L> = Keys::new();
         let mut out: Vec<(EventTime, L::Out)> = Vec::new();
         move |(input, frontier), output| {
-            input.for_each(|_cap, data| pending.append(data));
             let Some(cap) = held.as_mut() else {
-                pending.clear();
+                input.for_each(|_, _| {});
                 return;
             };
-            let frontier: Option<EventTime> = frontier.frontier().first().copied();
-            let ready_limit = frontier.unwrap_or(EventTime::MAX);
-
-            if pending.iter().any(|s| s.record.session_time_ms < ready_limit) {
-                let (mut ready, rest): (Vec<Sample>, Vec<Sample>) = pending.drain(..).partition(|s| s.record.session_time_ms < ready_limit);
-                pending = rest;
-                ready.sort_by_key(|s| (s.record.session_time_ms, s.at));
-                for sample in &ready {
+            // `in_time_order` releases samples in order and only once the frontier has passed them.
+            input.for_each(|_cap, data| {
+                for sample in data.iter() {
                     let time = sample.record.session_time_ms;
                     keys.with(&logic, &sample.record.driver, key_ttl_ms.map(|_| time), |state| logic.on_sample(state, sample, &mut out));
                 }
-            }
+            });
+            let frontier: Option<EventTime> = frontier.frontier().first().copied();
             // Keys whose next window end the frontier has reached (all of them when input ends).
-            let due: Vec<String> = match frontier {
+            let due: Vec<Rc<str>> = match frontier {
                 None => keys.states.keys().cloned().collect(),
                 Some(f) => {
                     let mut due = Vec::new();
@@ -257,9 +306,8 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 }
             }
 
-            let bytes = pending.len() * std::mem::size_of::<Sample>() + keys.bytes;
-            report.set(StateSize { keys: keys.states.len(), bytes, expired: keys.expired });
-            let hold = pending.iter().map(|s| s.record.session_time_ms).chain(keys.min_hold()).chain(frontier).min();
+            report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired });
+            let hold = keys.min_hold().into_iter().chain(frontier).min();
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,

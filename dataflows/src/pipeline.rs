@@ -5,7 +5,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
-use crate::keyed::{by_driver, keyed_in_time_order, StateGauge};
+use crate::keyed::{by_driver, in_time_order, keyed_in_time_order, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
@@ -29,7 +29,7 @@ pub struct TelemetryOutputs<'s> {
 
 /// Sliding, lap and sector windows plus anomaly detection, all per driver in event-time order.
 pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, config: &TelemetryConfig) -> TelemetryOutputs<'s> {
-    let samples = by_driver(samples);
+    let (samples, order_state) = in_time_order(&by_driver(samples));
     let ttl = config.key_ttl_ms;
     let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, ttl);
     let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, ttl);
@@ -38,6 +38,12 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     TelemetryOutputs {
         windows: sliding.concat(laps).concat(sectors),
         alerts,
-        state: vec![("sliding_windows", sliding_state), ("lap_windows", lap_state), ("sector_windows", sector_state), ("anomaly_rules", rule_state)],
+        state: vec![
+            ("in_time_order", order_state),
+            ("sliding_windows", sliding_state),
+            ("lap_windows", lap_state),
+            ("sector_windows", sector_state),
+            ("anomaly_rules", rule_state),
+        ],
     }
 }

@@ -325,6 +325,8 @@ where
             let mut inner = inner.borrow_mut();
             let watermark = *cap.time();
             let mut read = 0;
+            // One clock read per activation: a batch is read within microseconds.
+            let now = Instant::now();
             let SourceInner { consumer, partitions, stats, .. } = &mut *inner;
             if !shutdown.load(Ordering::Relaxed) {
                 while read < config.max_batch && !partitions.iter().all(PartitionState::done) {
@@ -365,7 +367,7 @@ where
                         }
                         None => watermark,
                     };
-                    state.read(at.offset, checkpoint_time);
+                    state.read(at.offset, checkpoint_time, now);
                     batch.push(event);
                 }
             }
@@ -431,8 +433,8 @@ impl SourceStats {
 
 impl PartitionState {
     /// Records that the message at `offset` was read and emitted, covering event time `time`.
-    fn read(&mut self, offset: i64, time: EventTime) {
-        self.last_message = Instant::now();
+    fn read(&mut self, offset: i64, time: EventTime, now: Instant) {
+        self.last_message = now;
         self.eof_since = None;
         self.next_offset = Some(offset + 1);
         let newest = self.checkpoints.back().map_or(time, |(t, _)| (*t).max(time));

@@ -1,7 +1,7 @@
 //! Anomaly rules: each file holds one rule (a small state machine over one driver's samples in
 //! event-time order) and documents it. [`AnomalyDetector`] runs a set of rules per driver inside
-//! one `keyed_in_time_order` operator, so the stream is ordered once for all rules instead of
-//! once per rule.
+//! one `keyed_in_time_order` operator, so each driver's state is looked up once per sample for
+//! all rules.
 
 pub mod brake_throttle;
 pub mod episode;
@@ -9,6 +9,8 @@ pub mod gear;
 pub mod over_rev;
 pub mod speed_drop;
 pub mod wheel_spin;
+
+use std::rc::Rc;
 
 use crate::keyed::KeyedLogic;
 use crate::records::{Alert, AnomalyKind, EventTime, Sample, TelemetryRecord};
@@ -88,7 +90,7 @@ impl KeyedLogic for AnomalyDetector {
     type State = DriverRules;
     type Out = Alert;
 
-    fn on_sample(&self, state: &mut DriverRules, sample: &Sample, out: &mut Vec<(EventTime, Alert)>) {
+    fn on_sample(&self, state: &mut DriverRules, sample: &Rc<Sample>, out: &mut Vec<(EventTime, Alert)>) {
         let rules = state.rules.get_or_insert_with(|| self.config.rules());
         for rule in rules.iter_mut() {
             if let Some(alert) = rule.observe(&sample.record) {

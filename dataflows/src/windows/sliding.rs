@@ -2,9 +2,10 @@
 //! time once the watermark has passed it. Windows without samples are not emitted.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use crate::keyed::KeyedLogic;
-use crate::records::{EventTime, Sample, TelemetryRecord, WindowKind, WindowResult};
+use crate::records::{EventTime, Sample, WindowKind, WindowResult};
 use crate::windows::stats::WindowAccumulator;
 
 /// Sliding window shape; the defaults are 5 s long, sliding by 1 s.
@@ -41,7 +42,8 @@ impl SlidingWindows {
 /// One driver's samples still inside some open window.
 #[derive(Default)]
 pub struct SlidingState {
-    samples: VecDeque<TelemetryRecord>,
+    /// Shared with the other keyed operators: no copy per window operator.
+    samples: VecDeque<Rc<Sample>>,
     /// Start of the earliest window not yet emitted.
     next_start: Option<EventTime>,
 }
@@ -50,12 +52,12 @@ impl KeyedLogic for SlidingWindows {
     type State = SlidingState;
     type Out = WindowResult;
 
-    fn on_sample(&self, state: &mut SlidingState, sample: &Sample, _out: &mut Vec<(EventTime, WindowResult)>) {
+    fn on_sample(&self, state: &mut SlidingState, sample: &Rc<Sample>, _out: &mut Vec<(EventTime, WindowResult)>) {
         let time = sample.record.session_time_ms;
         if state.next_start.is_none() {
             state.next_start = Some(self.first_start(time));
         }
-        state.samples.push_back(sample.record.clone());
+        state.samples.push_back(sample.clone());
     }
 
     fn on_progress(&self, state: &mut SlidingState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
@@ -66,20 +68,20 @@ impl KeyedLogic for SlidingWindows {
                 break;
             }
             let mut acc = WindowAccumulator::default();
-            for record in state.samples.iter().take_while(|r| r.session_time_ms < end) {
-                if record.session_time_ms >= start {
-                    acc.push(record);
+            for sample in state.samples.iter().take_while(|s| s.record.session_time_ms < end) {
+                if sample.record.session_time_ms >= start {
+                    acc.push(&sample.record);
                 }
             }
             if acc.count() > 0 {
-                let driver = &state.samples.front().expect("non-empty window").driver;
+                let driver = &state.samples.front().expect("non-empty window").record.driver;
                 out.push((end, acc.finish(driver, WindowKind::Sliding, start, end)));
             }
             let next = start + self.slide_ms;
-            while state.samples.front().is_some_and(|r| r.session_time_ms < next) {
+            while state.samples.front().is_some_and(|s| s.record.session_time_ms < next) {
                 state.samples.pop_front();
             }
-            state.next_start = state.samples.front().map(|r| next.max(self.first_start(r.session_time_ms)));
+            state.next_start = state.samples.front().map(|s| next.max(self.first_start(s.record.session_time_ms)));
         }
     }
 
@@ -88,7 +90,7 @@ impl KeyedLogic for SlidingWindows {
     }
 
     fn hold(&self, state: &SlidingState) -> Option<EventTime> {
-        state.samples.front().map(|r| r.session_time_ms)
+        state.samples.front().map(|s| s.record.session_time_ms)
     }
 
     fn is_idle(&self, state: &SlidingState) -> bool {
@@ -96,7 +98,7 @@ impl KeyedLogic for SlidingWindows {
     }
 
     fn approx_bytes(&self, state: &SlidingState) -> usize {
-        std::mem::size_of::<SlidingState>() + state.samples.len() * std::mem::size_of::<TelemetryRecord>()
+        std::mem::size_of::<SlidingState>() + state.samples.len() * std::mem::size_of::<Sample>()
     }
 }
 

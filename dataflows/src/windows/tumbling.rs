@@ -3,6 +3,8 @@
 //! sample belongs to another lap/sector, or when the input ends; it is emitted at its last
 //! sample's time. Samples without a lap (or relative distance, for sectors) are skipped.
 
+use std::rc::Rc;
+
 use crate::keyed::KeyedLogic;
 use crate::records::{EventTime, Sample, TelemetryRecord, WindowKind, WindowResult};
 use crate::windows::stats::WindowAccumulator;
@@ -51,7 +53,7 @@ impl KeyedLogic for LapSegments {
     type State = SegmentState;
     type Out = WindowResult;
 
-    fn on_sample(&self, state: &mut SegmentState, sample: &Sample, out: &mut Vec<(EventTime, WindowResult)>) {
+    fn on_sample(&self, state: &mut SegmentState, sample: &Rc<Sample>, out: &mut Vec<(EventTime, WindowResult)>) {
         let Some(window) = self.window_of(&sample.record) else {
             return;
         };
