@@ -216,6 +216,11 @@ pub struct DataflowArgs {
     /// Messages larger than this many bytes go to the DLQ.
     #[arg(long, default_value_t = pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
+    /// Run the anomaly rules in event-time order after the watermark instead of on arrival in
+    /// each driver's partition order: needed only when a driver's records are spread over
+    /// several partitions (not keyed by driver); every alert then waits for the allowed lateness.
+    #[arg(long)]
+    pub alerts_after_watermark: bool,
 }
 
 impl Default for DataflowArgs {
@@ -237,6 +242,7 @@ impl Default for DataflowArgs {
             key_ttl_ms: 300_000,
             drivers: None,
             max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
+            alerts_after_watermark: false,
         }
     }
 }
@@ -376,6 +382,10 @@ pub struct ScalingArgs {
     /// Extra librdkafka property `key=value` for every client (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = pitwall_connectors::kafka::config::parse_property)]
     pub property: Vec<(String, String)>,
+    /// Use librdkafka's mock cluster, hosted in this process, instead of Tansu: for comparison,
+    /// since it answers a fetch as soon as data is there, where Tansu holds it for the full wait.
+    #[arg(long, conflicts_with = "brokers")]
+    pub mock_broker: bool,
     /// Records of the generated race preloaded for the throughput runs.
     #[arg(long, default_value_t = 1_000_000)]
     pub records: usize,
@@ -397,6 +407,10 @@ pub struct ScalingArgs {
     /// Worker threads of the latency runs.
     #[arg(long, default_value_t = 2)]
     pub latency_workers: usize,
+    /// Extra flag for every `pitwall run` the harness starts (repeatable), e.g.
+    /// `--run-arg=--allowed-lateness-ms=0`.
+    #[arg(long = "run-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub run_args: Vec<String>,
     /// Results go to OUT/<date>/ (results.csv, results.md, throughput.png, latency.png, logs/).
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,

@@ -228,6 +228,7 @@ fn run_worker(
     let telemetry = TelemetryConfig {
         sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms),
         key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms),
+        alerts_after_watermark: args.alerts_after_watermark,
         ..Default::default()
     };
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);

@@ -1,4 +1,4 @@
-//! Per-driver computation in event-time order: `by_driver` -> `in_time_order` -> any number of
+//! Per-driver computation: `by_driver` -> `in_time_order` (or `in_log_order`) -> any number of
 //! `keyed_in_time_order` operators.
 //!
 //! Samples are exchanged by key, then buffered once per worker (`in_time_order`) until the input
@@ -20,6 +20,7 @@ use std::rc::Rc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
@@ -174,29 +175,43 @@ impl<L: KeyedLogic> Keys<L> {
 
 /// Samples exchanged so that all samples of a driver are on one worker. The only way to make
 /// one is [`by_driver`], so per-key ordering cannot be fed an unpartitioned stream by mistake.
+/// After the exchange each sample is wrapped once in an `Rc`, so the operators reading it
+/// share one copy instead of timely cloning it for each.
 #[derive(Clone)]
-pub struct ByDriver<'s>(Stream<'s, EventTime, Vec<Sample>>);
+pub struct ByDriver<'s>(Stream<'s, EventTime, Vec<Rc<Sample>>>);
 
 /// Exchanges samples by driver.
 pub fn by_driver(samples: Stream<'_, EventTime, Vec<Sample>>) -> ByDriver<'_> {
-    ByDriver(samples.exchange(|sample: &Sample| key_route(&sample.record.driver)))
+    ByDriver(samples.exchange(|sample: &Sample| key_route(&sample.record.driver)).map(Rc::new))
 }
 
-/// Samples of this worker's drivers released in `(time, partition, offset)` order, at a
-/// timestamp no later than their event time, once the frontier has passed them: what [`keyed_in_time_order`] consumes. Shared
-/// (`Rc`), so several keyed operators read one buffer and one copy of each sample.
+/// Samples of this worker's drivers, per driver in the order a [`KeyedLogic`] must see them,
+/// at a timely timestamp no later than their event time: what [`keyed_in_time_order`]
+/// consumes. Shared (`Rc`), so several keyed operators read one copy of each sample. Made by
+/// [`in_time_order`] (event-time order, once the watermark has passed) or [`in_log_order`]
+/// (each driver's partition order, at once).
 #[derive(Clone)]
-pub struct InOrder<'s>(Stream<'s, EventTime, Vec<Rc<Sample>>>);
+pub struct KeyedSamples<'s>(Stream<'s, EventTime, Vec<Rc<Sample>>>);
+
+/// Each driver's samples as they arrive, without waiting for the watermark: in the order of
+/// the driver's partition (all of a driver's records are on one partition, read by one source
+/// worker, and one sender's messages stay in order through the exchange). That order is fixed
+/// by the log, so results are the same at any worker count or batch size; it equals event-time
+/// order whenever the producer wrote each driver in time order. Logic fed this way must decide
+/// what to do with a sample older than the driver's previous one.
+pub fn in_log_order<'s>(samples: &ByDriver<'s>) -> KeyedSamples<'s> {
+    KeyedSamples(samples.0.clone())
+}
 
 /// Buffers samples until the frontier passes their event time, then releases them in order.
 /// The gauge reports the buffer (`keys` is the number of buffered samples).
-pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (InOrder<'s>, StateGauge) {
+pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGauge) {
     let gauge = StateGauge::default();
     let report = gauge.clone();
     let stream = samples.0.clone().unary_frontier(Pipeline, "InTimeOrder", move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
         // Keyed by (time, partition, offset): unique, and the release order.
-        let mut pending: BTreeMap<(EventTime, SourcePosition), Sample> = BTreeMap::new();
+        let mut pending: BTreeMap<(EventTime, SourcePosition), Rc<Sample>> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|_cap, data| {
                 pending.extend(data.drain(..).map(|sample| ((sample.record.session_time_ms, sample.at), sample)));
@@ -214,7 +229,7 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (InOrder<'s>, StateGauge) {
                 let mut session = output.session(&*cap);
                 while pending.first_key_value().is_some_and(|((time, _), _)| *time < ready_limit) {
                     let (_, sample) = pending.pop_first().expect("checked");
-                    session.give(Rc::new(sample));
+                    session.give(sample);
                 }
             }
             report.set(StateSize { keys: pending.len(), bytes: pending.len() * std::mem::size_of::<Sample>(), expired: 0 });
@@ -224,7 +239,7 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (InOrder<'s>, StateGauge) {
             }
         }
     });
-    (InOrder(stream), gauge)
+    (KeyedSamples(stream), gauge)
 }
 
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
@@ -232,7 +247,7 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (InOrder<'s>, StateGauge) {
 /// With `key_ttl_ms`, a key silent for that long in event time (the watermark is past its last
 /// sample by the TTL) is expired: its logic emits what it holds and its state is dropped.
 pub fn keyed_in_time_order<'s, L: KeyedLogic>(
-    samples: &InOrder<'s>,
+    samples: &KeyedSamples<'s>,
     name: &str,
     logic: L,
     key_ttl_ms: Option<u64>,
@@ -248,7 +263,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 input.for_each(|_, _| {});
                 return;
             };
-            // `in_time_order` releases samples in order and only once the frontier has passed them.
+            // Samples come in the order the logic must see them (see `KeyedSamples`).
             input.for_each(|_cap, data| {
                 for sample in data.iter() {
                     let time = sample.record.session_time_ms;

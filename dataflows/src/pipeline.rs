@@ -5,7 +5,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
-use crate::keyed::{by_driver, in_time_order, keyed_in_time_order, StateGauge};
+use crate::keyed::{by_driver, in_log_order, in_time_order, keyed_in_time_order, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
@@ -17,6 +17,10 @@ pub struct TelemetryConfig {
     /// Drop a driver's state once it has been silent this long in event time (after emitting
     /// what it holds); `None` keeps it until the input ends.
     pub key_ttl_ms: Option<u64>,
+    /// Run the rules in event-time order once the watermark has passed each sample, instead of
+    /// on arrival in each driver's partition order. Exact whatever the input partitioning, but
+    /// every alert waits for the allowed lateness (and the slowest partition).
+    pub alerts_after_watermark: bool,
 }
 
 /// The two output streams of the telemetry dataflow.
@@ -27,14 +31,19 @@ pub struct TelemetryOutputs<'s> {
     pub state: Vec<(&'static str, StateGauge)>,
 }
 
-/// Sliding, lap and sector windows plus anomaly detection, all per driver in event-time order.
+/// Sliding, lap and sector windows per driver in event-time order, and anomaly detection per
+/// driver as samples arrive.
 pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, config: &TelemetryConfig) -> TelemetryOutputs<'s> {
-    let (samples, order_state) = in_time_order(&by_driver(samples));
+    let by_driver = by_driver(samples);
+    // Windows need every sample of their span, so they wait for the watermark; rules alert on
+    // each sample as it arrives (a driver's partition order), so alerts do not wait for it.
+    let (samples, order_state) = in_time_order(&by_driver);
+    let arrivals = if config.alerts_after_watermark { samples.clone() } else { in_log_order(&by_driver) };
     let ttl = config.key_ttl_ms;
     let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, ttl);
     let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, ttl);
     let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, ttl);
-    let (alerts, rule_state) = keyed_in_time_order(&samples, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, ttl);
+    let (alerts, rule_state) = keyed_in_time_order(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, ttl);
     TelemetryOutputs {
         windows: sliding.concat(laps).concat(sectors),
         alerts,

@@ -1,10 +1,13 @@
 //! Oracle tests: the telemetry dataflow at 1 and 4 workers against a brute-force recomputation
-//! on the same generated race. Each worker feeds its share (`index % peers`) in event-time
-//! order, advancing its input as it goes, like the Kafka source does with its watermark.
+//! on the same generated race. Each worker feeds its share in event-time order, advancing its
+//! input as it goes, like the Kafka source does with its watermark. The share is either every
+//! `peers`-th record (a driver's records enter at every worker: windows must still be exact) or
+//! whole drivers by partition, as Kafka keyed by driver delivers them.
 
 use std::collections::BTreeMap;
 
 use pitwall_dataflows::anomalies::{detect_in_order, AnomalyConfig};
+use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::records::{Alert, ChannelStats, Sample, SourcePosition, TelemetryRecord, WindowKind, WindowResult};
 use pitwall_dataflows::sim::{Race, RaceConfig};
@@ -16,8 +19,16 @@ fn race() -> Race {
     Race::generate(&RaceConfig { drivers: 6, laps: 2, seed: 11, inject_anomalies: true })
 }
 
+/// How records are split over the input workers.
+#[derive(Clone, Copy)]
+enum Feed {
+    RoundRobin,
+    /// A driver's records all enter at one worker, like one Kafka partition per driver.
+    ByDriverPartition,
+}
+
 /// Runs the dataflow on `workers` threads; returns every window result and alert.
-fn run_dataflow(workers: usize, config: TelemetryConfig) -> (Vec<WindowResult>, Vec<Alert>) {
+fn run_dataflow(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<WindowResult>, Vec<Alert>) {
     let records = race().all_records();
     let (windows_tx, windows_rx) = std::sync::mpsc::channel();
     let (alerts_tx, alerts_rx) = std::sync::mpsc::channel();
@@ -33,7 +44,11 @@ fn run_dataflow(workers: usize, config: TelemetryConfig) -> (Vec<WindowResult>, 
             alerts_tx.lock().unwrap().send(outputs.alerts.probe_with(&probe).capture()).unwrap();
             (input, probe)
         });
-        for (offset, record) in records.iter().enumerate().filter(|(i, _)| i % peers == index) {
+        let mine = |i: usize, record: &TelemetryRecord| match feed {
+            Feed::RoundRobin => i % peers == index,
+            Feed::ByDriverPartition => key_partition(record.driver.as_bytes(), 8) as usize % peers == index,
+        };
+        for (offset, record) in records.iter().enumerate().filter(|(i, r)| mine(*i, r)) {
             if record.session_time_ms > *input.time() {
                 input.advance_to(record.session_time_ms);
                 worker.step();
@@ -138,8 +153,8 @@ fn assert_windows_equal(mut got: Vec<WindowResult>, mut expected: Vec<WindowResu
 fn windows_match_brute_force_at_one_and_four_workers() {
     for sliding in [SlidingWindows::default(), SlidingWindows::new(2_500, 1_000)] {
         let config = TelemetryConfig { sliding, ..Default::default() };
-        for workers in [1, 4] {
-            let (windows, _) = run_dataflow(workers, config.clone());
+        for (workers, feed) in [(1, Feed::RoundRobin), (4, Feed::RoundRobin), (4, Feed::ByDriverPartition)] {
+            let (windows, _) = run_dataflow(workers, config.clone(), feed);
             assert_windows_equal(windows, expected_windows(sliding));
         }
     }
@@ -152,10 +167,17 @@ fn alerts_match_sequential_rules_at_one_and_four_workers() {
         race.drivers.iter().flat_map(|(_, rows)| detect_in_order(&AnomalyConfig::default(), rows)).map(|a| a.id).collect();
     expected.sort();
     assert!(expected.len() >= race.ground_truth.len(), "the race has alerts to find");
+    // Rules see each driver in its partition's order, as it arrives.
     for workers in [1, 4] {
-        let (_, alerts) = run_dataflow(workers, TelemetryConfig::default());
+        let (_, alerts) = run_dataflow(workers, TelemetryConfig::default(), Feed::ByDriverPartition);
         let mut got: Vec<String> = alerts.into_iter().map(|a| a.id).collect();
         got.sort();
         assert_eq!(got, expected, "at {workers} workers");
     }
+    // Waiting for the watermark, they are exact whatever the split.
+    let config = TelemetryConfig { alerts_after_watermark: true, ..Default::default() };
+    let (_, alerts) = run_dataflow(4, config, Feed::RoundRobin);
+    let mut got: Vec<String> = alerts.into_iter().map(|a| a.id).collect();
+    got.sort();
+    assert_eq!(got, expected, "after the watermark, round-robin input");
 }

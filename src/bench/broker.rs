@@ -71,3 +71,45 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// The broker a benchmark runs against. Dropping it stops a broker the harness started.
+pub enum Broker {
+    Tansu(Tansu),
+    /// librdkafka's mock cluster, hosted in this process.
+    Mock(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    External(String),
+}
+
+impl Broker {
+    pub fn brokers(&self) -> String {
+        match self {
+            Broker::Tansu(tansu) => tansu.brokers.clone(),
+            Broker::Mock(mock) => mock.bootstrap_servers(),
+            Broker::External(brokers) => brokers.clone(),
+        }
+    }
+
+    /// What the results say the broker was.
+    pub fn describe(&self) -> String {
+        match self {
+            Broker::Tansu(_) => "Tansu 0.6 (in-memory storage), same machine".into(),
+            Broker::Mock(_) => "librdkafka mock cluster, in the harness process".into(),
+            Broker::External(brokers) => format!("external: {brokers}"),
+        }
+    }
+
+    /// Creates `topics` (name, partitions); the mock cluster has no admin API, so it is asked directly.
+    pub fn create_topics(&self, kafka: &pitwall_connectors::kafka::KafkaConfig, topics: &[(String, i32)]) -> Result<()> {
+        match self {
+            Broker::Mock(mock) => {
+                for (topic, partitions) in topics {
+                    mock.create_topic(topic, *partitions, 1).with_context(|| format!("creating {topic} on the mock cluster"))?;
+                }
+            }
+            _ => {
+                pitwall_connectors::kafka::admin::create_topics(kafka, topics, 1)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -9,6 +9,9 @@
 //! - received: when this harness's consumer got the alert minus ingest (adds the sink's batching
 //!   and one more fetch).
 //!
+//! For scale, the transport floor: a plain consumer in this harness reads the telemetry topic
+//! live, and receipt minus ingest of every record is what Kafka alone costs on this machine.
+//!
 //! Alerts confirmed by records of the first second (start-up) and alerts published after the
 //! shutdown request (the final drain) are left out.
 
@@ -19,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use pitwall_connectors::kafka::admin::create_topics;
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::read_topic;
 use pitwall_connectors::kafka::{now_ms, KafkaConfig};
@@ -36,11 +38,19 @@ const WARM_UP_MS: u64 = 1_000;
 /// One alert as the collector saw it: (ingest, published, received), wall-clock ms.
 type Seen = (u64, u64, u64);
 
+/// The one field of a telemetry record the transport floor needs.
+#[derive(serde::Deserialize)]
+struct Stamp {
+    produced_at_ms: Option<u64>,
+}
+
 /// One offered rate.
 pub struct Phase<'a> {
     pub kafka: &'a KafkaConfig,
+    pub broker: &'a super::broker::Broker,
     pub rate: u64,
     pub workers: usize,
+    pub run_args: &'a [String],
     pub nonce: u32,
     pub logs: &'a Path,
     pub timeout: Duration,
@@ -50,7 +60,7 @@ impl Phase<'_> {
     pub fn run(&self, records: &[TelemetryRecord]) -> Result<Row> {
         let topic = format!("bench-lat-{}-{}", self.rate, self.nonce);
         let alerts = format!("{topic}-alerts");
-        create_topics(self.kafka, &[(topic.clone(), 8), (alerts.clone(), 3)], 1)?;
+        self.broker.create_topics(self.kafka, &[(topic.clone(), 8), (alerts.clone(), 3)])?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let collector = {
@@ -66,9 +76,25 @@ impl Phase<'_> {
                 })
             })
         };
+        let transport: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+        let floor = {
+            let (kafka, topic, stop, transport) = (self.kafka.clone(), topic.clone(), stop.clone(), transport.clone());
+            std::thread::spawn(move || {
+                read_topic(&kafka, &topic, true, false, &stop, |message| {
+                    let received = now_ms();
+                    let stamp: Option<Stamp> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
+                    if let Some(ingest) = stamp.and_then(|s| s.produced_at_ms) {
+                        transport.lock().expect("floor lock").push((ingest, received));
+                    }
+                })
+            })
+        };
         let group = format!("bench-lat-{}-{}", self.rate, self.nonce);
-        let run =
-            Measured::spawn(super::run_command(self.kafka, &topic, &alerts, &group, self.workers), &format!("latency-{}", self.rate), self.logs)?;
+        let run = Measured::spawn(
+            super::run_command(self.kafka, &topic, &alerts, &group, self.workers, self.run_args),
+            &format!("latency-{}", self.rate),
+            self.logs,
+        )?;
         // Let the job start and take its partitions before the load begins.
         std::thread::sleep(Duration::from_secs(2));
         let phase_start = now_ms();
@@ -82,6 +108,9 @@ impl Phase<'_> {
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
         collector.join().map_err(|_| anyhow::anyhow!("the alert collector panicked"))?.context("reading alerts")?;
+        floor.join().map_err(|_| anyhow::anyhow!("the transport reader panicked"))?.context("reading telemetry")?;
+        let transport = transport.lock().expect("floor lock").clone();
+        let transport = percentiles(transport.iter().filter(|(ingest, _)| *ingest >= phase_start + WARM_UP_MS).map(|(i, r)| r.saturating_sub(*i)))?;
         let seen = seen.lock().expect("collector lock").clone();
         let counted: Vec<Seen> =
             seen.iter().copied().filter(|(ingest, published, _)| *ingest >= phase_start + WARM_UP_MS && *published <= shutdown_at).collect();
@@ -90,7 +119,9 @@ impl Phase<'_> {
         }
         let published = percentiles(counted.iter().map(|(i, p, _)| p.saturating_sub(*i)))?;
         let received = percentiles(counted.iter().map(|(i, _, r)| r.saturating_sub(*i)))?;
-        Ok(Row::latency(self.rate, self.workers, replayed.sent, replayed.rate(), published, received, finished.peak_rss_mb))
+        let mut row = Row::latency(self.rate, self.workers, replayed.sent, replayed.rate(), published, received, finished.peak_rss_mb);
+        row.transport = transport;
+        Ok(row)
     }
 }
 

@@ -17,7 +17,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pitwall_connectors::kafka::admin::create_topics;
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::read_topic;
 use pitwall_connectors::kafka::KafkaConfig;
@@ -37,15 +36,13 @@ const SHARED_OUTPUTS: [(&str, i32); 4] = [("bench-alerts", 3), ("bench-windows",
 /// The whole harness.
 pub fn scaling(args: &ScalingArgs) -> Result<()> {
     let args = args.effective();
-    let tansu = match &args.brokers {
-        Some(_) => None,
-        None => Some(broker::Tansu::start()?),
+    let broker = match &args.brokers {
+        Some(brokers) => broker::Broker::External(brokers.clone()),
+        None if args.mock_broker => broker::Broker::Mock(rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?),
+        None => broker::Broker::Tansu(broker::Tansu::start()?),
     };
-    let kafka = KafkaConfig {
-        brokers: args.brokers.clone().or_else(|| tansu.as_ref().map(|t| t.brokers.clone())).expect("a broker"),
-        properties: args.property.clone(),
-    };
-    let broker_name = if tansu.is_some() { "Tansu (in-memory), same machine".to_string() } else { format!("external: {}", kafka.brokers) };
+    let kafka = KafkaConfig { brokers: broker.brokers(), properties: args.property.clone() };
+    let broker_name = broker.describe();
     let date = chrono::Local::now().format("%Y-%m-%d").to_string();
     let dir = args.out.join(&date);
     let logs = dir.join("logs");
@@ -58,7 +55,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
     let topic = format!("bench-telemetry-{nonce}");
     let mut wanted: Vec<(String, i32)> = vec![(topic.clone(), args.partitions)];
     wanted.extend(SHARED_OUTPUTS.iter().map(|(t, p)| (t.to_string(), *p)));
-    create_topics(&kafka, &wanted, 1)?;
+    broker.create_topics(&kafka, &wanted)?;
 
     eprintln!("preloading {topic} ({} partitions)", args.partitions);
     let preload = produce_records(&kafka, &topic, records.clone(), &ReplayConfig { speed: None, producers: 4, stop: None }, true)?;
@@ -79,7 +76,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
 
     for shape in &args.configs {
         eprintln!("pitwall run {shape} --exit-at-end");
-        let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}", shape.slug()), &dir, &logs, args.timeout())?;
+        let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}", shape.slug()), &dir, &logs, &args)?;
         if row.records != args.records as u64 {
             bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
         }
@@ -89,7 +86,16 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
     for &rate in &args.rates {
         let wanted = ((rate as f64 * args.latency_seconds) as usize).clamp(1, records.len());
         eprintln!("latency at {rate} msg/s offered ({wanted} records, -w {})", args.latency_workers);
-        let phase = latency::Phase { kafka: &kafka, rate, workers: args.latency_workers, nonce, logs: &logs, timeout: args.timeout() };
+        let phase = latency::Phase {
+            kafka: &kafka,
+            broker: &broker,
+            rate,
+            workers: args.latency_workers,
+            run_args: &args.run_args,
+            nonce,
+            logs: &logs,
+            timeout: args.timeout(),
+        };
         results.push(phase.run(&records[..wanted])?);
     }
 
@@ -115,18 +121,20 @@ fn property_flags(kafka: &KafkaConfig) -> Vec<String> {
 }
 
 /// `pitwall run` with the benchmark's topics, as one process of `shape`.
-pub(crate) fn run_command(kafka: &KafkaConfig, topic: &str, alerts: &str, group: &str, workers: usize) -> Command {
+pub(crate) fn run_command(kafka: &KafkaConfig, topic: &str, alerts: &str, group: &str, workers: usize, extra: &[String]) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the running binary"));
     command
         .args(["run", "--brokers", &kafka.brokers, "-w", &workers.to_string(), "--group", group, "--telemetry-topic", topic])
         .args(["--alerts-topic", alerts, "--windows-topic", "bench-windows", "--dlq-topic", "bench-dlq", "--late-topic", "bench-late"])
         .args(property_flags(kafka))
+        .args(extra)
         .env("PITWALL_LOG", std::env::var("PITWALL_LOG").unwrap_or_else(|_| "warn".into()));
     command
 }
 
 /// One `pitwall run --exit-at-end` of every process of `shape`, measured.
-fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str, dir: &Path, logs: &Path, timeout: Duration) -> Result<Row> {
+fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str, dir: &Path, logs: &Path, args: &ScalingArgs) -> Result<Row> {
+    let timeout = args.timeout();
     let hostfile = dir.join(format!("hosts-{}.txt", shape.slug()));
     if shape.processes > 1 {
         let ports: Result<Vec<String>> = (0..shape.processes).map(|_| Ok(format!("127.0.0.1:{}", broker::free_port()?))).collect();
@@ -134,7 +142,7 @@ fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str
     }
     let mut children = Vec::new();
     for process in 0..shape.processes {
-        let mut command = run_command(kafka, topic, "bench-alerts", group, shape.workers);
+        let mut command = run_command(kafka, topic, "bench-alerts", group, shape.workers, &args.run_args);
         command.arg("--exit-at-end");
         if shape.processes > 1 {
             command.args(["-n", &shape.processes.to_string(), "-p", &process.to_string(), "-h"]).arg(&hostfile);

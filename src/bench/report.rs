@@ -45,6 +45,8 @@ pub struct Row {
     pub achieved: f64,
     pub published: Percentiles,
     pub received: Percentiles,
+    /// Ingest to a plain consumer's receipt of the telemetry records themselves (Kafka alone).
+    pub transport: Percentiles,
 }
 
 impl Row {
@@ -118,13 +120,14 @@ impl Results {
     pub fn csv(&self) -> String {
         let mut out = String::from(
             "kind,config,workers,processes,records,seconds,msg_per_s,ratio_to_ceiling,peak_rss_mb,offered_msg_per_s,achieved_msg_per_s,\
-             alerts_timed,published_p50_ms,published_p95_ms,published_p99_ms,published_max_ms,received_p50_ms,received_p95_ms,received_p99_ms,received_max_ms\n",
+             alerts_timed,published_p50_ms,published_p95_ms,published_p99_ms,published_max_ms,received_p50_ms,received_p95_ms,received_p99_ms,received_max_ms,\
+             transport_p50_ms,transport_p99_ms\n",
         );
         for r in &self.rows {
             let (p, q) = (r.published, r.received);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{},{},{}",
                 r.kind,
                 r.config,
                 r.workers,
@@ -144,7 +147,9 @@ impl Results {
                 q.p50,
                 q.p95,
                 q.p99,
-                q.max
+                q.max,
+                r.transport.p50,
+                r.transport.p99
             );
         }
         out
@@ -182,8 +187,8 @@ impl Results {
             let (p, q) = (r.published, r.received);
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
-                r.offered, r.achieved, r.config, p.samples, p.p50, p.p95, p.p99, p.max, q.p50, q.p99, r.peak_rss_mb
+                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                r.offered, r.achieved, r.config, p.samples, p.p50, p.p95, p.p99, p.max, q.p50, q.p99, r.transport.p50, r.transport.p99, r.peak_rss_mb
             );
         }
         out

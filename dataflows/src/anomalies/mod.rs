@@ -84,13 +84,26 @@ pub struct AnomalyDetector {
 #[derive(Default)]
 pub struct DriverRules {
     rules: Option<Vec<Box<dyn Rule>>>,
+    /// Event time of the newest sample the rules have seen.
+    newest: Option<EventTime>,
+    /// Samples older than `newest` when they arrived: skipped by the rules (their windows still
+    /// count them).
+    pub out_of_order: u64,
 }
 
 impl KeyedLogic for AnomalyDetector {
     type State = DriverRules;
     type Out = Alert;
 
+    /// Rules see each driver's samples as they arrive (`in_log_order`); one older than the
+    /// newest already seen cannot be replayed into the rules' past and is skipped.
     fn on_sample(&self, state: &mut DriverRules, sample: &Rc<Sample>, out: &mut Vec<(EventTime, Alert)>) {
+        let time = sample.record.session_time_ms;
+        if state.newest.is_some_and(|newest| time < newest) {
+            state.out_of_order += 1;
+            return;
+        }
+        state.newest = Some(time);
         let rules = state.rules.get_or_insert_with(|| self.config.rules());
         for rule in rules.iter_mut() {
             if let Some(alert) = rule.observe(&sample.record) {
@@ -109,4 +122,39 @@ impl KeyedLogic for AnomalyDetector {
 pub fn detect_in_order<'a>(config: &AnomalyConfig, samples: impl IntoIterator<Item = &'a TelemetryRecord>) -> Vec<Alert> {
     let mut rules = config.rules();
     samples.into_iter().flat_map(|s| rules.iter_mut().filter_map(|r| r.observe(s)).collect::<Vec<_>>()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::SourcePosition;
+    use crate::sim::{Race, RaceConfig};
+
+    /// Runs the detector's keyed logic over `records` in the given order.
+    fn run(records: &[TelemetryRecord]) -> (Vec<String>, u64) {
+        let detector = AnomalyDetector::default();
+        let mut state = DriverRules::default();
+        let mut out = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            let sample = Rc::new(Sample { at: SourcePosition { partition: 0, offset: i as i64 }, record: record.clone() });
+            detector.on_sample(&mut state, &sample, &mut out);
+        }
+        (out.into_iter().map(|(_, alert)| alert.id).collect(), state.out_of_order)
+    }
+
+    #[test]
+    fn samples_older_than_the_newest_are_skipped_and_counted_not_replayed() {
+        let race = Race::generate(&RaceConfig { drivers: 1, laps: 2, seed: 3, inject_anomalies: true });
+        let rows = &race.drivers[0].1;
+        let expected: Vec<String> = detect_in_order(&AnomalyConfig::default(), rows).into_iter().map(|a| a.id).collect();
+        assert!(!expected.is_empty());
+        let (in_order, skipped) = run(rows);
+        assert_eq!((in_order, skipped), (expected.clone(), 0));
+        // Three stale copies of early samples arrive late in the log: same alerts, three skipped.
+        let mut shuffled = rows.clone();
+        for i in [10, 20, 30] {
+            shuffled.insert(rows.len() / 2, rows[i].clone());
+        }
+        assert_eq!(run(&shuffled), (expected, 3));
+    }
 }
