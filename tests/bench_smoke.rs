@@ -72,4 +72,14 @@ fn smoke_run_produces_every_figure() {
     }
     let markdown = std::fs::read_to_string(results.join("results.md")).unwrap();
     assert!(markdown.contains("| run | -n 2 -w 1 |") && markdown.contains("vs seed"), "{markdown}");
+    // Every row of each table has as many cells as its header.
+    for table in markdown.split("\n\n").filter(|t| t.trim_start().starts_with('|')) {
+        let cells: Vec<usize> = table.lines().map(|l| l.matches('|').count()).collect();
+        assert!(cells.iter().all(|c| *c == cells[0]), "ragged table:\n{table}");
+    }
+    // Peak RSS is the child's own (the harness holds the whole race; a child that inherited
+    // that figure would report the same number for every run).
+    let rss: Vec<f64> = rows.iter().filter(|r| r["kind"] == "run").map(|r| number(r, "peak_rss_mb")).collect();
+    let single: Vec<f64> = rows.iter().filter(|r| r["kind"] == "run" && r["processes"] == "1").map(|r| number(r, "peak_rss_mb")).collect();
+    assert!(single.iter().all(|mb| *mb < 2_000.0), "{rss:?}");
 }

@@ -1,5 +1,5 @@
 //! Child processes measured the way the harness reports them: stdout captured, stderr to a log
-//! file, and the peak resident set size from the kernel's accounting when the child exits.
+//! file, and the peak resident set size (the kernel's high-water mark) of the child alone.
 
 use std::io::Read;
 use std::path::Path;
@@ -62,34 +62,47 @@ impl Measured {
     }
 
     /// Waits at most `timeout` (then kills it and fails); fails unless it exits 0.
-    pub fn finish(self, timeout: Duration) -> Result<Finished> {
-        let pid = self.child.id() as libc::pid_t;
+    ///
+    /// Peak RSS is the child's `VmHWM`, sampled every 20 ms until it exits: the rusage that
+    /// `wait4` reports would include the RSS this (large) harness had when it forked the child.
+    pub fn finish(mut self, timeout: Duration) -> Result<Finished> {
         let deadline = Instant::now() + timeout;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: wait4 on our own child with valid out-pointers; WNOHANG never blocks.
-            let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if reaped == pid {
-                break;
+        let status_file = format!("/proc/{}/status", self.child.id());
+        let mut peak_kb = 0u64;
+        let status = loop {
+            if let Some(kb) = std::fs::read_to_string(&status_file).ok().as_deref().and_then(high_water_kb) {
+                peak_kb = peak_kb.max(kb);
             }
-            if reaped < 0 {
-                bail!("waiting for {}: {}", self.name, std::io::Error::last_os_error());
+            if let Some(status) = self.child.try_wait().with_context(|| format!("waiting for {}", self.name))? {
+                break status;
             }
             if Instant::now() > deadline {
-                // SAFETY: as in `terminate`.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 bail!("{} ran past {timeout:?} and was killed; see {:?}", self.name, self.log);
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
         let wall = self.started.elapsed();
         let stdout = self.stdout.join().unwrap_or_default();
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            bail!("{} failed (wait status {status}); see {:?}", self.name, self.log);
+        if !status.success() {
+            bail!("{} failed ({status}); see {:?}", self.name, self.log);
         }
-        // ru_maxrss is in KiB on Linux.
-        Ok(Finished { stdout, peak_rss_mb: usage.ru_maxrss as f64 / 1024.0, wall })
+        Ok(Finished { stdout, peak_rss_mb: peak_kb as f64 / 1024.0, wall })
+    }
+}
+
+/// `VmHWM` (peak resident set, KiB) from a `/proc/PID/status` text.
+fn high_water_kb(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()).and_then(|kb| kb.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_peak_resident_set_from_proc_status() {
+        let status = "Name:\tpitwall\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100 kB\n";
+        assert_eq!(super::high_water_kb(status), Some(123_456));
+        assert_eq!(super::high_water_kb("Name: x\n"), None);
     }
 }

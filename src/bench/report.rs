@@ -180,9 +180,9 @@ impl Results {
             writeln!(out, "\nIngest-to-alert latency (ms) under steady offered load; the seed's goal was < {SEED_LATENCY_MS:.0} ms end to end.\n");
         let _ = writeln!(
             out,
-            "| offered msg/s | achieved msg/s | shape | alerts timed | published p50 | p95 | p99 | max | received p50 | p99 | peak RSS MB |"
+            "| offered msg/s | achieved msg/s | shape | alerts timed | published p50 | p95 | p99 | max | received p50 | p99 | Kafka alone p50 | p99 | peak RSS MB |"
         );
-        let _ = writeln!(out, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in self.rows.iter().filter(|r| r.kind == "latency") {
             let (p, q) = (r.published, r.received);
             let _ = writeln!(
