@@ -76,7 +76,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
 
     for shape in &args.configs {
         eprintln!("pitwall run {shape} --exit-at-end");
-        let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}", shape.slug()), &dir, &logs, &args)?;
+        let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}", shape.slug()), &logs, &args)?;
         if row.records != args.records as u64 {
             bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
         }
@@ -133,9 +133,9 @@ pub(crate) fn run_command(kafka: &KafkaConfig, topic: &str, alerts: &str, group:
 }
 
 /// One `pitwall run --exit-at-end` of every process of `shape`, measured.
-fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str, dir: &Path, logs: &Path, args: &ScalingArgs) -> Result<Row> {
+fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str, logs: &Path, args: &ScalingArgs) -> Result<Row> {
     let timeout = args.timeout();
-    let hostfile = dir.join(format!("hosts-{}.txt", shape.slug()));
+    let hostfile = logs.join(format!("hosts-{}.txt", shape.slug()));
     if shape.processes > 1 {
         let ports: Result<Vec<String>> = (0..shape.processes).map(|_| Ok(format!("127.0.0.1:{}", broker::free_port()?))).collect();
         std::fs::write(&hostfile, ports?.join("\n"))?;
