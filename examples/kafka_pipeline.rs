@@ -25,8 +25,11 @@ fn main() -> anyhow::Result<()> {
     let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2, stop: None }, true)?;
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
     let dataflow = DataflowArgs { group: "example".into(), ..DataflowArgs::default() };
-    let report =
-        run_job(JobConfig { kafka, dataflow, exit_at_end: true, bridge: None }, timely::Config::process(2), Arc::new(AtomicBool::new(false)))?;
+    let report = run_job(
+        JobConfig { kafka, dataflow, exit_at_end: true, bridge: Default::default() },
+        timely::Config::process(2),
+        Arc::new(AtomicBool::new(false)),
+    )?;
     println!(
         "processed {} records: {} alerts ({} injected), {} window results",
         report.records,

@@ -247,6 +247,19 @@ impl Default for DataflowArgs {
     }
 }
 
+/// The HTTP bridge's flags, shared by `run` and `demo`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BridgeArgs {
+    /// Serve GET /metrics (Prometheus) and GET /health on this address; `--bridge` alone means
+    /// 127.0.0.1:8080 (loopback). Bind a non-loopback address only with --bridge-token.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    pub bridge: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every bridge endpoint except /health. Prefer the
+    /// environment variable: command lines are visible to other local users.
+    #[arg(long, value_name = "TOKEN", env = "PITWALL_BRIDGE_TOKEN", hide_env_values = true)]
+    pub bridge_token: Option<pitwall_connectors::bridge::Token>,
+}
+
 /// Timely's cluster flags, with their timely meanings.
 #[derive(Args, Debug, Clone)]
 pub struct TimelyArgs {
@@ -273,10 +286,8 @@ pub struct RunArgs {
     pub timely: TimelyArgs,
     #[command(flatten)]
     pub dataflow: DataflowArgs,
-    /// Serve GET /metrics (Prometheus) and GET /health on this address, e.g. 127.0.0.1:8080.
-    /// Bind a non-loopback address only on a trusted network.
-    #[arg(long, value_name = "ADDR")]
-    pub bridge: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
     /// Read every assigned partition up to the end offsets seen at start, drain all windows,
     /// flush sinks, commit and exit 0.
     #[arg(long)]
@@ -323,9 +334,8 @@ pub struct DemoArgs {
     /// Random seed of the generated race.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Serve GET /metrics and GET /health on this address, e.g. 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR")]
-    pub bridge: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
 }
 
 #[derive(Subcommand, Debug)]

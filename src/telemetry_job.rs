@@ -10,7 +10,6 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +31,7 @@ use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{OkErr, Probe};
 
-use crate::cli::{DataflowArgs, TimelyArgs};
+use crate::cli::{BridgeArgs, DataflowArgs, TimelyArgs};
 use crate::topics::ALERT_PARTITIONS;
 
 /// Everything a worker needs to build the job.
@@ -42,7 +41,7 @@ pub struct JobConfig {
     pub dataflow: DataflowArgs,
     pub exit_at_end: bool,
     /// Where to serve /metrics and /health, if anywhere.
-    pub bridge: Option<SocketAddr>,
+    pub bridge: BridgeArgs,
 }
 
 /// The process-wide metrics every worker updates.
@@ -162,13 +161,13 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     let registry = Registry::new();
     let metrics = JobMetrics::register(&registry).context("registering metrics")?;
     let sources: Arc<Mutex<Vec<SourceHealth>>> = Arc::default();
-    if let Some(addr) = config.bridge {
+    if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
             let sources = watched.lock().expect("health list lock");
             sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect()
         });
-        let bound = bridge::serve(addr, registry, health)?;
+        let bound = bridge::serve(addr, registry, health, config.bridge.bridge_token.clone())?;
         eprintln!("bridge: http://{bound}/metrics and http://{bound}/health");
     }
     let config = Arc::new(config);

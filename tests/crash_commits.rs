@@ -17,13 +17,12 @@ use support::*;
 const SPEED: f64 = 40.0;
 
 fn committed(brokers: &str, group: &str, topic: &str) -> BTreeMap<i64, i64> {
-    let output = std::process::Command::new("python3")
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/committed_offsets.py"), brokers, group, topic])
-        .output()
-        .expect("python3 with kafka-python (scripts/setup.sh)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let view: Value = serde_json::from_slice(&output.stdout).unwrap();
-    view.as_object().unwrap().iter().map(|(p, v)| (p.parse().unwrap(), v["committed"].as_i64().unwrap_or(0))).collect()
+    committed_offsets(brokers, group, topic)
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, v)| (p.parse().unwrap(), v["committed"].as_i64().unwrap_or(0)))
+        .collect()
 }
 
 /// Whether a window (as JSON) contains event time `t`.

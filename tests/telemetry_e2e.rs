@@ -66,12 +66,7 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
 
     // An independent client (kafka-python, not librdkafka) finds lag 0 on every partition:
     // the committed offset is the next offset to read, last processed + 1.
-    let output = std::process::Command::new("python3")
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/committed_offsets.py"), b, "pitwall", "f1-telemetry"])
-        .output()
-        .expect("python3 runs (scripts/setup.sh installs kafka-python)");
-    assert!(output.status.success(), "kafka-python check failed: {}", String::from_utf8_lossy(&output.stderr));
-    let offsets: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let offsets = committed_offsets(b, "pitwall", "f1-telemetry");
     let partitions = offsets.as_object().unwrap();
     assert_eq!(partitions.len(), 4, "{offsets}");
     let mut total = 0;

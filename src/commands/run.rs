@@ -7,7 +7,8 @@ use crate::telemetry_job::{run_job, timely_config, JobConfig};
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let timely = timely_config(&args.timely)?;
-    let config = JobConfig { kafka: args.kafka.config(), dataflow: args.dataflow.clone(), exit_at_end: args.exit_at_end, bridge: args.bridge };
+    let config =
+        JobConfig { kafka: args.kafka.config(), dataflow: args.dataflow.clone(), exit_at_end: args.exit_at_end, bridge: args.bridge.clone() };
     let report = run_job(config, timely, super::shutdown_flag())?;
     eprintln!(
         "processed {} messages ({} records, {} dead letters) on {} workers in {:.2} s: {:.0} msg/s; {} alerts, {} window results",

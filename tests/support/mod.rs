@@ -111,10 +111,16 @@ pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
 
 /// A plain HTTP/1.1 GET (tests only); returns the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with(addr, path, None)
+}
+
+/// A plain HTTP/1.1 GET with an optional `Authorization` header value.
+pub fn http_get_with(addr: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -151,4 +157,15 @@ pub fn send_keyed(producer: &rdkafka::producer::BaseProducer, topic: &str, parti
 /// Sends a telemetry record as pitwall's producer would: JSON, keyed by driver.
 pub fn send_record(producer: &rdkafka::producer::BaseProducer, topic: &str, partitions: i32, record: &pitwall_dataflows::records::TelemetryRecord) {
     send_keyed(producer, topic, partitions, &record.driver, &pitwall_dataflows::decode::encode_telemetry(record));
+}
+
+/// A consumer group's committed offsets and each partition's real end, read with kafka-python
+/// (an independent client): `{"PARTITION": {"committed": C or null, "end": E}, ...}`.
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Value {
+    let output = Command::new("python3")
+        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/committed_offsets.py"), brokers, group, topic])
+        .output()
+        .expect("python3 runs (scripts/setup.sh installs kafka-python)");
+    assert!(output.status.success(), "kafka-python check failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("committed_offsets.py prints JSON")
 }

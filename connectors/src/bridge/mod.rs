@@ -1,7 +1,9 @@
 //! The HTTP bridge (hyper 1.x). For now it serves what operators need to watch a running job:
 //! `GET /metrics` (Prometheus text format) and `GET /health` (`{"status":"ok"}` or
 //! `{"status":"degraded","reasons":[...]}`, both with status 200 so the page stays readable).
-//! It binds where it is told; the CLI defaults to loopback.
+//! It binds where it is told; the CLI defaults to loopback. With a token, every endpoint but
+//! `/health` wants `Authorization: Bearer <token>`, compared in constant time; anything else is
+//! 401 without a hint of the token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +20,40 @@ use thiserror::Error;
 /// What `/health` reports: reasons the job is degraded (empty: ok).
 pub type HealthCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// A bearer token. Its `Debug` never shows the value, so it cannot leak through logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Token {
+        Token(token.into())
+    }
+
+    /// Whether an `Authorization` header value carries this token. Constant time in the
+    /// token's contents (only the length can be told apart).
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        let presented = authorization.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or_default();
+        bool::from(presented.ct_eq(self.0.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Token, String> {
+        match text.trim() {
+            "" => Err("the bridge token must not be empty".into()),
+            token => Ok(Token(token.to_string())),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum BridgeError {
     #[error("binding the bridge to {addr}: {source}")]
@@ -28,7 +64,7 @@ pub enum BridgeError {
 
 /// Serves the bridge on `addr` from a background thread until the process ends. Returns the
 /// bound address (useful with port 0).
-pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck) -> Result<SocketAddr, BridgeError> {
+pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, token: Option<Token>) -> Result<SocketAddr, BridgeError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BridgeError::Runtime)?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| BridgeError::Bind { addr, source })?;
@@ -38,9 +74,9 @@ pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck) -> Resul
             runtime.block_on(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (registry, health) = (registry.clone(), health.clone());
+                    let (registry, health, token) = (registry.clone(), health.clone(), token.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |request| respond(request, registry.clone(), health.clone()));
+                        let service = service_fn(move |request| respond(request, registry.clone(), health.clone(), token.clone()));
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             tracing::debug!(%error, "bridge connection ended with an error");
                         }
@@ -60,7 +96,20 @@ fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<
     response
 }
 
-async fn respond(request: Request<Incoming>, registry: Registry, health: HealthCheck) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    request: Request<Incoming>,
+    registry: Registry,
+    health: HealthCheck,
+    token: Option<Token>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let open = request.uri().path() == "/health";
+    if let Some(token) = token.filter(|_| !open) {
+        if !token.admits(request.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "text/plain", b"unauthorized: send Authorization: Bearer <token>\n".to_vec());
+            response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid header"));
+            return Ok(response);
+        }
+    }
     Ok(match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut body = Vec::new();
@@ -78,4 +127,21 @@ async fn respond(request: Request<Incoming>, registry: Registry, health: HealthC
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found: the bridge serves GET /metrics and GET /health\n".to_vec()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_admitted_and_debug_hides_it() {
+        let token: Token = "s3cr3t-Token".parse().unwrap();
+        assert!(token.admits(Some(b"Bearer s3cr3t-Token")));
+        for wrong in [&b"Bearer s3cr3t-token"[..], b"Bearer s3cr3t-Token ", b"s3cr3t-Token", b"Basic s3cr3t-Token", b"Bearer ", b""] {
+            assert!(!token.admits(Some(wrong)), "{}", String::from_utf8_lossy(wrong));
+        }
+        assert!(!token.admits(None));
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        assert!(" ".parse::<Token>().is_err());
+    }
 }

@@ -33,7 +33,7 @@ impl ConsumerContext for ReaderContext {}
 /// The consumer type every pitwall reader uses.
 pub type Reader = BaseConsumer<ReaderContext>;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct KafkaConfig {
     pub brokers: String,
     /// Extra librdkafka properties, applied last.
@@ -87,10 +87,50 @@ impl KafkaConfig {
     }
 }
 
+/// Whether a librdkafka property holds a secret (passwords, keys, tokens, client secrets).
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", ".key.pem", "keystore", "sasl.jaas", "ssl.key"].iter().any(|s| key.contains(s))
+}
+
+/// Properties with secret values replaced, for logs and errors.
+pub fn redacted(properties: &[(String, String)]) -> Vec<(String, String)> {
+    properties.iter().map(|(k, v)| (k.clone(), if is_secret_property(k) { "[redacted]".into() } else { v.clone() })).collect()
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig").field("brokers", &self.brokers).field("properties", &redacted(&self.properties)).finish()
+    }
+}
+
 /// Parses `key=value` (the `-X` flag).
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
         _ => Err(format!("expected key=value, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_secret_properties_only() {
+        let config = KafkaConfig {
+            brokers: "b:9092".into(),
+            properties: vec![
+                ("sasl.password".into(), "hunter2".into()),
+                ("ssl.key.password".into(), "k3y".into()),
+                ("sasl.oauthbearer.client.secret".into(), "c1ient".into()),
+                ("security.protocol".into(), "SASL_SSL".into()),
+            ],
+        };
+        let text = format!("{config:?}");
+        for secret in ["hunter2", "k3y", "c1ient"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("SASL_SSL") && text.contains("[redacted]"), "{text}");
     }
 }

@@ -120,6 +120,8 @@ impl KafkaProducer {
                 ("queue.buffering.max.messages", "1000000"),
                 ("message.max.bytes", "10000000"),
                 ("partitioner", "murmur2_random"),
+                // No duplicates or reordering from librdkafka's own retries (acks=all implied).
+                ("enable.idempotence", "true"),
             ])
             .create_with_context(TrackingContext)
             .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
