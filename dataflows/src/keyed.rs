@@ -322,7 +322,9 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
             }
 
             report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired });
-            let hold = keys.min_hold().into_iter().chain(frontier).min();
+            // Once the input has ended every key has had its final `on_progress`: what a logic
+            // still holds (a rule's lookback) can produce nothing more, so the capability goes.
+            let hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([f]).min());
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,

@@ -2,7 +2,7 @@
 //! 2 consecutive samples. FastF1's throttle value 104 ("invalid") never counts as pressed.
 
 use crate::anomalies::{Episode, Rule};
-use crate::records::{Alert, AnomalyKind, TelemetryRecord};
+use crate::records::{Alert, AnomalyKind, EventTime, TelemetryRecord};
 
 pub const DEFAULT_MIN_THROTTLE: f64 = 20.0;
 /// Throttle values above this are FastF1's invalid-data sentinel, not a pedal position.
@@ -22,6 +22,10 @@ impl BrakeThrottleRule {
 impl Rule for BrakeThrottleRule {
     fn kind(&self) -> AnomalyKind {
         AnomalyKind::BrakeThrottleOverlap
+    }
+
+    fn depends_since(&self) -> Option<EventTime> {
+        self.episode.depends_since()
     }
 
     fn approx_bytes(&self) -> usize {

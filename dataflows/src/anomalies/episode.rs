@@ -13,11 +13,14 @@ pub struct Episode {
     start: Option<TelemetryRecord>,
     active: bool,
     last_true_ms: EventTime,
+    /// Event time of the first sample of the current run or active condition: the state depends
+    /// on no earlier sample.
+    since: Option<EventTime>,
 }
 
 impl Episode {
     pub fn new(confirm: u32, quiet_ms: u64) -> Episode {
-        Episode { confirm: confirm.max(1), quiet_ms, run: 0, start: None, active: false, last_true_ms: 0 }
+        Episode { confirm: confirm.max(1), quiet_ms, run: 0, start: None, active: false, last_true_ms: 0, since: None }
     }
 
     /// Feeds one sample's verdict. Returns the first sample of the condition when it is newly
@@ -26,7 +29,11 @@ impl Episode {
         let now = sample.session_time_ms;
         if holds {
             if self.run == 0 {
-                self.start = Some(start_hint.unwrap_or(sample).clone());
+                let start = start_hint.unwrap_or(sample);
+                if !self.active {
+                    self.since = Some(start.session_time_ms);
+                }
+                self.start = Some(start.clone());
             }
             self.run += 1;
             self.last_true_ms = now;
@@ -39,11 +46,21 @@ impl Episode {
             if self.active && now.saturating_sub(self.last_true_ms) >= self.quiet_ms {
                 self.active = false;
             }
+            if !self.active {
+                self.since = None;
+            }
         }
         None
     }
 
     pub fn active(&self) -> bool {
         self.active
+    }
+
+    /// The oldest event time whose sample this episode's state depends on (`None`: it is
+    /// fresh). Replaying from there rebuilds the state exactly, so a restarted rule raises the
+    /// same alert (same id) or stays quiet, as the uninterrupted one did.
+    pub fn depends_since(&self) -> Option<EventTime> {
+        self.since
     }
 }

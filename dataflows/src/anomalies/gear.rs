@@ -5,7 +5,7 @@
 //! modern F1 eight-speed gearbox); they flag a gear that cannot be right, not a sub-optimal one.
 
 use crate::anomalies::{Episode, Rule};
-use crate::records::{Alert, AnomalyKind, TelemetryRecord};
+use crate::records::{Alert, AnomalyKind, EventTime, TelemetryRecord};
 
 /// `[min, max]` km/h at which each gear (index 1..=8) is plausible.
 pub const PLAUSIBLE_SPEED_KMH: [(f64, f64); 9] =
@@ -32,6 +32,10 @@ impl Default for GearRule {
 impl Rule for GearRule {
     fn kind(&self) -> AnomalyKind {
         AnomalyKind::GearAnomaly
+    }
+
+    fn depends_since(&self) -> Option<EventTime> {
+        self.episode.depends_since()
     }
 
     fn approx_bytes(&self) -> usize {

@@ -2,7 +2,7 @@
 //! typically a missed upshift. One sample alone is treated as a sensor glitch.
 
 use crate::anomalies::{Episode, Rule};
-use crate::records::{Alert, AnomalyKind, TelemetryRecord};
+use crate::records::{Alert, AnomalyKind, EventTime, TelemetryRecord};
 
 pub const DEFAULT_OVER_REV_RPM: f64 = 12_500.0;
 
@@ -20,6 +20,10 @@ impl OverRevRule {
 impl Rule for OverRevRule {
     fn kind(&self) -> AnomalyKind {
         AnomalyKind::OverRev
+    }
+
+    fn depends_since(&self) -> Option<EventTime> {
+        self.episode.depends_since()
     }
 
     fn approx_bytes(&self) -> usize {

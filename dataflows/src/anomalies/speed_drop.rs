@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use crate::anomalies::{gear_plausible, Episode, Rule, MAX_SAMPLE_GAP_MS};
-use crate::records::{Alert, AnomalyKind, TelemetryRecord};
+use crate::records::{Alert, AnomalyKind, EventTime, TelemetryRecord};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpeedDropConfig {
@@ -39,6 +39,10 @@ impl SpeedDropRule {
 impl Rule for SpeedDropRule {
     fn kind(&self) -> AnomalyKind {
         AnomalyKind::SuddenSpeedDrop
+    }
+
+    fn depends_since(&self) -> Option<EventTime> {
+        self.history.front().map(|s| s.session_time_ms).into_iter().chain(self.episode.depends_since()).min()
     }
 
     fn approx_bytes(&self) -> usize {

@@ -45,6 +45,10 @@ impl Rule for WheelSpinRule {
         AnomalyKind::WheelSpin
     }
 
+    fn depends_since(&self) -> Option<EventTime> {
+        self.baseline.front().map(|(time, _)| *time).into_iter().chain(self.episode.depends_since()).min()
+    }
+
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.baseline.capacity() * std::mem::size_of::<(EventTime, f64)>()
     }

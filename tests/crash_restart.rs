@@ -1,0 +1,175 @@
+//! Crash and restart of a two-process job: both processes are SIGKILLed mid-stream during a
+//! live replay, restarted with the same group, and finish. Every alert of an uninterrupted run
+//! is there by id and no other; every window is there; the duplicates (the at-least-once
+//! re-sends the contract allows: outputs derived from records after the committed offsets) and
+//! the partial re-sends of already-delivered windows (a known limitation) are counted.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use pitwall_dataflows::sim::{Race, RaceConfig};
+use rdkafka::producer::Producer;
+use support::*;
+
+const SPEED: f64 = 40.0;
+
+fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str]) -> Vec<Child> {
+    let hosts = hostfile(dir, 2);
+    std::fs::rename(&hosts, dir.join(format!("{name}.txt"))).unwrap();
+    let hosts = path_str(&dir.join(format!("{name}.txt")));
+    (0..2)
+        .map(|p| {
+            let mut args = vec![
+                "run",
+                "--brokers",
+                b,
+                "-n",
+                "2",
+                "-p",
+                if p == 0 { "0" } else { "1" },
+                "-h",
+                &hosts,
+                "--telemetry-topic",
+                "live",
+                "--group",
+                "crash",
+                "--alerts-topic",
+                "alerts-crash",
+                "--windows-topic",
+                "windows-crash",
+            ];
+            args.extend_from_slice(extra);
+            pitwall_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall")
+        })
+        .collect()
+}
+
+/// Values of a topic, counted.
+fn counted(b: &str, topic: &str, field: Option<&str>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for message in tail(b, topic) {
+        let value = &message["value"];
+        let key = field.map_or_else(|| value.to_string(), |f| value[f].as_str().unwrap().to_string());
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    create_topics(
+        b,
+        &[
+            ("reference", 4),
+            ("live", 4),
+            ("alerts-ref", 3),
+            ("windows-ref", 4),
+            ("alerts-crash", 3),
+            ("windows-crash", 4),
+            ("pitwall-dlq", 1),
+            ("pitwall-late", 1),
+        ],
+    );
+    let race = Race::generate(&RaceConfig { drivers: 8, laps: 4, seed: 31, inject_anomalies: true });
+    let records = race.all_records();
+    // One record per batch: Tansu 0.6 answers a fetch that starts inside a batch with nothing
+    // (the rest of that batch is skipped), which would lose records at any resume; Kafka
+    // returns the whole batch (README, Guarantees).
+    let producer: rdkafka::producer::BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", b).set("linger.ms", "1").set("batch.num.messages", "1").create().expect("producer");
+    records.iter().for_each(|r| send_record(&producer, "reference", 4, r));
+    producer.flush(Duration::from_secs(30)).unwrap();
+    pitwall(&[
+        "run",
+        "--brokers",
+        b,
+        "--exit-at-end",
+        "--telemetry-topic",
+        "reference",
+        "--group",
+        "ref",
+        "--alerts-topic",
+        "alerts-ref",
+        "--windows-topic",
+        "windows-ref",
+    ]);
+
+    // Live: two processes read while the race is replayed at 40x; both are killed at 60%.
+    let dir = temp_dir();
+    let cluster = start_cluster(b, dir.path(), "first", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, start) = (records[0].session_time_ms, Instant::now());
+    let kill_at = start + Duration::from_secs_f64((records.last().unwrap().session_time_ms - t0) as f64 / 1_000.0 / SPEED * 0.6);
+    let mut sent = 0;
+    for record in &records {
+        let due = start + Duration::from_secs_f64((record.session_time_ms - t0) as f64 / 1_000.0 / SPEED);
+        if due > kill_at {
+            break;
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        send_record(&producer, "live", 4, record);
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for child in cluster {
+        let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        let _ = wait_with_timeout(child, "killed process", Duration::from_secs(30));
+    }
+    let committed: i64 = committed_offsets(b, "crash", "live").as_object().unwrap().values().map(|v| v["committed"].as_i64().unwrap_or(0)).sum();
+    assert!(committed > 0 && committed < sent, "killed mid-stream with progress committed: {committed} of {sent}");
+
+    // The rest of the race arrives while the job is down; the restarted cluster finishes it.
+    records[sent as usize..].iter().for_each(|r| send_record(&producer, "live", 4, r));
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let mut restarted = 0;
+    for child in start_cluster(b, dir.path(), "second", &["--exit-at-end"]) {
+        let output = wait_with_timeout(child, "restarted process", COMMAND_TIMEOUT);
+        assert!(output.status.success(), "restart failed: {}", String::from_utf8_lossy(&output.stderr));
+        let report = run_report(&String::from_utf8_lossy(&output.stdout));
+        println!("restarted process: {report}");
+        restarted += report["messages"].as_i64().unwrap();
+    }
+    assert_eq!(restarted, records.len() as i64 - committed, "the restart resumed exactly at the committed offsets");
+
+    // Every alert of the uninterrupted run, by id, and no other; duplicates only from the replay.
+    let reference = counted(b, "alerts-ref", Some("id"));
+    let crashed = counted(b, "alerts-crash", Some("id"));
+    assert!(reference.values().all(|n| *n == 1) && reference.len() >= 30, "{reference:?}");
+    assert_eq!(crashed.keys().collect::<BTreeSet<_>>(), reference.keys().collect::<BTreeSet<_>>(), "same alerts by id");
+    let alert_duplicates: usize = crashed.values().map(|n| n - 1).sum();
+    // Windows likewise, compared whole.
+    let windows_ref = counted(b, "windows-ref", None);
+    let windows_crash = counted(b, "windows-crash", None);
+    let missing: Vec<&String> = windows_ref.keys().filter(|w| !windows_crash.contains_key(*w)).collect();
+    assert!(missing.is_empty(), "windows lost in the crash: {missing:#?}");
+    // Known limitation: windows delivered before the crash whose early samples lie before the
+    // resume point are sent again after the restart with only the re-read samples. Each such
+    // extra is a re-send of a delivered window (same driver, kind and end), never a new one.
+    let span = |w: &String| {
+        let v: serde_json::Value = serde_json::from_str(w).unwrap();
+        // A partial lap or sector window starts at its first re-read sample, so compare by end.
+        (v["driver"].to_string(), v["window"].to_string(), v["end_ms"].as_u64())
+    };
+    let spans: BTreeSet<_> = windows_ref.keys().map(span).collect();
+    let partial: Vec<&String> = windows_crash.keys().filter(|w| !windows_ref.contains_key(*w)).collect();
+    assert!(partial.iter().all(|w| spans.contains(&span(w))), "a window that the uninterrupted run never produced");
+    assert!(partial.len() * 20 < windows_ref.len(), "partial re-sends stay a small fraction: {}", partial.len());
+    let window_duplicates: usize = windows_crash.values().map(|n| n - 1).sum();
+    println!(
+        "records {}, sent before the crash {sent}, committed {committed}, re-read after restart {restarted}; \
+         alerts {} (+{alert_duplicates} duplicates), windows {} (+{window_duplicates} duplicates, +{} partial re-sends)",
+        records.len(),
+        reference.len(),
+        windows_ref.len(),
+        partial.len()
+    );
+    // Duplicates come only from the records re-read after the committed offsets.
+    assert!(alert_duplicates <= reference.len() && window_duplicates < windows_ref.len(), "duplicates are bounded by the replay");
+}
