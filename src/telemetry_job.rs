@@ -90,6 +90,8 @@ pub struct JobReport {
     pub commits: u64,
     /// Stall episodes (broker unreachable, then back) over all partitions.
     pub stalls: u64,
+    /// Offsets the broker never delivered (gaps in a partition); see `SourceStats`.
+    pub skipped_offsets: u64,
     pub seconds: f64,
     pub msg_per_s: f64,
 }
@@ -103,6 +105,7 @@ impl JobReport {
         self.late += worker.source.late;
         self.commits += worker.source.commits;
         self.stalls += worker.source.stalls;
+        self.skipped_offsets += worker.source.skipped_offsets;
         self.alerts += worker.alerts;
         self.windows += worker.windows;
     }

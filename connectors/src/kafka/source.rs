@@ -172,6 +172,10 @@ pub struct SourceStats {
     pub commits: u64,
     /// Episodes in which the broker stopped answering for a partition and came back.
     pub stalls: u64,
+    /// Offsets the broker never delivered: the next message came after a gap. Normal on
+    /// compacted or transactional topics; anywhere else, records were lost upstream or by the
+    /// broker (Tansu 0.6 skips the rest of a batch when a fetch starts inside it).
+    pub skipped_offsets: u64,
 }
 
 struct SourceInner {
@@ -352,6 +356,16 @@ where
                     let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) else {
                         continue;
                     };
+                    if let Some(expected) = state.next_offset.filter(|n| at.offset > *n) {
+                        stats.skipped_offsets += (at.offset - expected) as u64;
+                        tracing::warn!(
+                            topic = %topic,
+                            partition = at.partition,
+                            from = expected,
+                            to = at.offset - 1,
+                            "the broker skipped offsets: expected on a compacted or transactional topic, otherwise records were lost before pitwall read them"
+                        );
+                    }
                     let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
                     let (event, record_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
                     stats.count(&event, payload.len());
