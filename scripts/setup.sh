@@ -30,6 +30,14 @@ if [ "${PITWALL_SKIP_TANSU:-0}" != "1" ]; then
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
   fi
 fi
+# The S3 server the tests start (s3s-fs over a temporary folder, SigV4): Tansu keeps its log
+# there in the broker-restart test.
+if [ "${PITWALL_SKIP_S3S:-0}" != "1" ]; then
+  if ! s3s-fs --version 2>/dev/null | grep -q "0.14.1"; then
+    log "installing the s3s-fs S3 server 0.14.1 (cargo install; ~2-5 min, once)"
+    cargo install s3s-fs --version 0.14.1 --locked --features binary
+  fi
+fi
 # kafka-python: an independent Kafka client the tests use to read committed offsets.
 if ! python3 -c "import kafka" 2>/dev/null; then
   log "installing kafka-python (pip)"

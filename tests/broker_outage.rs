@@ -1,6 +1,7 @@
-//! A broker outage mid-stream, with librdkafka's mock cluster for the fault injection: the source
-//! reports itself stalled (with the cause, in a rate-limited warning), clears by itself when the
-//! broker returns, and loses nothing: every record produced before and after is processed.
+//! Broker outages mid-stream, with librdkafka's mock cluster for fault injection and with a real
+//! Tansu process killed and restarted: the source reports itself stalled (with the cause, in a
+//! rate-limited warning), clears by itself when the broker returns, and loses nothing: every
+//! record produced before and after is processed.
 
 mod support;
 
@@ -96,4 +97,106 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     assert_eq!(partitions_warned, 4, "every partition reported stalled: {stderr}");
     let laps = tail(&brokers, "f1-windows").iter().filter(|w| w["value"]["window"]["type"] == "lap").count();
     assert_eq!(laps, 6, "every driver's lap window was delivered after the outage");
+}
+
+/// A real broker process killed and restarted mid-stream: Tansu keeps its log in S3 (an s3s-fs
+/// server), so the restarted broker has every record. The job reports the outage, recovers by
+/// itself and loses nothing: its alerts and windows equal a run over the same records that saw
+/// no outage.
+#[test]
+fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
+    let s3 = S3Server::start(&["tansu"]);
+    let env = s3.client_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let port = free_port();
+    let tansu = Tansu::start_with(port, "s3://tansu/", &env).unwrap_or_else(|e| panic!("{e:#}"));
+    let b = tansu.brokers.clone();
+    create_topics(
+        &b,
+        &[
+            ("f1-telemetry", 4),
+            ("f1-alerts", 3),
+            ("f1-windows", 4),
+            ("reference", 4),
+            ("alerts-ref", 3),
+            ("windows-ref", 4),
+            ("pitwall-dlq", 1),
+            ("pitwall-late", 1),
+        ],
+    );
+    let records = Race::generate(&RaceConfig { drivers: 6, laps: 1, seed: 9, inject_anomalies: true }).all_records();
+    let send = |topic: &str, from: usize, to: usize| {
+        let producer = test_producer(&b);
+        records[from..to].iter().for_each(|r| send_record(&producer, topic, 4, r));
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    };
+    let half = records.len() / 2;
+    send("f1-telemetry", 0, half);
+
+    let bridge = format!("127.0.0.1:{}", free_port());
+    let child = pitwall_command(&["run", "--brokers", &b, "-w", "2", "--bridge", &bridge, "--group", "outage"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_records_total", "") as usize;
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait_for("the bridge", &|| std::net::TcpStream::connect(&bridge).is_ok());
+    wait_for("the first half", &|| read() == half);
+
+    tansu.kill();
+    std::thread::sleep(Duration::from_secs(6));
+    let (_, health) = http_get(&bridge, "/health");
+    assert!(health.contains(r#""status":"degraded""#), "degraded while the broker is down: {health}");
+
+    let tansu = Tansu::start_with(port, "s3://tansu/", &env).unwrap_or_else(|e| panic!("{e:#}"));
+    send("f1-telemetry", half, records.len());
+    wait_for("every record after the restart", &|| read() == records.len());
+    wait_for("health to clear", &|| http_get(&bridge, "/health").1.contains(r#""status":"ok""#));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let output = wait_with_timeout(child, "pitwall run through a broker restart", Duration::from_secs(90));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report = run_report(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(report["records"].as_u64(), Some(records.len() as u64), "nothing lost: {report}");
+    assert!(report["stalls"].as_u64().unwrap() >= 1, "the outage was seen and cleared: {report}");
+    assert_eq!(report["skipped_offsets"], 0, "{report}");
+
+    // The same records, no outage: same alerts (by id) and windows.
+    send("reference", 0, records.len());
+    pitwall(&[
+        "run",
+        "--brokers",
+        &b,
+        "--exit-at-end",
+        "--telemetry-topic",
+        "reference",
+        "--group",
+        "ref",
+        "--alerts-topic",
+        "alerts-ref",
+        "--windows-topic",
+        "windows-ref",
+    ]);
+    let ids = |topic: &str| tail(&b, topic).iter().map(|m| m["value"]["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let windows = |topic: &str| tail(&b, topic).iter().map(|m| m["value"].to_string()).collect::<std::collections::BTreeSet<_>>();
+    let (alerts, reference) = (ids("f1-alerts"), ids("alerts-ref"));
+    assert!(!reference.is_empty());
+    let unique: std::collections::BTreeSet<_> = alerts.iter().collect();
+    assert_eq!(unique, reference.iter().collect(), "same alerts by id");
+    assert_eq!(windows("f1-windows"), windows("windows-ref"), "same windows");
+    println!(
+        "records {}, alerts {} (+{} duplicates), broker restarted once, stalls {}",
+        records.len(),
+        reference.len(),
+        alerts.len() - unique.len(),
+        report["stalls"]
+    );
+    drop(tansu);
 }

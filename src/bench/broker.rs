@@ -39,12 +39,19 @@ impl Tansu {
         Tansu::start_on(free_port()?)
     }
 
-    /// Starts Tansu on `port` (e.g. again on the port of a stopped one).
+    /// Starts Tansu on `port` with in-memory storage.
     pub fn start_on(port: u16) -> Result<Tansu> {
+        Tansu::start_with(port, "memory://tansu/", &[])
+    }
+
+    /// Starts Tansu on `port` (e.g. again on the port of a stopped one) with `storage` (e.g.
+    /// `s3://tansu/`, which survives a restart) and extra environment (the S3 endpoint and keys).
+    pub fn start_with(port: u16, storage: &str, env: &[(&str, &str)]) -> Result<Tansu> {
         let binary = tansu_binary();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&binary)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--storage-engine", storage, "--listener-url", &url, "--advertised-listener-url", &url])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -62,6 +69,14 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(tansu)
+    }
+}
+
+impl Tansu {
+    /// Stops the broker now (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

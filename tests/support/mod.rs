@@ -169,3 +169,62 @@ pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Value {
     assert!(output.status.success(), "kafka-python check failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("committed_offsets.py prints JSON")
 }
+
+/// An S3 server (`s3s-fs`, SigV4 with fixed test keys) on a free loopback port over a temporary
+/// folder, killed on drop. A missing binary is a loud failure, never a skip.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+}
+
+pub const S3_ACCESS_KEY: &str = "pitwall-test-access";
+pub const S3_SECRET_KEY: &str = "pitwall-test-secret-key";
+
+impl S3Server {
+    /// Starts s3s-fs with `buckets` created (a bucket is a folder under the root).
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let root = temp_dir();
+        for bucket in buckets {
+            std::fs::create_dir_all(root.path().join(bucket)).unwrap();
+        }
+        let port = free_port();
+        let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the S3 server `{binary}` ({e}); run scripts/setup.sh (cargo install s3s-fs@0.14.1 --features binary)")
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not listen on {endpoint} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server { child, endpoint, root }
+    }
+
+    /// The environment an S3 client (object_store, the AWS SDKs) reads to use this server.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -120,8 +120,9 @@ impl KafkaProducer {
                 ("queue.buffering.max.messages", "1000000"),
                 ("message.max.bytes", "10000000"),
                 ("partitioner", "murmur2_random"),
-                // No duplicates or reordering from librdkafka's own retries (acks=all implied).
-                ("enable.idempotence", "true"),
+                // Not idempotent by default: a broker that loses producer state on restart
+                // (Tansu 0.6 does) turns every later send into a fatal error, and a fatal producer
+                // never recovers. `-X enable.idempotence=true` turns it on for brokers that keep it.
             ])
             .create_with_context(TrackingContext)
             .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
