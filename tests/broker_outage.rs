@@ -60,7 +60,15 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
         assert!(std::time::Instant::now() < deadline, "health did not recover: {}", http_get(&bridge, "/health").1);
         std::thread::sleep(Duration::from_millis(500));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait (not a fixed sleep: the machine may be busy) until every record is read and the
+    // stalled gauges have cleared.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let settled =
+        |m: &str| metric_sum(m, "pitwall_source_records_total", "") as usize == records.len() && metric_sum(m, "pitwall_source_stalled", "") == 0.0;
+    while !settled(&http_get(&bridge, "/metrics").1) {
+        assert!(std::time::Instant::now() < deadline, "not settled after the outage:\n{}", http_get(&bridge, "/metrics").1);
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let metrics = http_get(&bridge, "/metrics").1;
     assert_eq!(metric_sum(&metrics, "pitwall_source_stalled", ""), 0.0, "stalled gauges cleared:\n{metrics}");
     assert_eq!(metric_sum(&metrics, "pitwall_source_records_total", "") as usize, records.len(), "per-partition record counters:\n{metrics}");
