@@ -86,24 +86,7 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
 
     let drivers = race.drivers.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(",");
     for topic in ["clean", "dirty"] {
-        let report = run_report(&pitwall(&[
-            "run",
-            "--brokers",
-            b,
-            "-w",
-            "2",
-            "--exit-at-end",
-            "--drivers",
-            &drivers,
-            "--telemetry-topic",
-            topic,
-            "--group",
-            topic,
-            "--alerts-topic",
-            &format!("alerts-{topic}"),
-            "--windows-topic",
-            &format!("windows-{topic}"),
-        ]));
+        let report = run_to_end(b, topic, topic, topic, &["-w", "2", "--drivers", &drivers]);
         assert_eq!(report["records"].as_u64().unwrap() as usize, good, "{topic}: every good record processed: {report}");
         assert_eq!(report["dead_letters"].as_u64().unwrap() as usize, if topic == "dirty" { bad.len() } else { 0 }, "{topic}: {report}");
     }

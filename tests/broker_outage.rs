@@ -178,20 +178,7 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
 
     // The same records, no outage: same alerts (by id) and windows.
     send("reference", 0, records.len());
-    pitwall(&[
-        "run",
-        "--brokers",
-        &b,
-        "--exit-at-end",
-        "--telemetry-topic",
-        "reference",
-        "--group",
-        "ref",
-        "--alerts-topic",
-        "alerts-ref",
-        "--windows-topic",
-        "windows-ref",
-    ]);
+    run_to_end(&b, "reference", "ref", "ref", &[]);
     let ids = |topic: &str| tail(&b, topic).iter().map(|m| m["value"]["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     let windows = |topic: &str| tail(&b, topic).iter().map(|m| m["value"].to_string()).collect::<std::collections::BTreeSet<_>>();
     let (alerts, reference) = (ids("f1-alerts"), ids("alerts-ref"));

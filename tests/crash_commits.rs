@@ -38,19 +38,7 @@ fn contains(window: &Value, t: u64) -> bool {
 fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
     let broker = start_tansu();
     let b = broker.brokers.as_str();
-    create_topics(
-        b,
-        &[
-            ("reference", 4),
-            ("live", 4),
-            ("alerts-ref", 3),
-            ("windows-ref", 4),
-            ("alerts-crash", 3),
-            ("windows-crash", 4),
-            ("pitwall-dlq", 1),
-            ("pitwall-late", 1),
-        ],
-    );
+    create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
     let race = Race::generate(&RaceConfig { drivers: 8, laps: 4, seed: 12, inject_anomalies: true });
     let records = race.all_records();
     let producer = test_producer(b);
@@ -58,20 +46,7 @@ fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
     // The reference: everything, processed to the end without interruption.
     records.iter().for_each(|r| send("reference", r));
     producer.flush(Duration::from_secs(30)).unwrap();
-    pitwall(&[
-        "run",
-        "--brokers",
-        b,
-        "--exit-at-end",
-        "--telemetry-topic",
-        "reference",
-        "--group",
-        "ref",
-        "--alerts-topic",
-        "alerts-ref",
-        "--windows-topic",
-        "windows-ref",
-    ]);
+    run_to_end(b, "reference", "ref", "ref", &[]);
 
     // The same records, in the same order, replayed live at 40x while a job reads them; killed mid-stream.
     let child = pitwall_command(&[

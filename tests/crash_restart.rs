@@ -19,9 +19,7 @@ use support::*;
 const SPEED: f64 = 40.0;
 
 fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str]) -> Vec<Child> {
-    let hosts = hostfile(dir, 2);
-    std::fs::rename(&hosts, dir.join(format!("{name}.txt"))).unwrap();
-    let hosts = path_str(&dir.join(format!("{name}.txt")));
+    let hosts = path_str(&hostfile(dir, &format!("{name}.txt"), 2));
     (0..2)
         .map(|p| {
             let mut args = vec![
@@ -64,19 +62,7 @@ fn counted(b: &str, topic: &str, field: Option<&str>) -> BTreeMap<String, usize>
 fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     let broker = start_tansu();
     let b = broker.brokers.as_str();
-    create_topics(
-        b,
-        &[
-            ("reference", 4),
-            ("live", 4),
-            ("alerts-ref", 3),
-            ("windows-ref", 4),
-            ("alerts-crash", 3),
-            ("windows-crash", 4),
-            ("pitwall-dlq", 1),
-            ("pitwall-late", 1),
-        ],
-    );
+    create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
     let race = Race::generate(&RaceConfig { drivers: 8, laps: 4, seed: 31, inject_anomalies: true });
     let records = race.all_records();
     // One record per batch: Tansu 0.6 answers a fetch that starts inside a batch with nothing
@@ -86,20 +72,7 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
         rdkafka::ClientConfig::new().set("bootstrap.servers", b).set("linger.ms", "1").set("batch.num.messages", "1").create().expect("producer");
     records.iter().for_each(|r| send_record(&producer, "reference", 4, r));
     producer.flush(Duration::from_secs(30)).unwrap();
-    pitwall(&[
-        "run",
-        "--brokers",
-        b,
-        "--exit-at-end",
-        "--telemetry-topic",
-        "reference",
-        "--group",
-        "ref",
-        "--alerts-topic",
-        "alerts-ref",
-        "--windows-topic",
-        "windows-ref",
-    ]);
+    run_to_end(b, "reference", "ref", "ref", &[]);
 
     // Live: two processes read while the race is replayed at 40x; both are killed at 60%.
     let dir = temp_dir();

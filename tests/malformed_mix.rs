@@ -124,22 +124,7 @@ fn ten_thousand_malformed_messages_go_to_the_dlq_and_the_good_data_is_untouched(
     producer.flush(Duration::from_secs(60)).expect("flush");
 
     for run in ["clean", "mixed"] {
-        let report = run_report(&pitwall(&[
-            "run",
-            "--brokers",
-            b,
-            "-w",
-            "2",
-            "--exit-at-end",
-            "--telemetry-topic",
-            run,
-            "--group",
-            run,
-            "--alerts-topic",
-            &format!("alerts-{run}"),
-            "--windows-topic",
-            &format!("windows-{run}"),
-        ]));
+        let report = run_to_end(b, run, run, run, &["-w", "2"]);
         assert_eq!(report["records"].as_u64(), Some(records.len() as u64), "{run}: every good record processed: {report}");
         assert_eq!(report["dead_letters"].as_u64(), Some(if run == "mixed" { BAD as u64 } else { 0 }), "{run}: {report}");
         assert_eq!(report["late"].as_u64(), Some(0), "{run}: bad messages never move the watermark: {report}");

@@ -132,7 +132,7 @@ fn results_are_identical_across_workers_processes_and_poll_batch_sizes() {
     batch_of_one.extend(["-w", "2", "--max-poll-batch", "1"].iter().map(|s| s.to_string()));
     pitwall(&batch_of_one.iter().map(String::as_str).collect::<Vec<_>>());
 
-    let hosts = hostfile(dir.path(), 2);
+    let hosts = hostfile(dir.path(), "hosts.txt", 2);
     let processes: Vec<_> = (0..2)
         .map(|p| {
             let mut args = run_args(2);

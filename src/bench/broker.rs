@@ -13,6 +13,12 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?.local_addr()?.port())
 }
 
+/// Writes a timely hostfile (`-h`) for `processes` processes on free loopback ports.
+pub fn write_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
+    let lines: Result<Vec<String>> = (0..processes).map(|_| Ok(format!("127.0.0.1:{}", free_port()?))).collect();
+    std::fs::write(path, lines?.join("\n")).with_context(|| format!("writing the hostfile {path:?}"))
+}
+
 /// The Tansu binary: `$TANSU_BIN`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
 pub fn tansu_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU_BIN") {
@@ -29,19 +35,13 @@ pub fn tansu_binary() -> PathBuf {
 /// A running Tansu broker.
 pub struct Tansu {
     child: Child,
-    pub port: u16,
     pub brokers: String,
 }
 
 impl Tansu {
-    /// Starts Tansu on a free port and waits until it accepts connections.
+    /// Starts Tansu with in-memory storage on a free port and waits until it accepts connections.
     pub fn start() -> Result<Tansu> {
-        Tansu::start_on(free_port()?)
-    }
-
-    /// Starts Tansu on `port` with in-memory storage.
-    pub fn start_on(port: u16) -> Result<Tansu> {
-        Tansu::start_with(port, "memory://tansu/", &[])
+        Tansu::start_with(free_port()?, "memory://tansu/", &[])
     }
 
     /// Starts Tansu on `port` (e.g. again on the port of a stopped one) with `storage` (e.g.
@@ -57,7 +57,7 @@ impl Tansu {
             .spawn()
             .with_context(|| format!("cannot start the Tansu broker {binary:?}; run scripts/setup.sh (cargo install tansu --features dynostore)"))?;
         let brokers = format!("127.0.0.1:{port}");
-        let mut tansu = Tansu { child, port, brokers };
+        let mut tansu = Tansu { child, brokers };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&tansu.brokers).is_err() {
             if let Some(status) = tansu.child.try_wait()? {

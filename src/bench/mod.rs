@@ -11,7 +11,7 @@ pub mod latency;
 pub mod process;
 pub mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -137,8 +137,7 @@ fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str
     let timeout = args.timeout();
     let hostfile = logs.join(format!("hosts-{}.txt", shape.slug()));
     if shape.processes > 1 {
-        let ports: Result<Vec<String>> = (0..shape.processes).map(|_| Ok(format!("127.0.0.1:{}", broker::free_port()?))).collect();
-        std::fs::write(&hostfile, ports?.join("\n"))?;
+        broker::write_hostfile(&hostfile, shape.processes)?;
     }
     let mut children = Vec::new();
     for process in 0..shape.processes {
@@ -187,9 +186,4 @@ pub fn ceiling(args: &CeilingArgs) -> Result<()> {
     let report = CeilingReport { records, undecodable, seconds, msg_per_s: records as f64 / seconds.max(1e-9) };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
-}
-
-/// Where results go by default.
-pub fn default_out() -> PathBuf {
-    PathBuf::from("bench-results")
 }

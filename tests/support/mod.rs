@@ -57,6 +57,28 @@ pub fn pitwall(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// `pitwall run --exit-at-end` over `topic` as consumer group `group`, publishing to
+/// `alerts-<outputs>` and `windows-<outputs>`, with `extra` flags; returns its JSON report.
+pub fn run_to_end(brokers: &str, topic: &str, group: &str, outputs: &str, extra: &[&str]) -> Value {
+    let (alerts, windows) = (format!("alerts-{outputs}"), format!("windows-{outputs}"));
+    let mut args = vec!["run", "--brokers", brokers, "--exit-at-end", "--telemetry-topic", topic, "--group", group];
+    args.extend(["--alerts-topic", &alerts, "--windows-topic", &windows]);
+    args.extend_from_slice(extra);
+    run_report(&pitwall(&args))
+}
+
+/// The topics of the crash tests: a reference run and a live (crashed) run over the same race.
+pub const REFERENCE_AND_LIVE_TOPICS: [(&str, i32); 8] = [
+    ("reference", 4),
+    ("live", 4),
+    ("alerts-ref", 3),
+    ("windows-ref", 4),
+    ("alerts-crash", 3),
+    ("windows-crash", 4),
+    ("pitwall-dlq", 1),
+    ("pitwall-late", 1),
+];
+
 /// Every message of `topic` (via `pitwall tail --from-beginning --exit-at-end`).
 pub fn tail(brokers: &str, topic: &str) -> Vec<Value> {
     pitwall(&["tail", "--brokers", brokers, topic, "--from-beginning", "--exit-at-end"])
@@ -102,10 +124,10 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     pitwall_connectors::kafka::admin::create_topics(&pitwall_connectors::kafka::KafkaConfig::new(brokers), &wanted, 1).expect("create topics");
 }
 
-pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
-    let path = dir.join("hosts.txt");
-    let lines: Vec<String> = (0..processes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
+/// A timely hostfile named `name` in `dir` for `processes` processes on free loopback ports.
+pub fn hostfile(dir: &Path, name: &str, processes: usize) -> PathBuf {
+    let path = dir.join(name);
+    pitwall::bench::broker::write_hostfile(&path, processes).expect("write a hostfile");
     path
 }
 
