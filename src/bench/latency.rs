@@ -17,15 +17,17 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::read_topic;
-use pitwall_connectors::kafka::{now_ms, KafkaConfig};
+use pitwall_connectors::kafka::{now_ms, KafkaConfig, KafkaError};
 use pitwall_dataflows::records::{Alert, TelemetryRecord};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use super::process::Measured;
@@ -62,33 +64,15 @@ impl Phase<'_> {
         let alerts = format!("{topic}-alerts");
         self.broker.create_topics(self.kafka, &[(topic.clone(), 8), (alerts.clone(), 3)])?;
         let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let collector = {
-            let (kafka, alerts, stop, seen) = (self.kafka.clone(), alerts.clone(), stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                read_topic(&kafka, &alerts, true, false, &stop, |message| {
-                    let received = now_ms();
-                    let published = message.timestamp().to_millis().unwrap_or(0).max(0) as u64;
-                    let alert: Option<Alert> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
-                    if let Some(ingest) = alert.and_then(|a| a.produced_at_ms) {
-                        seen.lock().expect("collector lock").push((ingest, published, received));
-                    }
-                })
-            })
-        };
-        let transport: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
-        let floor = {
-            let (kafka, topic, stop, transport) = (self.kafka.clone(), topic.clone(), stop.clone(), transport.clone());
-            std::thread::spawn(move || {
-                read_topic(&kafka, &topic, true, false, &stop, |message| {
-                    let received = now_ms();
-                    let stamp: Option<Stamp> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
-                    if let Some(ingest) = stamp.and_then(|s| s.produced_at_ms) {
-                        transport.lock().expect("floor lock").push((ingest, received));
-                    }
-                })
-            })
-        };
+        let collector = collect(self.kafka, &alerts, &stop, |message, received| {
+            let published = message.timestamp().to_millis().unwrap_or(0).max(0) as u64;
+            let alert: Option<Alert> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
+            alert.and_then(|a| a.produced_at_ms).map(|ingest| (ingest, published, received))
+        });
+        let floor = collect(self.kafka, &topic, &stop, |message, received| {
+            let stamp: Option<Stamp> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
+            stamp.and_then(|s| s.produced_at_ms).map(|ingest| (ingest, received))
+        });
         let group = format!("bench-lat-{}-{}", self.rate, self.nonce);
         let run = Measured::spawn(
             super::run_command(self.kafka, &topic, &alerts, &group, self.workers, self.run_args),
@@ -107,11 +91,9 @@ impl Phase<'_> {
         let finished = run.finish(self.timeout)?;
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
-        collector.join().map_err(|_| anyhow::anyhow!("the alert collector panicked"))?.context("reading alerts")?;
-        floor.join().map_err(|_| anyhow::anyhow!("the transport reader panicked"))?.context("reading telemetry")?;
-        let transport = transport.lock().expect("floor lock").clone();
+        let seen: Vec<Seen> = collector.join().map_err(|_| anyhow::anyhow!("the alert collector panicked"))?.context("reading alerts")?;
+        let transport = floor.join().map_err(|_| anyhow::anyhow!("the transport reader panicked"))?.context("reading telemetry")?;
         let transport = percentiles(transport.iter().filter(|(ingest, _)| *ingest >= phase_start + WARM_UP_MS).map(|(i, r)| r.saturating_sub(*i)))?;
-        let seen = seen.lock().expect("collector lock").clone();
         let counted: Vec<Seen> =
             seen.iter().copied().filter(|(ingest, published, _)| *ingest >= phase_start + WARM_UP_MS && *published <= shutdown_at).collect();
         if counted.is_empty() {
@@ -123,6 +105,22 @@ impl Phase<'_> {
         row.transport = transport;
         Ok(row)
     }
+}
+
+/// Reads `topic` live on a thread until `stop`, keeping what `pick` makes of each message (given
+/// its receipt time, wall-clock ms); the thread returns the list.
+fn collect<T: Send + 'static>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    stop: &Arc<AtomicBool>,
+    pick: impl Fn(&BorrowedMessage<'_>, u64) -> Option<T> + Send + 'static,
+) -> JoinHandle<Result<Vec<T>, KafkaError>> {
+    let (kafka, topic, stop) = (kafka.clone(), topic.to_string(), stop.clone());
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        read_topic(&kafka, &topic, true, false, &stop, |message| kept.extend(pick(message, now_ms())))?;
+        Ok(kept)
+    })
 }
 
 /// p50/p95/p99/max (ms) of `values`, via hdrhistogram.

@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 pub struct Finished {
     pub stdout: String,
     pub peak_rss_mb: f64,
-    pub wall: Duration,
 }
 
 impl Finished {
@@ -29,7 +28,6 @@ pub struct Measured {
     child: Child,
     name: String,
     log: std::path::PathBuf,
-    started: Instant,
     stdout: std::thread::JoinHandle<String>,
 }
 
@@ -46,11 +44,7 @@ impl Measured {
             let _ = out.read_to_string(&mut text);
             text
         });
-        Ok(Measured { child, name: name.to_string(), log, started: Instant::now(), stdout })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        Ok(Measured { child, name: name.to_string(), log, stdout })
     }
 
     /// Asks the child to shut down gracefully (SIGTERM).
@@ -83,12 +77,11 @@ impl Measured {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let wall = self.started.elapsed();
         let stdout = self.stdout.join().unwrap_or_default();
         if !status.success() {
             bail!("{} failed ({status}); see {:?}", self.name, self.log);
         }
-        Ok(Finished { stdout, peak_rss_mb: peak_kb as f64 / 1024.0, wall })
+        Ok(Finished { stdout, peak_rss_mb: peak_kb as f64 / 1024.0 })
     }
 }
 
