@@ -14,10 +14,9 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-
-use foldhash::fast::RandomState;
 use std::rc::Rc;
 
+use foldhash::fast::RandomState;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -32,7 +31,8 @@ pub trait KeyedLogic: 'static {
     type State: Default + 'static;
     type Out: Clone + 'static;
 
-    /// One sample of a key, in `(time, partition, offset)` order. Outputs are `(time, record)`
+    /// One sample of a key, in the order its [`KeyedSamples`] stream gives (event-time order from
+    /// `in_time_order`, partition order from `in_log_order`). Outputs are `(time, record)`
     /// with `time >= sample time` or `>= self.hold(state)` as it was before this call.
     fn on_sample(&self, state: &mut Self::State, sample: &Rc<Sample>, out: &mut Vec<(EventTime, Self::Out)>);
 
@@ -90,6 +90,7 @@ struct KeyState<S> {
 
 /// Every key's state plus indexes, so that each activation costs in proportion to the keys it
 /// touches, not to all keys held.
+///
 /// Key names are shared (`Rc<str>`) between the map and its indexes; the map's hasher is
 /// foldhash, seeded per process (fast, and not open to chosen-key collisions).
 struct Keys<L: KeyedLogic> {
