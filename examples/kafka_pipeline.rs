@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
     let dataflow = DataflowArgs { group: "example".into(), ..DataflowArgs::default() };
     let report = run_job(
-        JobConfig { kafka, dataflow, exit_at_end: true, bridge: Default::default() },
+        JobConfig { kafka, dataflow, models: Default::default(), exit_at_end: true, bridge: Default::default() },
         timely::Config::process(2),
         Arc::new(AtomicBool::new(false)),
     )?;

@@ -10,8 +10,10 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 need_apt=()
 # Python with pip, unless the machine already has one (pyenv, Debian's, ...).
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
-# fonts-dejavu-core: the font of the benchmark plots.
-for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core; do
+# fonts-dejavu-core: the font of the benchmark plots. libav*-dev + libclang-dev: ffmpeg-next
+# (FFmpeg's libraries, bindgen); Debian's libavcodec carries libx264 for H.264 encoding.
+for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core \
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -43,5 +45,14 @@ if ! python3 -c "import kafka" 2>/dev/null; then
   log "installing kafka-python (pip)"
   python3 -m pip install --quiet "kafka-python==3.0.12" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "kafka-python==3.0.12"
+fi
+# ONNX Runtime's shared library (loaded at run time by `ort`'s load-dynamic) comes from the
+# onnxruntime wheel; onnx + numpy build the models in models/ (make_*_model.py) and the tests'
+# tiny graphs. Pinned: the library's C API must be at least the one `ort` was built for.
+if ! python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null \
+   || [ "$(python3 -c 'import onnxruntime; print(onnxruntime.__version__)')" != "1.32.0" ]; then
+  log "installing onnxruntime 1.32.0, onnx, numpy (pip)"
+  python3 -m pip install --quiet "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
 fi
 log "ready"

@@ -24,7 +24,7 @@ pub enum Command {
     /// Publish data into Kafka.
     #[command(subcommand)]
     Produce(ProduceCommand),
-    /// Run the telemetry dataflow: windows and anomaly alerts from `f1-telemetry`.
+    /// Run the dataflows (`--pipelines`): telemetry windows and alerts, predictions, video fire detection.
     Run(Box<RunArgs>),
     /// Print the messages of a topic as JSON lines with partition, offset and key (like kcat).
     Tail(TailArgs),
@@ -56,6 +56,37 @@ impl KafkaArgs {
 pub enum GenCommand {
     /// Write one FastF1-schema telemetry file per driver plus `ground_truth.json`.
     Race(GenRaceArgs),
+    /// Write a synthetic H.264 MP4 clip (a street scene, with or without flames) plus
+    /// `FILE.truth.json` with the frame ranges that contain fire.
+    Video(GenVideoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenVideoArgs {
+    /// Put flames in the middle 60% of the clip.
+    #[arg(long, conflicts_with = "no_fire")]
+    pub fire: bool,
+    /// No flames (the default when neither flag is given is --fire).
+    #[arg(long)]
+    pub no_fire: bool,
+    /// Clip length in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Frame rate.
+    #[arg(long, default_value_t = 25)]
+    pub fps: u32,
+    /// Frame width in pixels (even).
+    #[arg(long, default_value_t = 320)]
+    pub width: u32,
+    /// Frame height in pixels (even).
+    #[arg(long, default_value_t = 180)]
+    pub height: u32,
+    /// Random seed of the scene's texture and flames.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Output file (.mp4).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -132,6 +163,37 @@ pub struct TopicsCreateArgs {
 pub enum ProduceCommand {
     /// Replay telemetry files into `f1-telemetry`, keyed by driver, in event-time order.
     Telemetry(ProduceTelemetryArgs),
+    /// Decode a video file (anything FFmpeg reads) and publish its frames to `video-frames`,
+    /// keyed by video id, in order, then an end-of-video marker.
+    Video(ProduceVideoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceVideoArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The video file.
+    pub file: PathBuf,
+    /// Video id: the message key, and the name of the overlayed video in S3 (default: the
+    /// file name without extension).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Publish at most this many frames per second of video (frames are dropped evenly).
+    #[arg(long)]
+    pub fps_limit: Option<f64>,
+    /// Scale frames wider than this down (aspect kept). Frames travel as raw RGB, so this
+    /// bounds the message size: 640 wide at 16:9 is 691,200 bytes.
+    #[arg(long, default_value_t = 640)]
+    pub max_width: u32,
+    /// Pace frames at the video's frame rate instead of sending as fast as possible.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Topic to produce to.
+    #[arg(long, default_value = topics::VIDEO_FRAMES)]
+    pub topic: String,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +309,158 @@ impl Default for DataflowArgs {
     }
 }
 
+/// Which dataflows a job runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Pipeline {
+    /// `f1-telemetry` -> windows, alerts.
+    Telemetry,
+    /// Window results -> ONNX model -> `f1-predictions` (needs `telemetry`).
+    Predictions,
+    /// `video-frames` -> ONNX fire model -> `fire-detections`, overlayed videos -> storage,
+    /// `video-completions`.
+    Video,
+}
+
+/// Model and video settings, shared by `run` and `demo`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Dataflows to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "telemetry")]
+    pub pipelines: Vec<Pipeline>,
+    /// The ONNX Runtime shared library (default: ORT_DYLIB_PATH, else the `onnxruntime` Python
+    /// wheel's, found through python3).
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Fire model (.onnx); default: the built-in models/fire_colour.onnx.
+    #[arg(long, value_name = "PATH")]
+    pub fire_model: Option<PathBuf>,
+    /// Output convention of --fire-model: `heatmap` (outputs `heatmap` and `score`) or `yolo`
+    /// (one output [N, 4 + classes, boxes]; NMS in pitwall).
+    #[arg(long, value_enum, default_value = "heatmap")]
+    pub fire_model_kind: FireModelKindArg,
+    /// Class names of a YOLO model, by index; the first is the fire class.
+    #[arg(long, value_delimiter = ',', default_value = "fire,smoke")]
+    pub fire_classes: Vec<String>,
+    /// Model input size WIDTHxHEIGHT frames are resized to (a model with a fixed size overrides it).
+    #[arg(long, default_value = "128x128", value_parser = parse_size)]
+    pub model_input: (u32, u32),
+    /// A frame whose score is at least this is a fire frame.
+    #[arg(long, default_value_t = 0.5)]
+    pub fire_threshold: f32,
+    /// Most items (frames, windows) per model run.
+    #[arg(long, default_value_t = 8)]
+    pub infer_batch: usize,
+    /// Longest an item waits for its batch to fill, in ms.
+    #[arg(long, default_value_t = 20)]
+    pub infer_wait_ms: u64,
+    /// ONNX Runtime intra-op threads per model run (0: the runtime's default).
+    #[arg(long, default_value_t = 1)]
+    pub intra_threads: usize,
+    /// Telemetry model over window features (.onnx); default: the built-in models/pace_next5s.onnx.
+    #[arg(long, value_name = "PATH")]
+    pub predictions_model: Option<PathBuf>,
+    /// Topic predictions are published to (keyed by model type).
+    #[arg(long, default_value = topics::PREDICTIONS)]
+    pub predictions_topic: String,
+    /// Topic video frames are read from.
+    #[arg(long, default_value = topics::VIDEO_FRAMES)]
+    pub video_topic: String,
+    /// Topic per-frame detections are published to (keyed by video id).
+    #[arg(long, default_value = topics::FIRE_DETECTIONS)]
+    pub detections_topic: String,
+    /// Topic completed videos are announced on (keyed by video id).
+    #[arg(long, default_value = topics::VIDEO_COMPLETIONS)]
+    pub completions_topic: String,
+    /// Consumer group of the video source.
+    #[arg(long, default_value = "pitwall-video")]
+    pub video_group: String,
+    /// A video frame more than this far (ms, by its production time) behind its partition's
+    /// newest frame is late (to the late topic); also how long the video source's commits trail.
+    #[arg(long, default_value_t = 60_000)]
+    pub video_lateness_ms: u64,
+    /// A video with no frame for this many seconds is finished without its end marker.
+    #[arg(long, default_value_t = 300)]
+    pub video_idle_s: u64,
+    /// Where videos are encoded before they are stored (default: a folder under the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Without an S3 bucket, overlayed videos are stored under this folder with the S3 key layout.
+    #[arg(long, value_name = "DIR", default_value = "pitwall-videos")]
+    pub video_out: PathBuf,
+    /// S3 bucket for overlayed videos (`videos/<id>_with_heatmaps.mp4`).
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint, for S3-compatible servers (then path-style addressing is used).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (prefer the environment variable).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+    /// S3 secret key (prefer the environment variable: command lines are visible to other users).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// Files at least this many MiB go to S3 as multipart uploads.
+    #[arg(long, default_value_t = 16)]
+    pub s3_multipart_mib: u64,
+}
+
+impl ModelArgs {
+    pub fn runs(&self, pipeline: Pipeline) -> bool {
+        self.pipelines.contains(&pipeline)
+    }
+}
+
+impl Default for ModelArgs {
+    /// The flags' defaults (the S3 settings left empty, whatever the environment says).
+    fn default() -> Self {
+        ModelArgs {
+            pipelines: vec![Pipeline::Telemetry],
+            onnxruntime: None,
+            fire_model: None,
+            fire_model_kind: FireModelKindArg::Heatmap,
+            fire_classes: vec!["fire".into(), "smoke".into()],
+            model_input: (128, 128),
+            fire_threshold: 0.5,
+            infer_batch: 8,
+            infer_wait_ms: 20,
+            intra_threads: 1,
+            predictions_model: None,
+            predictions_topic: topics::PREDICTIONS.into(),
+            video_topic: topics::VIDEO_FRAMES.into(),
+            detections_topic: topics::FIRE_DETECTIONS.into(),
+            completions_topic: topics::VIDEO_COMPLETIONS.into(),
+            video_group: "pitwall-video".into(),
+            video_lateness_ms: 60_000,
+            video_idle_s: 300,
+            spool: None,
+            video_out: PathBuf::from("pitwall-videos"),
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_multipart_mib: 16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FireModelKindArg {
+    Heatmap,
+    Yolo,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let parse = |part: &str| part.trim().parse::<u32>().ok().filter(|n| (8..=4096).contains(n));
+    match text.split_once('x').map(|(w, h)| (parse(w), parse(h))) {
+        Some((Some(w), Some(h))) => Ok((w, h)),
+        _ => Err(format!("expected WIDTHxHEIGHT, each 8..=4096, e.g. 128x128, got {text:?}")),
+    }
+}
+
 /// The HTTP bridge's flags, shared by `run` and `demo`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BridgeArgs {
@@ -286,6 +500,8 @@ pub struct RunArgs {
     pub timely: TimelyArgs,
     #[command(flatten)]
     pub dataflow: DataflowArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
     #[command(flatten)]
     pub bridge: BridgeArgs,
     /// Read every assigned partition up to the end offsets seen at start, drain all windows,

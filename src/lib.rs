@@ -7,3 +7,4 @@ pub mod cli;
 pub mod commands;
 pub mod telemetry_job;
 pub mod topics;
+pub mod video_job;

@@ -16,8 +16,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Gen(GenCommand::Race(args)) => commands::gen::race(args),
+        Command::Gen(GenCommand::Video(args)) => commands::gen::video(args),
         Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args),
         Command::Produce(ProduceCommand::Telemetry(args)) => commands::produce::telemetry(args),
+        Command::Produce(ProduceCommand::Video(args)) => commands::produce::video(args),
         Command::Run(args) => commands::run::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Demo(args) => commands::demo::run(args),

@@ -19,11 +19,14 @@ use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceStats};
+use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, SourceStats};
 use pitwall_connectors::kafka::KafkaConfig;
+use pitwall_connectors::onnx::tabular::WindowModel;
+use pitwall_connectors::store::ObjectStore;
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
+use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -31,14 +34,17 @@ use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{OkErr, Probe};
 
-use crate::cli::{BridgeArgs, DataflowArgs, TimelyArgs};
+use crate::cli::{BridgeArgs, DataflowArgs, ModelArgs, Pipeline, TimelyArgs};
 use crate::topics::ALERT_PARTITIONS;
+use crate::video_job::{batching, build_video, check_models, open_store, predictions_source, VideoReport, VideoSettings};
 
 /// Everything a worker needs to build the job.
 #[derive(Clone, Debug)]
 pub struct JobConfig {
     pub kafka: KafkaConfig,
     pub dataflow: DataflowArgs,
+    /// Which pipelines run, and the model, video and storage settings.
+    pub models: ModelArgs,
     pub exit_at_end: bool,
     /// Where to serve /metrics and /health, if anywhere.
     pub bridge: BridgeArgs,
@@ -87,6 +93,14 @@ pub struct JobReport {
     pub late: u64,
     pub alerts: u64,
     pub windows: u64,
+    pub predictions: u64,
+    /// Video frames run through the fire model, detections and completed videos published.
+    pub frames: u64,
+    pub detections: u64,
+    pub videos: u64,
+    /// Overlayed videos stored, and videos that could not be.
+    pub videos_stored: u64,
+    pub video_store_failures: u64,
     pub commits: u64,
     /// Stall episodes (broker unreachable, then back) over all partitions.
     pub stalls: u64,
@@ -108,13 +122,30 @@ impl JobReport {
         self.skipped_offsets += worker.source.skipped_offsets;
         self.alerts += worker.alerts;
         self.windows += worker.windows;
+        self.predictions += worker.predictions;
+        if let Some((source, video)) = &worker.video {
+            self.messages += source.messages;
+            self.dead_letters += source.dead_letters;
+            self.late += source.late;
+            self.commits += source.commits;
+            self.stalls += source.stalls;
+            self.skipped_offsets += source.skipped_offsets;
+            self.frames += video.frames;
+            self.detections += video.detections;
+            self.videos += video.videos;
+            self.videos_stored += video.stored;
+            self.video_store_failures += video.store_failures;
+        }
     }
 }
 
+#[derive(Default)]
 struct WorkerReport {
     source: SourceStats,
     alerts: u64,
     windows: u64,
+    predictions: u64,
+    video: Option<(SourceStats, VideoReport)>,
 }
 
 /// Timely's communication config from the `-w -n -p -h` flags.
@@ -145,13 +176,29 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config> {
 
 /// Checks what the job needs from the broker before any worker starts.
 pub fn preflight(config: &JobConfig) -> Result<()> {
-    let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
-    config.kafka.partition_count(&consumer, &config.dataflow.telemetry_topic)?;
-    let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
-    if alerts < ALERT_PARTITIONS {
-        bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
+    let models = &config.models;
+    if models.pipelines.is_empty() {
+        bail!("--pipelines is empty: name at least one of telemetry, predictions, video");
     }
-    for topic in [&config.dataflow.windows_topic, &config.dataflow.dlq_topic, &config.dataflow.late_topic] {
+    if models.runs(Pipeline::Predictions) && !models.runs(Pipeline::Telemetry) {
+        bail!("--pipelines predictions needs telemetry too (predictions are made from its windows)");
+    }
+    let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
+    let mut topics = vec![&config.dataflow.dlq_topic, &config.dataflow.late_topic];
+    if models.runs(Pipeline::Telemetry) {
+        let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
+        if alerts < ALERT_PARTITIONS {
+            bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
+        }
+        topics.extend([&config.dataflow.telemetry_topic, &config.dataflow.windows_topic]);
+    }
+    if models.runs(Pipeline::Predictions) {
+        topics.push(&models.predictions_topic);
+    }
+    if models.runs(Pipeline::Video) {
+        topics.extend([&models.video_topic, &models.detections_topic, &models.completions_topic]);
+    }
+    for topic in topics {
         config.kafka.partition_count(&consumer, topic)?;
     }
     Ok(())
@@ -160,6 +207,15 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
 /// Runs the job on this process's workers until the input ends (`exit_at_end`) or `shutdown`.
 pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
     preflight(&config)?;
+    let (video, predictions) = (config.models.runs(Pipeline::Video), config.models.runs(Pipeline::Predictions));
+    check_models(&config.models, video, predictions)?;
+    let store = if video {
+        let store = open_store(&config.models)?;
+        eprintln!("overlayed videos go to {}", store.describe());
+        Some(store)
+    } else {
+        None
+    };
     let started = Instant::now();
     let registry = Registry::new();
     let metrics = JobMetrics::register(&registry).context("registering metrics")?;
@@ -175,7 +231,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     }
     let config = Arc::new(config);
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
-        run_worker(worker, &config, &metrics, &sources, shutdown.clone()).map_err(|e| format!("{e:#}"))
+        run_worker(worker, &config, store.clone(), &metrics, &sources, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut report = JobReport::default();
@@ -192,19 +248,14 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
 const PARK: Duration = Duration::from_millis(20);
 
 /// Copies this worker's state gauges and sink counts into the process's metrics.
-fn refresh_worker_metrics(
-    metrics: &JobMetrics,
-    worker: &str,
-    state: &[(&str, StateGauge)],
-    sinks: &[(&str, SinkHandle); 4],
-    reported: &mut [u64; 4],
-) {
+fn refresh_worker_metrics(metrics: &JobMetrics, worker: &str, state: &[(&str, StateGauge)], sinks: &[(&str, SinkHandle)], reported: &mut Vec<u64>) {
     for (operator, gauge) in state {
         let size = gauge.get();
         metrics.state_keys.with_label_values(&[operator, worker]).set(size.keys as i64);
         metrics.state_bytes.with_label_values(&[operator, worker]).set(size.bytes as i64);
         metrics.state_expired.with_label_values(&[operator, worker]).set(size.expired as i64);
     }
+    reported.resize(sinks.len(), 0);
     for ((name, sink), reported) in sinks.iter().zip(reported.iter_mut()) {
         let delivered = sink.delivered();
         metrics.delivered.with_label_values(&[name]).inc_by(delivered.saturating_sub(*reported));
@@ -215,14 +266,24 @@ fn refresh_worker_metrics(
 /// How often a worker refreshes the state and sink metrics.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
-fn run_worker(
+/// One worker's telemetry dataflow (and predictions), built.
+struct TelemetryParts {
+    probe: ProbeHandle<u64>,
+    source: SourceHandle,
+    state: Vec<(&'static str, StateGauge)>,
+    /// alerts, windows, dead letters, late, then predictions if they run.
+    sinks: Vec<(&'static str, SinkHandle)>,
+}
+
+fn build_telemetry(
     worker: &mut timely::worker::Worker,
     config: &JobConfig,
+    producer: &KafkaProducer,
     metrics: &JobMetrics,
-    sources: &Mutex<Vec<SourceHealth>>,
     shutdown: Arc<AtomicBool>,
-) -> Result<WorkerReport> {
+) -> Result<TelemetryParts> {
     let args = &config.dataflow;
+    let models = &config.models;
     let policy = DecodePolicy {
         max_record_bytes: args.max_record_bytes,
         known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
@@ -233,6 +294,8 @@ fn run_worker(
         alerts_after_watermark: args.alerts_after_watermark,
         ..Default::default()
     };
+    let predictor =
+        if models.runs(Pipeline::Predictions) { Some(WindowModel::load(&predictions_source(models), models.intra_threads)?) } else { None };
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
@@ -242,9 +305,8 @@ fn run_worker(
     source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;
 
-    let producer = KafkaProducer::new(&config.kafka)?;
     let probe = ProbeHandle::new();
-    let (handle, state, sinks) = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+    worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
@@ -262,46 +324,103 @@ fn run_worker(
         });
         let outputs = telemetry_dataflow(samples, &telemetry);
         let alerts_topic = args.alerts_topic.clone();
-        let (alerts_done, alerts) = publish(outputs.alerts, &producer, "AlertSink", move |a: &Alert| Route {
+        let (alerts_done, alerts) = publish(outputs.alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
             key: Some(a.driver.clone()),
             partition: Some(a.severity.partition()),
         });
+        let mut sinks = Vec::new();
+        if let Some(model) = predictor {
+            let card = model.card.clone();
+            let (predictions, _) = predict_windows(outputs.windows.clone(), model, card, batching(models));
+            let topic = models.predictions_topic.clone();
+            let (done, sink) = publish(predictions, producer, "PredictionSink", move |p: &Prediction| Route {
+                topic: topic.clone(),
+                key: Some(p.model_type.clone()),
+                partition: None,
+            });
+            done.probe_with(&probe);
+            sinks.push(("predictions", sink));
+        }
         let windows_topic = args.windows_topic.clone();
-        let (windows_done, windows) = publish(outputs.windows, &producer, "WindowSink", move |w: &WindowResult| Route {
+        let (windows_done, windows) = publish(outputs.windows, producer, "WindowSink", move |w: &WindowResult| Route {
             topic: windows_topic.clone(),
             key: Some(w.driver.clone()),
             partition: None,
         });
         let dlq_topic = args.dlq_topic.clone();
         let (dead_done, dead_letters) =
-            publish(dead, &producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
+            publish(dead, producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
         let late_topic = args.late_topic.clone();
         let (late_done, late_sink) =
-            publish(late, &producer, "LateSink", move |l: &LateRecord| Route { topic: late_topic.clone(), key: l.key.clone(), partition: None });
+            publish(late, producer, "LateSink", move |l: &LateRecord| Route { topic: late_topic.clone(), key: l.key.clone(), partition: None });
         late_done.probe_with(&probe);
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);
         dead_done.probe_with(&probe);
-        let sinks = [("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
-        Ok((handle, outputs.state, sinks))
-    })?;
-    sources.lock().expect("health list lock").push(handle.health());
+        let mut all = vec![("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
+        all.extend(sinks);
+        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all })
+    })
+}
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    config: &JobConfig,
+    store: Option<Arc<ObjectStore>>,
+    metrics: &JobMetrics,
+    sources: &Mutex<Vec<SourceHealth>>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<WorkerReport> {
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let telemetry =
+        if config.models.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, metrics, shutdown.clone())?) } else { None };
+    let video = match store {
+        Some(store) => {
+            let settings = VideoSettings {
+                kafka: &config.kafka,
+                dataflow: &config.dataflow,
+                models: &config.models,
+                exit_at_end: config.exit_at_end,
+                store,
+                metrics: Some(metrics.source.clone()),
+            };
+            Some(build_video(worker, &settings, &producer, shutdown)?)
+        }
+        None => None,
+    };
+    let mut health = sources.lock().expect("health list lock");
+    health.extend(telemetry.iter().map(|t| t.source.health()));
+    health.extend(video.iter().map(|v| v.source.health()));
+    drop(health);
     let worker_label = worker.index().to_string();
-    let mut reported = [0_u64; 4];
+    let no_state = Vec::new();
+    let state = telemetry.as_ref().map(|t| &t.state).unwrap_or(&no_state);
+    let sinks: Vec<(&str, SinkHandle)> =
+        telemetry.iter().flat_map(|t| t.sinks.iter()).chain(video.iter().flat_map(|v| v.sinks.iter())).cloned().collect();
+    let mut reported = Vec::new();
     let mut last_metrics = Instant::now();
-    while !probe.done() {
+    let done = || telemetry.as_ref().is_none_or(|t| t.probe.done()) && video.as_ref().is_none_or(|v| v.probe.done());
+    while !done() {
         worker.step_or_park(Some(PARK));
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             last_metrics = Instant::now();
-            refresh_worker_metrics(metrics, &worker_label, &state, &sinks, &mut reported);
+            refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
         }
     }
-    refresh_worker_metrics(metrics, &worker_label, &state, &sinks, &mut reported);
-    handle.commit_all()?;
+    refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
+    for source in telemetry.iter().map(|t| &t.source).chain(video.iter().map(|v| &v.source)) {
+        source.commit_all()?;
+    }
     producer.flush(Duration::from_secs(30))?;
-    let stats = handle.stats();
-    let (alerts, windows) = (sinks[0].1.delivered(), sinks[1].1.delivered());
-    tracing::info!(worker = worker.index(), ?stats, alerts, windows, "worker finished");
-    Ok(WorkerReport { source: stats, alerts, windows })
+    let mut report = WorkerReport::default();
+    if let Some(t) = &telemetry {
+        report.source = t.source.stats();
+        report.alerts = t.sinks[0].1.delivered();
+        report.windows = t.sinks[1].1.delivered();
+        report.predictions = t.sinks.get(4).map(|(_, s)| s.delivered()).unwrap_or(0);
+    }
+    report.video = video.as_ref().map(|v| (v.source.stats(), v.report()));
+    tracing::info!(worker = worker.index(), stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
+    Ok(report)
 }

@@ -5,3 +5,6 @@
 pub mod bridge;
 pub mod files;
 pub mod kafka;
+pub mod onnx;
+pub mod store;
+pub mod video;

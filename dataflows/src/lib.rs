@@ -5,11 +5,14 @@
 
 pub mod anomalies;
 pub mod decode;
+pub mod infer;
 pub mod keyed;
 pub mod partition;
 pub mod pipeline;
+pub mod predict;
 pub mod records;
 pub mod sim;
+pub mod video;
 pub mod windows;
 
 pub use records::*;

@@ -127,7 +127,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread },
         worker: Default::default(),
     };
-    let report = run_job(JobConfig { kafka, dataflow, exit_at_end: false, bridge: args.bridge.clone() }, timely, shutdown)?;
+    let report =
+        run_job(JobConfig { kafka, dataflow, models: Default::default(), exit_at_end: false, bridge: args.bridge.clone() }, timely, shutdown)?;
     // Every client is gone before the embedded broker is dropped at the end of this function.
     let _ = producer.join();
     std::thread::sleep(PRINTER_GRACE);

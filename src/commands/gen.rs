@@ -1,10 +1,11 @@
-//! `pitwall gen race`: a generated race as FastF1-schema files plus its ground truth.
+//! `pitwall gen race`: a generated race as FastF1-schema files plus its ground truth;
+//! `pitwall gen video`: a synthetic clip with or without fire plus the frames that burn.
 
 use anyhow::{Context, Result};
 use pitwall_connectors::files::{write_telemetry, Format};
 use pitwall_dataflows::sim::{Race, RaceConfig};
 
-use crate::cli::{FileFormat, GenRaceArgs};
+use crate::cli::{FileFormat, GenRaceArgs, GenVideoArgs};
 
 pub fn race(args: &GenRaceArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -29,4 +30,49 @@ pub fn race(args: &GenRaceArgs) -> Result<()> {
         truth.display()
     );
     Ok(())
+}
+
+/// `pitwall gen video`: a synthetic clip and its fire ground truth (`FILE.truth.json`).
+pub fn video(args: &GenVideoArgs) -> Result<()> {
+    use pitwall_connectors::video::encode::{EncodeOptions, Mp4Writer};
+    use pitwall_dataflows::sim::video::{Scene, SceneConfig};
+
+    if args.width < 16 || args.height < 16 || args.width % 2 == 1 || args.height % 2 == 1 {
+        anyhow::bail!("--width and --height must be even and at least 16 (got {}x{})", args.width, args.height);
+    }
+    if args.seconds.is_nan() || args.seconds <= 0.0 || args.fps == 0 {
+        anyhow::bail!("--seconds and --fps must be positive");
+    }
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let frames = (args.seconds * f64::from(args.fps)).round().max(1.0) as u64;
+    let scene = Scene::new(SceneConfig { width: args.width, height: args.height, fps: args.fps, frames, fire: !args.no_fire, seed: args.seed });
+    let mut writer = Mp4Writer::create(&args.out, args.width, args.height, args.fps, 1, &EncodeOptions { preset: "veryfast".into(), crf: 18 })?;
+    for index in 0..frames {
+        writer.push(&scene.frame(index))?;
+    }
+    let encoded = writer.finish()?;
+    let truth = scene.truth();
+    let truth_path = truth_path(&args.out);
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("writing {}", truth_path.display()))?;
+    println!(
+        "wrote {} ({} frames, {}x{} at {} fps, {} bytes); fire frames {:?} in {}",
+        args.out.display(),
+        frames,
+        args.width,
+        args.height,
+        args.fps,
+        encoded.bytes,
+        truth.fire_ranges,
+        truth_path.display()
+    );
+    Ok(())
+}
+
+/// `clip.mp4` -> `clip.mp4.truth.json`.
+pub fn truth_path(video: &std::path::Path) -> std::path::PathBuf {
+    let mut name = video.as_os_str().to_owned();
+    name.push(".truth.json");
+    name.into()
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use pitwall_connectors::files::{read_telemetry, telemetry_files, FileOptions};
 use pitwall_connectors::kafka::replay::{replay, ReplayConfig, ReplayReport, ReplayStream};
@@ -14,7 +14,7 @@ use pitwall_dataflows::decode::encode_telemetry;
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::records::TelemetryRecord;
 
-use crate::cli::ProduceTelemetryArgs;
+use crate::cli::{ProduceTelemetryArgs, ProduceVideoArgs};
 
 /// Groups records by driver, each driver's rows in SessionTime order, on the driver's partition.
 pub fn driver_streams(records: Vec<TelemetryRecord>, partitions: i32) -> Vec<ReplayStream<TelemetryRecord>> {
@@ -102,5 +102,56 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
         report.elapsed.as_secs_f64(),
         report.rate()
     );
+    Ok(())
+}
+
+/// `pitwall produce video`: one file's frames into `video-frames`, then its end marker.
+pub fn video(args: &ProduceVideoArgs) -> Result<()> {
+    use pitwall_connectors::video::decode::ReadOptions;
+    use pitwall_connectors::video::publish::{publish_video, PublishOptions};
+
+    let video_id = match &args.id {
+        Some(id) => id.clone(),
+        None => args.file.file_stem().and_then(|s| s.to_str()).map(String::from).context("the file has no name to use as the video id: pass --id")?,
+    };
+    if video_id.is_empty() || video_id.len() > pitwall_dataflows::video::frame::MAX_VIDEO_ID {
+        bail!("--id must be 1 to {} bytes", pitwall_dataflows::video::frame::MAX_VIDEO_ID);
+    }
+    let options = PublishOptions {
+        topic: args.topic.clone(),
+        video_id,
+        read: ReadOptions { max_width: Some(args.max_width.max(2)), fps_limit: args.fps_limit },
+        realtime: args.realtime,
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} frames ({per_sec})").expect("valid template"));
+    let kafka = args.kafka.config();
+    let report = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| publish_video(&kafka, &args.file, &options, sent.clone()));
+        while !worker.is_finished() {
+            bar.set_position(sent.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        worker.join().expect("publisher thread does not panic")
+    })
+    .with_context(|| format!("publishing {}", args.file.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "published {} frames of `{}` ({}x{}, {:.2} fps, {:.1} MB) to `{}` in {:.2} s; {} failed",
+        report.frames,
+        report.video_id,
+        report.width,
+        report.height,
+        report.fps,
+        report.bytes as f64 / 1e6,
+        args.topic,
+        report.seconds,
+        report.failed
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    if report.failed > 0 {
+        bail!("{} frames were not delivered", report.failed);
+    }
     Ok(())
 }

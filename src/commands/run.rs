@@ -2,18 +2,32 @@
 
 use anyhow::Result;
 
-use crate::cli::RunArgs;
+use crate::cli::{Pipeline, RunArgs};
 use crate::telemetry_job::{run_job, timely_config, JobConfig};
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let timely = timely_config(&args.timely)?;
-    let config =
-        JobConfig { kafka: args.kafka.config(), dataflow: args.dataflow.clone(), exit_at_end: args.exit_at_end, bridge: args.bridge.clone() };
+    let config = JobConfig {
+        kafka: args.kafka.config(),
+        dataflow: args.dataflow.clone(),
+        models: args.models.clone(),
+        exit_at_end: args.exit_at_end,
+        bridge: args.bridge.clone(),
+    };
     let report = run_job(config, timely, super::shutdown_flag())?;
     eprintln!(
         "processed {} messages ({} records, {} dead letters) on {} workers in {:.2} s: {:.0} msg/s; {} alerts, {} window results",
         report.messages, report.records, report.dead_letters, report.workers, report.seconds, report.msg_per_s, report.alerts, report.windows
     );
+    if args.models.runs(Pipeline::Predictions) {
+        eprintln!("{} predictions", report.predictions);
+    }
+    if args.models.runs(Pipeline::Video) {
+        eprintln!(
+            "{} video frames through the fire model, {} detections, {} videos completed ({} stored, {} not stored)",
+            report.frames, report.detections, report.videos, report.videos_stored, report.video_store_failures
+        );
+    }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -1,0 +1,124 @@
+//! `publish_video`: decodes a file and publishes its frames to `video-frames` (key = video id,
+//! so one video stays in order on one partition), then the end-of-video marker.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pitwall_dataflows::video::frame::{encode_end, encode_frame, FrameHeader};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::decode::{read_video, ReadOptions, VideoInfo};
+use super::VideoError;
+use crate::kafka::{now_ms, KafkaConfig, KafkaError};
+
+/// How a video is published.
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    pub topic: String,
+    pub video_id: String,
+    pub read: ReadOptions,
+    /// Pace frames at the video's frame rate.
+    pub realtime: bool,
+}
+
+/// What was published.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PublishReport {
+    pub video_id: String,
+    pub frames: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub seconds: f64,
+}
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+#[derive(Default)]
+struct Counting {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counting {}
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "video frame delivery failed");
+        }
+    }
+}
+
+/// Decodes `file` and publishes it; `sent` counts frames for a progress display.
+pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
+    let producer: ThreadedProducer<Counting> = config
+        .client(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144"), ("compression.type", "lz4")])
+        .create_with_context(Counting::default())
+        .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
+    let topic = options.topic.as_str();
+    let key = options.video_id.as_bytes();
+    let started = Instant::now();
+    let mut bytes = 0_u64;
+    let mut last: Option<FrameHeader> = None;
+    let send = |payload: &[u8]| -> Result<(), KafkaError> {
+        loop {
+            match producer.send(BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(payload)) {
+                Ok(()) => return Ok(()),
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => std::thread::sleep(Duration::from_millis(2)),
+                Err((e, _)) => return Err(KafkaError::Client { context: format!("producing to `{topic}`"), source: e }),
+            }
+        }
+    };
+    let (info, frames) = read_video(file, options.read, |info: &VideoInfo, frame| -> Result<(), KafkaError> {
+        let header = FrameHeader {
+            video_id: options.video_id.clone(),
+            frame_index: frame.index,
+            pts_ms: frame.pts_ms,
+            produced_at_ms: now_ms(),
+            width: frame.image.width,
+            height: frame.image.height,
+            fps_num: info.fps_num,
+            fps_den: info.fps_den,
+            total_frames: info.total_frames,
+        };
+        if options.realtime {
+            let due = started + Duration::from_secs_f64(frame.index as f64 * f64::from(info.fps_den) / f64::from(info.fps_num.max(1)));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let payload = encode_frame(&header, &frame.image);
+        bytes += payload.len() as u64;
+        send(&payload)?;
+        sent.fetch_add(1, Ordering::Relaxed);
+        last = Some(header);
+        Ok(())
+    })?;
+    let end = FrameHeader { frame_index: frames, produced_at_ms: now_ms(), ..last.expect("read_video returns at least one frame") };
+    send(&encode_end(&end))?;
+    producer.flush(Duration::from_secs(60)).map_err(KafkaError::client(format!("flushing `{topic}`")))?;
+    Ok(PublishReport {
+        video_id: options.video_id.clone(),
+        frames,
+        failed: producer.context().failed.load(Ordering::Relaxed),
+        bytes,
+        width: info.width,
+        height: info.height,
+        fps: f64::from(info.fps_num) / f64::from(info.fps_den.max(1)),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,192 @@
+//! Model-agnostic detection logic: frame -> model input tensor, YOLO-style output -> boxes
+//! (with non-maximum suppression), and the `fire-detections` record.
+
+use super::frame::RgbImage;
+use super::overlay::Region;
+
+/// Resizes `image` (bilinear) to `width x height` and lays it out as planar float RGB in 0..=1
+/// (`[3, H, W]`, the per-frame slice of an `[N, 3, H, W]` batch), appended to `out`.
+pub fn to_chw(image: &RgbImage, width: u32, height: u32, out: &mut Vec<f32>) {
+    let plane = width as usize * height as usize;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    if image.width == 0 || image.height == 0 {
+        return;
+    }
+    let sx = image.width as f32 / width as f32;
+    let sy = image.height as f32 / height as f32;
+    let (max_x, max_y) = (image.width - 1, image.height - 1);
+    for y in 0..height {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, max_y as f32);
+        let (y0, ty) = (fy.floor() as u32, fy.fract());
+        let y1 = (y0 + 1).min(max_y);
+        for x in 0..width {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, max_x as f32);
+            let (x0, tx) = (fx.floor() as u32, fx.fract());
+            let x1 = (x0 + 1).min(max_x);
+            let (a, b, c, d) = (image.pixel(x0, y0), image.pixel(x1, y0), image.pixel(x0, y1), image.pixel(x1, y1));
+            let at = y as usize * width as usize + x as usize;
+            for ch in 0..3 {
+                let top = f32::from(a[ch]) * (1.0 - tx) + f32::from(b[ch]) * tx;
+                let bottom = f32::from(c[ch]) * (1.0 - tx) + f32::from(d[ch]) * tx;
+                out[start + ch * plane + at] = (top * (1.0 - ty) + bottom * ty) / 255.0;
+            }
+        }
+    }
+}
+
+/// How YOLO-style outputs are turned into boxes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YoloDecode {
+    /// Boxes whose best class score is below this are dropped.
+    pub confidence: f32,
+    /// Of two boxes of one class overlapping more than this (IoU), the lower-scored is dropped.
+    pub iou: f32,
+    /// Class names by index; a missing name becomes `class<i>`.
+    pub classes: Vec<String>,
+    /// Most boxes kept per frame.
+    pub max_boxes: usize,
+}
+
+impl Default for YoloDecode {
+    fn default() -> Self {
+        YoloDecode { confidence: 0.25, iou: 0.45, classes: vec!["fire".into(), "smoke".into()], max_boxes: 100 }
+    }
+}
+
+/// Why a detection output could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DetectError {
+    #[error("detection output has shape {0:?}; expected [N, 4 + classes, boxes] with at least one class")]
+    Shape(Vec<i64>),
+}
+
+/// Decodes one image of a YOLO (v5u/v8/v11 export) output `[N, 4 + C, K]`: for each of the K
+/// candidates, rows 0..4 are the box centre x, y, width and height in model-input pixels and rows
+/// 4.. are the class scores. Boxes are scaled by (`scale_x`, `scale_y`) to frame pixels, then
+/// non-maximum suppression runs per class. Sorted by score, highest first.
+pub fn decode_yolo(output: &[f32], shape: &[i64], image: usize, scale_x: f32, scale_y: f32, config: &YoloDecode) -> Result<Vec<Region>, DetectError> {
+    let [n, rows, k] = shape else { return Err(DetectError::Shape(shape.to_vec())) };
+    let (n, rows, k) = (*n as usize, *rows as usize, *k as usize);
+    if rows < 5 || image >= n || output.len() < n * rows * k {
+        return Err(DetectError::Shape(shape.to_vec()));
+    }
+    let data = &output[image * rows * k..(image + 1) * rows * k];
+    let at = |row: usize, j: usize| data[row * k + j];
+    let mut candidates: Vec<(usize, Region)> = Vec::new();
+    for j in 0..k {
+        let (class, score) = (4..rows).map(|r| (r - 4, at(r, j))).fold((0, f32::NEG_INFINITY), |best, c| if c.1 > best.1 { c } else { best });
+        // NaN scores fail this test too.
+        if score.is_nan() || score < config.confidence {
+            continue;
+        }
+        let (cx, cy, w, h) = (at(0, j), at(1, j), at(2, j), at(3, j));
+        if ![cx, cy, w, h].iter().all(|v| v.is_finite()) || w <= 0.0 || h <= 0.0 {
+            continue;
+        }
+        let label = config.classes.get(class).cloned().unwrap_or_else(|| format!("class{class}"));
+        let region = Region { x: (cx - w / 2.0) * scale_x, y: (cy - h / 2.0) * scale_y, width: w * scale_x, height: h * scale_y, score, label };
+        candidates.push((class, region));
+    }
+    candidates.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    let mut kept: Vec<(usize, Region)> = Vec::new();
+    for (class, region) in candidates {
+        if kept.len() >= config.max_boxes {
+            break;
+        }
+        if kept.iter().all(|(c, k)| *c != class || k.iou(&region) <= config.iou) {
+            kept.push((class, region));
+        }
+    }
+    Ok(kept.into_iter().map(|(_, r)| r).collect())
+}
+
+/// What the fire model says about one frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FireVerdict {
+    pub score: f32,
+    /// Per-pixel fire likelihood at model resolution (heatmap models only).
+    pub heatmap: Option<super::overlay::Heatmap>,
+    pub regions: Vec<Region>,
+    /// Wall time of the batch's model run divided by its frames.
+    pub inference_ms: f64,
+}
+
+/// One frame's verdict, published to `fire-detections` (keyed by video id).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FireDetection {
+    pub video_id: String,
+    pub frame_index: u64,
+    pub pts_ms: i64,
+    /// The frame's fire score in 0..=1 (heatmap model: its score output; detection model: the
+    /// best box score, 0 without boxes).
+    pub score: f32,
+    /// `score >= threshold`.
+    pub fire: bool,
+    /// Hot regions (heatmap model) or detected boxes (detection model), in frame pixels.
+    pub regions: Vec<Region>,
+    pub model: String,
+    /// Wall time of the model run that covered this frame, divided by the frames in its batch.
+    pub inference_ms: f64,
+    /// The frame's production time to this record's creation.
+    pub latency_ms: u64,
+    /// Why the model gave no verdict for this frame (score 0, no regions), if it did not.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chw_keeps_colours_in_their_planes() {
+        let mut image = RgbImage::new(2, 2);
+        for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            image.put(x, y, [255, 0, 51]);
+        }
+        let mut out = vec![7.0];
+        to_chw(&image, 3, 3, &mut out);
+        assert_eq!(out.len(), 1 + 27);
+        assert!(out[1..10].iter().all(|v| (*v - 1.0).abs() < 1e-6));
+        assert!(out[10..19].iter().all(|v| *v == 0.0));
+        assert!(out[19..28].iter().all(|v| (*v - 0.2).abs() < 1e-6));
+    }
+
+    /// `[1, 4 + 2, 4]`: two overlapping "fire" boxes, one "smoke" box on top of them, one weak box.
+    fn output() -> (Vec<f32>, Vec<i64>) {
+        let boxes = [
+            // cx, cy, w, h, fire, smoke
+            [50.0, 50.0, 20.0, 20.0, 0.9, 0.1],
+            [52.0, 51.0, 20.0, 20.0, 0.8, 0.1],
+            [50.0, 50.0, 20.0, 20.0, 0.1, 0.7],
+            [10.0, 10.0, 4.0, 4.0, 0.1, 0.2],
+        ];
+        let mut data = vec![0.0; 6 * 4];
+        for (j, b) in boxes.iter().enumerate() {
+            for (row, v) in b.iter().enumerate() {
+                data[row * 4 + j] = *v;
+            }
+        }
+        (data, vec![1, 6, 4])
+    }
+
+    #[test]
+    fn nms_keeps_the_best_box_per_class_and_scales_it() {
+        let (data, shape) = output();
+        let boxes = decode_yolo(&data, &shape, 0, 2.0, 1.0, &YoloDecode::default()).unwrap();
+        assert_eq!(boxes.len(), 2, "{boxes:?}");
+        assert_eq!((boxes[0].label.as_str(), boxes[0].score), ("fire", 0.9));
+        assert_eq!((boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height), (80.0, 40.0, 40.0, 20.0));
+        assert_eq!(boxes[1].label, "smoke");
+        let loose = YoloDecode { iou: 0.95, ..YoloDecode::default() };
+        assert_eq!(decode_yolo(&data, &shape, 0, 1.0, 1.0, &loose).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let (data, _) = output();
+        assert!(decode_yolo(&data, &[1, 4, 6], 0, 1.0, 1.0, &YoloDecode::default()).is_err());
+        assert!(decode_yolo(&data, &[2, 6, 4], 0, 1.0, 1.0, &YoloDecode::default()).is_err());
+        assert!(decode_yolo(&data, &[24], 0, 1.0, 1.0, &YoloDecode::default()).is_err());
+    }
+}
