@@ -206,9 +206,10 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
 
 /// Runs the job on this process's workers until the input ends (`exit_at_end`) or `shutdown`.
 pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
-    preflight(&config)?;
+    // Models first: they need no broker, and a missing library is the likelier mistake.
     let (video, predictions) = (config.models.runs(Pipeline::Video), config.models.runs(Pipeline::Predictions));
     check_models(&config.models, video, predictions)?;
+    preflight(&config)?;
     let store = if video {
         let store = open_store(&config.models)?;
         eprintln!("overlayed videos go to {}", store.describe());

@@ -163,6 +163,18 @@ where
     Ok((info, returned))
 }
 
+/// Opens `path` and checks it has a decodable video stream, without decoding frames.
+pub fn probe_video(path: &Path) -> Result<(), VideoError> {
+    init()?;
+    let shown = path.display().to_string();
+    let input = ffmpeg_next::format::input(&path).map_err(VideoError::ffmpeg(format!("opening video {shown}")))?;
+    let stream = input.streams().best(Type::Video).ok_or_else(|| VideoError::Invalid(format!("{shown} has no video stream")))?;
+    ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(VideoError::ffmpeg(format!("opening the video decoder for {shown}")))?;
+    Ok(())
+}
+
 /// Copies an RGB24 frame (rows padded to its stride) into tightly packed pixels.
 fn packed_rgb(frame: &VideoFrame, width: u32, height: u32) -> RgbImage {
     let stride = frame.stride(0);

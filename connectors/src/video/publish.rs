@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::video::frame::{encode_end, encode_frame, FrameHeader};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -63,20 +64,26 @@ impl ProducerContext for Counting {
     }
 }
 
-/// Decodes `file` and publishes it; `sent` counts frames for a progress display.
+/// Decodes `file` and publishes it; `sent` counts frames for a progress display. The file is
+/// opened before the broker is asked anything, so a bad file is reported as such.
 pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
+    super::decode::probe_video(file)?;
     let producer: ThreadedProducer<Counting> = config
-        .client(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144"), ("compression.type", "lz4")])
+        .client(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])
         .create_with_context(Counting::default())
         .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
     let topic = options.topic.as_str();
     let key = options.video_id.as_bytes();
+    // Kafka's default (Java) partitioner, murmur2 of the key, as pitwall's other producers use:
+    // librdkafka's own default would put the same key elsewhere.
+    let partitions = config.partition_count(&config.plain_consumer("pitwall-producer")?, topic)?;
+    let partition = key_partition(key, partitions);
     let started = Instant::now();
     let mut bytes = 0_u64;
     let mut last: Option<FrameHeader> = None;
     let send = |payload: &[u8]| -> Result<(), KafkaError> {
         loop {
-            match producer.send(BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(payload)) {
+            match producer.send(BaseRecord::<[u8], [u8]>::to(topic).key(key).partition(partition).payload(payload)) {
                 Ok(()) => return Ok(()),
                 Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => std::thread::sleep(Duration::from_millis(2)),
                 Err((e, _)) => return Err(KafkaError::Client { context: format!("producing to `{topic}`"), source: e }),
