@@ -6,7 +6,7 @@ What it predicts: a driver's mean speed (km/h) over the NEXT 5 s, from the featu
 Input  `features`   [N, 8] float32, in this order (all from a sliding WindowResult):
        speed mean, speed min, speed max (km/h), rpm mean, throttle mean (%), brake (% of
        samples), gear changes (count), DRS open (fraction of the window).
-Output `prediction` [N, 1] float32: km/h.
+Output `prediction` [N, 1] float32: km/h, clipped to 0..380.
 
 How it was fitted: ordinary least squares (numpy.linalg.lstsq) on standardised features, the
 scaling folded back into one MatMul + Add, on the windows of a generated race
@@ -110,11 +110,21 @@ def main(race_dir, out):
     print(f"trained on {len(x)} windows of {split} drivers; held out {len(xt)} windows of {len(paths) - split}: R^2 {r2:.3f}, MAE {mae:.2f} km/h")
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["prediction"])],
+        [
+            helper.make_node("MatMul", ["features", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["raw"]),
+            # A linear model extrapolates; a speed is never below 0 or above 380 km/h.
+            helper.make_node("Clip", ["raw", "lo", "hi"], ["prediction"]),
+        ],
         "pace_next5s",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", len(FEATURES)])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N", 1])],
-        initializer=[numpy_helper.from_array(w.reshape(-1, 1).astype(np.float32), "w"), numpy_helper.from_array(np.array([b], dtype=np.float32), "b")],
+        initializer=[
+            numpy_helper.from_array(w.reshape(-1, 1).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array([b], dtype=np.float32), "b"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "lo"),
+            numpy_helper.from_array(np.array(380.0, dtype=np.float32), "hi"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pitwall")
     model.ir_version = 8
