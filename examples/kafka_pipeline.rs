@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use pitwall::cli::DataflowArgs;
+use pitwall::cli::{DataflowArgs, Pipeline};
 use pitwall::commands::produce::produce_records;
 use pitwall::telemetry_job::{run_job, JobConfig};
 use pitwall::topics::*;
@@ -26,7 +26,14 @@ fn main() -> anyhow::Result<()> {
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
     let dataflow = DataflowArgs { group: "example".into(), ..DataflowArgs::default() };
     let report = run_job(
-        JobConfig { kafka, dataflow, models: Default::default(), exit_at_end: true, bridge: Default::default() },
+        JobConfig {
+            kafka,
+            dataflow,
+            pipelines: vec![Pipeline::Telemetry],
+            models: Default::default(),
+            exit_at_end: true,
+            bridge: Default::default(),
+        },
         timely::Config::process(2),
         Arc::new(AtomicBool::new(false)),
     )?;

@@ -321,12 +321,9 @@ pub enum Pipeline {
     Video,
 }
 
-/// Model and video settings, shared by `run` and `demo`.
+/// Model, video and storage settings, shared by `run` and `demo`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Dataflows to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "telemetry")]
-    pub pipelines: Vec<Pipeline>,
     /// The ONNX Runtime shared library (default: ORT_DYLIB_PATH, else the `onnxruntime` Python
     /// wheel's, found through python3).
     #[arg(long, value_name = "PATH")]
@@ -407,17 +404,10 @@ pub struct ModelArgs {
     pub s3_multipart_mib: u64,
 }
 
-impl ModelArgs {
-    pub fn runs(&self, pipeline: Pipeline) -> bool {
-        self.pipelines.contains(&pipeline)
-    }
-}
-
 impl Default for ModelArgs {
     /// The flags' defaults (the S3 settings left empty, whatever the environment says).
     fn default() -> Self {
         ModelArgs {
-            pipelines: vec![Pipeline::Telemetry],
             onnxruntime: None,
             fire_model: None,
             fire_model_kind: FireModelKindArg::Heatmap,
@@ -498,6 +488,9 @@ pub struct RunArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub timely: TimelyArgs,
+    /// Dataflows to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "telemetry")]
+    pub pipelines: Vec<Pipeline>,
     #[command(flatten)]
     pub dataflow: DataflowArgs,
     #[command(flatten)]
@@ -550,6 +543,14 @@ pub struct DemoArgs {
     /// Random seed of the generated race.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Telemetry only: no generated fire clip, no predictions, no ONNX Runtime needed.
+    #[arg(long)]
+    pub no_video: bool,
+    /// Length of the generated fire clip in seconds (replayed in real time).
+    #[arg(long, default_value_t = 10.0)]
+    pub video_seconds: f64,
+    #[command(flatten)]
+    pub models: ModelArgs,
     #[command(flatten)]
     pub bridge: BridgeArgs,
 }

@@ -43,11 +43,19 @@ use crate::video_job::{batching, build_video, check_models, open_store, predicti
 pub struct JobConfig {
     pub kafka: KafkaConfig,
     pub dataflow: DataflowArgs,
-    /// Which pipelines run, and the model, video and storage settings.
+    /// Which dataflows run.
+    pub pipelines: Vec<Pipeline>,
+    /// Model, video and storage settings.
     pub models: ModelArgs,
     pub exit_at_end: bool,
     /// Where to serve /metrics and /health, if anywhere.
     pub bridge: BridgeArgs,
+}
+
+impl JobConfig {
+    pub fn runs(&self, pipeline: Pipeline) -> bool {
+        self.pipelines.contains(&pipeline)
+    }
 }
 
 /// The process-wide metrics every worker updates.
@@ -177,25 +185,25 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config> {
 /// Checks what the job needs from the broker before any worker starts.
 pub fn preflight(config: &JobConfig) -> Result<()> {
     let models = &config.models;
-    if models.pipelines.is_empty() {
+    if config.pipelines.is_empty() {
         bail!("--pipelines is empty: name at least one of telemetry, predictions, video");
     }
-    if models.runs(Pipeline::Predictions) && !models.runs(Pipeline::Telemetry) {
+    if config.runs(Pipeline::Predictions) && !config.runs(Pipeline::Telemetry) {
         bail!("--pipelines predictions needs telemetry too (predictions are made from its windows)");
     }
     let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
     let mut topics = vec![&config.dataflow.dlq_topic, &config.dataflow.late_topic];
-    if models.runs(Pipeline::Telemetry) {
+    if config.runs(Pipeline::Telemetry) {
         let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
         if alerts < ALERT_PARTITIONS {
             bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
         }
         topics.extend([&config.dataflow.telemetry_topic, &config.dataflow.windows_topic]);
     }
-    if models.runs(Pipeline::Predictions) {
+    if config.runs(Pipeline::Predictions) {
         topics.push(&models.predictions_topic);
     }
-    if models.runs(Pipeline::Video) {
+    if config.runs(Pipeline::Video) {
         topics.extend([&models.video_topic, &models.detections_topic, &models.completions_topic]);
     }
     for topic in topics {
@@ -207,7 +215,7 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
 /// Runs the job on this process's workers until the input ends (`exit_at_end`) or `shutdown`.
 pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBool>) -> Result<JobReport> {
     // Models first: they need no broker, and a missing library is the likelier mistake.
-    let (video, predictions) = (config.models.runs(Pipeline::Video), config.models.runs(Pipeline::Predictions));
+    let (video, predictions) = (config.runs(Pipeline::Video), config.runs(Pipeline::Predictions));
     check_models(&config.models, video, predictions)?;
     preflight(&config)?;
     let store = if video {
@@ -296,7 +304,7 @@ fn build_telemetry(
         ..Default::default()
     };
     let predictor =
-        if models.runs(Pipeline::Predictions) { Some(WindowModel::load(&predictions_source(models), models.intra_threads)?) } else { None };
+        if config.runs(Pipeline::Predictions) { Some(WindowModel::load(&predictions_source(models), models.intra_threads)?) } else { None };
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
@@ -375,7 +383,7 @@ fn run_worker(
 ) -> Result<WorkerReport> {
     let producer = KafkaProducer::new(&config.kafka)?;
     let telemetry =
-        if config.models.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, metrics, shutdown.clone())?) } else { None };
+        if config.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, metrics, shutdown.clone())?) } else { None };
     let video = match store {
         Some(store) => {
             let settings = VideoSettings {

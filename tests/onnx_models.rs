@@ -85,7 +85,7 @@ fn yolo_outputs_are_decoded_with_nms_and_scaled_to_the_frame() {
         assert_eq!(boxes, vec![("fire", 0.9, 48.0, 24.0, 32.0, 16.0), ("smoke", 0.7, 12.0, 46.0, 16.0, 8.0)]);
         assert_eq!(verdict.score, 0.9, "the frame's score is its best fire box");
         let heat = verdict.heatmap.as_ref().expect("boxes are painted into a heatmap for the overlay");
-        assert!(heat.values.iter().any(|v| *v == 0.9) && heat.values.iter().any(|v| *v == 0.0));
+        assert!(heat.values.contains(&0.9) && heat.values.contains(&0.0));
     }
     // The same graph is not a heatmap model: a clear start-up error.
     let wrong = FireDetector::load(&ModelSource::File(dir.path().join("yolo_stub.onnx")), FireOptions::default()).unwrap_err().to_string();

@@ -1,6 +1,8 @@
-//! `pitwall demo`: the whole telemetry pipeline with zero set-up. An embedded Kafka-protocol
-//! broker (librdkafka's mock cluster) unless `--brokers` is given, a generated race replayed in
-//! real time, the dataflow on 2 workers, and live alerts and lap summaries on stdout.
+//! `pitwall demo`: both pipelines with zero set-up. An embedded Kafka-protocol broker
+//! (librdkafka's mock cluster) unless `--brokers` is given, a generated race replayed in real
+//! time, the dataflows on 2 workers, and live alerts and lap summaries on stdout; with them, a
+//! generated clip with fire replayed in real time through the fire model, its overlayed video
+//! stored (S3 when `S3_BUCKET` is set, else `--video-out`), and telemetry predictions.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +14,16 @@ use pitwall_connectors::kafka::admin::create_topics;
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::tail;
 use pitwall_connectors::kafka::KafkaConfig;
+use pitwall_connectors::video::decode::ReadOptions;
+use pitwall_connectors::video::publish::{publish_video, PublishOptions};
 use pitwall_dataflows::records::{Alert, WindowKind, WindowResult};
+use pitwall_dataflows::sim::video::SceneConfig;
 use pitwall_dataflows::sim::{Race, RaceConfig};
+use pitwall_dataflows::video::assemble::VideoCompletion;
 use rdkafka::mocking::MockCluster;
 
-use crate::cli::{DataflowArgs, DemoArgs};
+use crate::cli::{DataflowArgs, DemoArgs, ModelArgs, Pipeline};
+use crate::commands::gen::write_clip;
 use crate::commands::produce::produce_records;
 use crate::telemetry_job::{run_job, JobConfig};
 use crate::topics::*;
@@ -24,7 +31,35 @@ use crate::topics::*;
 /// How long the printers keep reading after the dataflow has flushed its last outputs.
 const PRINTER_GRACE: Duration = Duration::from_millis(1_500);
 
-const DEMO_TOPICS: [(&str, i32); 5] = [(TELEMETRY, 4), (ALERTS, ALERT_PARTITIONS), (WINDOWS, 4), (DLQ, 1), (LATE, 1)];
+const DEMO_TOPICS: [(&str, i32); 9] = [
+    (TELEMETRY, 4),
+    (ALERTS, ALERT_PARTITIONS),
+    (WINDOWS, 4),
+    (PREDICTIONS, 3),
+    (VIDEO_FRAMES, 6),
+    (FIRE_DETECTIONS, 6),
+    (VIDEO_COMPLETIONS, 3),
+    (DLQ, 1),
+    (LATE, 1),
+];
+
+/// The id of the demo's generated clip.
+const DEMO_VIDEO: &str = "demo-fire";
+
+fn print_completion(c: &VideoCompletion) {
+    match (&c.location, &c.error) {
+        (Some(location), None) => println!(
+            "VIDEO {}: {} frames ({:.1} s), {} with fire (max score {:.2}); overlayed video stored at {location} ({} ms after the last frame)",
+            c.video_id,
+            c.frames,
+            c.duration_s,
+            c.fire_frames,
+            c.max_score,
+            c.end_to_stored_ms.unwrap_or(0)
+        ),
+        (_, error) => println!("VIDEO {}: {} frames, not stored: {}", c.video_id, c.frames, error.as_deref().unwrap_or("unknown error")),
+    }
+}
 
 fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60, ms % 1_000)
@@ -97,15 +132,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     // The printers stop after the dataflow has drained, so the windows closed at shutdown show.
     let printers_stop = Arc::new(AtomicBool::new(false));
     let mut printers = Vec::new();
-    for topic in [ALERTS, WINDOWS] {
+    for topic in [ALERTS, WINDOWS, VIDEO_COMPLETIONS] {
         let (kafka, stop, counts) = (kafka.clone(), printers_stop.clone(), counts.clone());
         printers.push(std::thread::spawn(move || {
             let result = tail(&kafka, topic, false, false, &stop, |message| {
                 if let Ok(alert) = serde_json::from_value::<Alert>(message.value.clone()) {
                     *counts.lock().expect("counts lock").entry(format!("{:?} {}", alert.severity, alert.kind.name())).or_default() += 1;
                     print_alert(&alert);
-                } else if let Ok(window) = serde_json::from_value::<WindowResult>(message.value) {
+                } else if let Ok(window) = serde_json::from_value::<WindowResult>(message.value.clone()) {
                     print_lap(&window);
+                } else if let Ok(completion) = serde_json::from_value::<VideoCompletion>(message.value) {
+                    print_completion(&completion);
                 }
             });
             if let Err(error) = result {
@@ -122,21 +159,51 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             tracing::error!(%error, "demo producer failed");
         }
     });
+    let clip_dir = tempfile::tempdir().context("creating a folder for the demo clip")?;
+    let video = if args.no_video {
+        None
+    } else {
+        let clip = clip_dir.path().join(format!("{DEMO_VIDEO}.mp4"));
+        let fps = 25;
+        let frames = (args.video_seconds.max(0.2) * f64::from(fps)).round() as u64;
+        let (truth, _) = write_clip(&clip, SceneConfig { frames, fps, ..SceneConfig::default() })?;
+        println!("video: {DEMO_VIDEO}, {frames} frames with fire in frames {:?}, replayed in real time", truth.fire_ranges);
+        let (kafka, stop) = (kafka.clone(), shutdown.clone());
+        Some(std::thread::spawn(move || {
+            let options = PublishOptions { topic: VIDEO_FRAMES.into(), video_id: DEMO_VIDEO.into(), read: ReadOptions::default(), realtime: true };
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(error) = publish_video(&kafka, &clip, &options, Arc::default()) {
+                tracing::error!(%error, "demo video producer failed");
+            }
+        }))
+    };
     let dataflow = DataflowArgs { group: format!("pitwall-demo-{}", std::process::id()), ..DataflowArgs::default() };
+    let pipelines = if args.no_video { vec![Pipeline::Telemetry] } else { vec![Pipeline::Telemetry, Pipeline::Predictions, Pipeline::Video] };
+    let models = ModelArgs { video_group: format!("pitwall-demo-video-{}", std::process::id()), ..args.models.clone() };
     let timely = timely::Config {
         communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread },
         worker: Default::default(),
     };
-    let report =
-        run_job(JobConfig { kafka, dataflow, models: Default::default(), exit_at_end: false, bridge: args.bridge.clone() }, timely, shutdown)?;
+    let report = run_job(JobConfig { kafka, dataflow, pipelines, models, exit_at_end: false, bridge: args.bridge.clone() }, timely, shutdown)?;
     // Every client is gone before the embedded broker is dropped at the end of this function.
     let _ = producer.join();
+    if let Some(video) = video {
+        let _ = video.join();
+    }
     std::thread::sleep(PRINTER_GRACE);
     printers_stop.store(true, Ordering::SeqCst);
     for printer in printers {
         let _ = printer.join();
     }
     println!("\nprocessed {} records in {:.1} s; {} alerts, {} window results", report.records, report.seconds, report.alerts, report.windows);
+    if !args.no_video {
+        println!(
+            "{} predictions; {} video frames through the fire model, {} videos completed and stored",
+            report.predictions, report.frames, report.videos_stored
+        );
+    }
     for (kind, count) in counts.lock().expect("counts lock").iter() {
         println!("  {count:>4} x {kind}");
     }

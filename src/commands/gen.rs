@@ -1,8 +1,12 @@
 //! `pitwall gen race`: a generated race as FastF1-schema files plus its ground truth;
 //! `pitwall gen video`: a synthetic clip with or without fire plus the frames that burn.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use pitwall_connectors::files::{write_telemetry, Format};
+use pitwall_connectors::video::encode::{EncodeOptions, Mp4Writer};
+use pitwall_dataflows::sim::video::{FireTruth, Scene, SceneConfig};
 use pitwall_dataflows::sim::{Race, RaceConfig};
 
 use crate::cli::{FileFormat, GenRaceArgs, GenVideoArgs};
@@ -34,9 +38,6 @@ pub fn race(args: &GenRaceArgs) -> Result<()> {
 
 /// `pitwall gen video`: a synthetic clip and its fire ground truth (`FILE.truth.json`).
 pub fn video(args: &GenVideoArgs) -> Result<()> {
-    use pitwall_connectors::video::encode::{EncodeOptions, Mp4Writer};
-    use pitwall_dataflows::sim::video::{Scene, SceneConfig};
-
     if args.width < 16 || args.height < 16 || args.width % 2 == 1 || args.height % 2 == 1 {
         anyhow::bail!("--width and --height must be even and at least 16 (got {}x{})", args.width, args.height);
     }
@@ -47,15 +48,9 @@ pub fn video(args: &GenVideoArgs) -> Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let frames = (args.seconds * f64::from(args.fps)).round().max(1.0) as u64;
-    let scene = Scene::new(SceneConfig { width: args.width, height: args.height, fps: args.fps, frames, fire: !args.no_fire, seed: args.seed });
-    let mut writer = Mp4Writer::create(&args.out, args.width, args.height, args.fps, 1, &EncodeOptions { preset: "veryfast".into(), crf: 18 })?;
-    for index in 0..frames {
-        writer.push(&scene.frame(index))?;
-    }
-    let encoded = writer.finish()?;
-    let truth = scene.truth();
+    let config = SceneConfig { width: args.width, height: args.height, fps: args.fps, frames, fire: !args.no_fire, seed: args.seed };
+    let (truth, bytes) = write_clip(&args.out, config)?;
     let truth_path = truth_path(&args.out);
-    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("writing {}", truth_path.display()))?;
     println!(
         "wrote {} ({} frames, {}x{} at {} fps, {} bytes); fire frames {:?} in {}",
         args.out.display(),
@@ -63,15 +58,30 @@ pub fn video(args: &GenVideoArgs) -> Result<()> {
         args.width,
         args.height,
         args.fps,
-        encoded.bytes,
+        bytes,
         truth.fire_ranges,
         truth_path.display()
     );
     Ok(())
 }
 
+/// Writes the scene as an H.264 MP4 at `out` and its truth next to it (`out.truth.json`);
+/// returns the truth and the file's size.
+pub fn write_clip(out: &Path, config: SceneConfig) -> Result<(FireTruth, u64)> {
+    let scene = Scene::new(config.clone());
+    let mut writer = Mp4Writer::create(out, config.width, config.height, config.fps, 1, &EncodeOptions { preset: "veryfast".into(), crf: 18 })?;
+    for index in 0..config.frames {
+        writer.push(&scene.frame(index))?;
+    }
+    let encoded = writer.finish()?;
+    let truth = scene.truth();
+    let truth_path = truth_path(out);
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("writing {}", truth_path.display()))?;
+    Ok((truth, encoded.bytes))
+}
+
 /// `clip.mp4` -> `clip.mp4.truth.json`.
-pub fn truth_path(video: &std::path::Path) -> std::path::PathBuf {
+pub fn truth_path(video: &Path) -> std::path::PathBuf {
     let mut name = video.as_os_str().to_owned();
     name.push(".truth.json");
     name.into()

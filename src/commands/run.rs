@@ -10,6 +10,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let config = JobConfig {
         kafka: args.kafka.config(),
         dataflow: args.dataflow.clone(),
+        pipelines: args.pipelines.clone(),
         models: args.models.clone(),
         exit_at_end: args.exit_at_end,
         bridge: args.bridge.clone(),
@@ -19,10 +20,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "processed {} messages ({} records, {} dead letters) on {} workers in {:.2} s: {:.0} msg/s; {} alerts, {} window results",
         report.messages, report.records, report.dead_letters, report.workers, report.seconds, report.msg_per_s, report.alerts, report.windows
     );
-    if args.models.runs(Pipeline::Predictions) {
+    if args.pipelines.contains(&Pipeline::Predictions) {
         eprintln!("{} predictions", report.predictions);
     }
-    if args.models.runs(Pipeline::Video) {
+    if args.pipelines.contains(&Pipeline::Video) {
         eprintln!(
             "{} video frames through the fire model, {} detections, {} videos completed ({} stored, {} not stored)",
             report.frames, report.detections, report.videos, report.videos_stored, report.video_store_failures
