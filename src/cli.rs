@@ -29,7 +29,7 @@ pub enum Command {
     /// Print the messages of a topic as JSON lines with partition, offset and key (like kcat).
     Tail(TailArgs),
     /// The main job with zero set-up: embedded broker, generated race, live alerts.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Measure throughput, latency and scaling (see `pitwall bench scaling --help`).
     #[command(subcommand)]
     Bench(BenchCommand),
