@@ -565,6 +565,47 @@ pub enum BenchCommand {
     /// the harness compares against); prints a JSON report.
     #[command(hide = true)]
     Ceiling(CeilingArgs),
+    /// Video: frames/s of `run --pipelines video --exit-at-end` at each cluster shape against
+    /// the fire model alone, and the latency of a clip replayed in real time (frame ->
+    /// detection, end of clip -> overlayed video stored); writes OUT/<date>/video.{csv,md}.
+    Video(VideoBenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VideoBenchArgs {
+    /// Use this Kafka cluster instead of starting a Tansu broker on a free loopback port.
+    #[arg(long, short = 'b', env = "PITWALL_BROKERS")]
+    pub brokers: Option<String>,
+    /// Use librdkafka's mock cluster, hosted in this process, instead of Tansu.
+    #[arg(long, conflicts_with = "brokers")]
+    pub mock_broker: bool,
+    /// Copies of the generated clip preloaded for the throughput runs (one video id each).
+    #[arg(long, default_value_t = 8)]
+    pub videos: usize,
+    /// Length of the generated clip, seconds (25 fps, 320x180).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Cluster shapes of the throughput runs, WORKERSxPROCESSES (only single-process shapes).
+    #[arg(long, value_delimiter = ',', default_value = "1x1,2x1")]
+    pub configs: Vec<ClusterShape>,
+    /// Worker threads of the live latency run.
+    #[arg(long, default_value_t = 2)]
+    pub latency_workers: usize,
+    /// Results go to OUT/<date>/video.csv and video.md.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A quick check that every figure is produced: 2 copies of a 2 s clip.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Longest any one measured command may run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+}
+
+impl VideoBenchArgs {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s)
+    }
 }
 
 /// A timely cluster shape, written WORKERSxPROCESSES (`2x1`: `-w 2`; `1x2`: `-n 2 -w 1`).

@@ -25,5 +25,6 @@ fn main() -> Result<()> {
         Command::Demo(args) => commands::demo::run(args),
         Command::Bench(BenchCommand::Scaling(args)) => pitwall::bench::scaling(args),
         Command::Bench(BenchCommand::Ceiling(args)) => pitwall::bench::ceiling(args),
+        Command::Bench(BenchCommand::Video(args)) => pitwall::bench::video::video(args),
     }
 }

@@ -194,11 +194,13 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
     let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
     let mut topics = vec![&config.dataflow.dlq_topic, &config.dataflow.late_topic];
     if config.runs(Pipeline::Telemetry) {
+        // The input first: a missing input topic is the likelier mistake, and names the fix.
+        config.kafka.partition_count(&consumer, &config.dataflow.telemetry_topic)?;
         let alerts = config.kafka.partition_count(&consumer, &config.dataflow.alerts_topic)?;
         if alerts < ALERT_PARTITIONS {
             bail!("topic `{}` has {alerts} partitions; alerts need {ALERT_PARTITIONS} (high=0, medium=1, low=2)", config.dataflow.alerts_topic);
         }
-        topics.extend([&config.dataflow.telemetry_topic, &config.dataflow.windows_topic]);
+        topics.push(&config.dataflow.windows_topic);
     }
     if config.runs(Pipeline::Predictions) {
         topics.push(&models.predictions_topic);

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod latency;
 pub mod process;
 pub mod report;
+pub mod video;
 
 use std::path::Path;
 use std::process::Command;

@@ -211,23 +211,42 @@ impl S3Server {
             std::fs::create_dir_all(root.path().join(bucket)).unwrap();
         }
         let port = free_port();
+        let child = Self::spawn(root.path(), port);
+        S3Server { child, endpoint: format!("http://127.0.0.1:{port}"), root }
+    }
+
+    fn spawn(root: &Path, port: u16) -> Child {
         let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
         let child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(root.path())
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start the S3 server `{binary}` ({e}); run scripts/setup.sh (cargo install s3s-fs@0.14.1 --features binary)")
             });
-        let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "s3s-fs did not listen on {endpoint} within 20 s");
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not listen on 127.0.0.1:{port} within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3Server { child, endpoint, root }
+        child
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("endpoint has a port")
+    }
+
+    /// Kills the server (an outage); its objects stay in the root folder.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port over the same folder.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.root.path(), self.port());
     }
 
     /// The environment an S3 client (object_store, the AWS SDKs) reads to use this server.
