@@ -579,8 +579,9 @@ pub struct VideoBenchArgs {
     /// Use librdkafka's mock cluster, hosted in this process, instead of Tansu.
     #[arg(long, conflicts_with = "brokers")]
     pub mock_broker: bool,
-    /// Copies of the generated clip preloaded for the throughput runs (one video id each).
-    #[arg(long, default_value_t = 8)]
+    /// Copies of the generated clip preloaded for the throughput runs (one video id each; a
+    /// video is the unit of parallelism, so a few videos balance badly over workers).
+    #[arg(long, default_value_t = 24)]
     pub videos: usize,
     /// Length of the generated clip, seconds (25 fps, 320x180).
     #[arg(long, default_value_t = 10.0)]

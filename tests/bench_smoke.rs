@@ -83,3 +83,39 @@ fn smoke_run_produces_every_figure() {
     let single: Vec<f64> = rows.iter().filter(|r| r["kind"] == "run" && r["processes"] == "1").map(|r| number(r, "peak_rss_mb")).collect();
     assert!(single.iter().all(|mb| *mb < 2_000.0), "{rss:?}");
 }
+
+#[test]
+fn video_smoke_run_produces_every_figure() {
+    let dir = temp_dir();
+    let child = pitwall_command(&["bench", "video", "--smoke", "--out", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the video harness");
+    let output = wait_with_timeout(child, "bench video --smoke", COMMAND_TIMEOUT);
+    assert!(output.status.success(), "video harness failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let dated: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let csv = std::fs::read_to_string(dated[0].join("video.csv")).expect("video.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // The last column (the note) is quoted and may hold commas: split off the first eight.
+    let rows: Vec<HashMap<&str, &str>> = lines.map(|l| header.iter().copied().zip(l.splitn(header.len(), ',')).collect()).collect();
+    let phases: Vec<&str> = rows.iter().map(|r| r["phase"]).collect();
+    assert_eq!(phases, ["model alone", "run -w 1", "run -w 2", "live -w 2: frame -> detection", "live -w 2: end of clip -> stored"]);
+    let number = |row: &HashMap<&str, &str>, column: &str| -> f64 {
+        let value: f64 = row[column].parse().unwrap_or_else(|_| panic!("{column} of {row:?} is not a number"));
+        assert!(value.is_finite() && value >= 0.0, "{column} of {row:?}");
+        value
+    };
+    // 2 copies of a 2 s clip at 25 fps in the throughput runs; one clip live.
+    for row in &rows[..3] {
+        assert!(number(row, "frames_per_s") > 0.0, "{row:?}");
+        assert_eq!(number(row, "frames"), if row["phase"] == "model alone" { 50.0 } else { 100.0 }, "{row:?}");
+    }
+    let live = &rows[3];
+    assert_eq!(number(live, "frames"), 50.0);
+    assert!(number(live, "p50_ms") <= number(live, "p99_ms") && number(live, "p99_ms") <= number(live, "max_ms"), "{live:?}");
+    assert!(number(&rows[4], "p50_ms") < 60_000.0, "{:?}", rows[4]);
+    let markdown = std::fs::read_to_string(dated[0].join("video.md")).unwrap();
+    assert!(markdown.contains("vs model alone"), "{markdown}");
+}

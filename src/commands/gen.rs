@@ -69,7 +69,8 @@ pub fn video(args: &GenVideoArgs) -> Result<()> {
 /// returns the truth and the file's size.
 pub fn write_clip(out: &Path, config: SceneConfig) -> Result<(FireTruth, u64)> {
     let scene = Scene::new(config.clone());
-    let mut writer = Mp4Writer::create(out, config.width, config.height, config.fps, 1, &EncodeOptions { preset: "veryfast".into(), crf: 18 })?;
+    let mut writer =
+        Mp4Writer::create(out, config.width, config.height, config.fps, 1, &EncodeOptions { crf: 18, threads: 0, ..EncodeOptions::default() })?;
     for index in 0..config.frames {
         writer.push(&scene.frame(index))?;
     }

@@ -44,7 +44,8 @@ pub fn locate_runtime(explicit: Option<&Path>) -> Result<PathBuf, OnnxError> {
         return Ok(PathBuf::from(path));
     }
     let output = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        // find_spec locates the package without importing it (importing pulls in numpy).
+        .args(["-c", "import importlib.util, os; s = importlib.util.find_spec('onnxruntime'); print(os.path.join(list(s.submodule_search_locations)[0], 'capi'))"])
         .output()
         .map_err(|e| OnnxError::RuntimeMissing(format!("no --onnxruntime, no ORT_DYLIB_PATH, and python3 could not be run ({e})")))?;
     if !output.status.success() {

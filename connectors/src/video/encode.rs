@@ -33,11 +33,14 @@ pub struct EncodeOptions {
     pub preset: String,
     /// Constant rate factor: 0 lossless .. 51 worst; 23 is x264's default.
     pub crf: u32,
+    /// Encoder threads per video (0: FFmpeg's choice, one per core). pitwall's default is 1:
+    /// parallelism comes from timely workers, each encoding its own videos.
+    pub threads: u32,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { preset: "veryfast".into(), crf: 23 }
+        EncodeOptions { preset: "veryfast".into(), crf: 23, threads: 1 }
     }
 }
 
@@ -68,6 +71,7 @@ impl Mp4Writer {
         let mut settings = Dictionary::new();
         settings.set("preset", &options.preset);
         settings.set("crf", &options.crf.to_string());
+        settings.set("threads", &options.threads.to_string());
         let encoder = setup.open_with(settings).map_err(VideoError::ffmpeg(format!("opening the H.264 encoder ({out_w}x{out_h})")))?;
         stream.set_parameters(&encoder);
         stream.set_time_base(time_base);

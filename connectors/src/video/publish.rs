@@ -91,6 +91,13 @@ pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions
         }
     };
     let (info, frames) = read_video(file, options.read, |info: &VideoInfo, frame| -> Result<(), KafkaError> {
+        // Pace first, then stamp: the production time is when the frame is sent.
+        if options.realtime {
+            let due = started + Duration::from_secs_f64(frame.index as f64 * f64::from(info.fps_den) / f64::from(info.fps_num.max(1)));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let header = FrameHeader {
             video_id: options.video_id.clone(),
             frame_index: frame.index,
@@ -102,12 +109,6 @@ pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions
             fps_den: info.fps_den,
             total_frames: info.total_frames,
         };
-        if options.realtime {
-            let due = started + Duration::from_secs_f64(frame.index as f64 * f64::from(info.fps_den) / f64::from(info.fps_num.max(1)));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
         let payload = encode_frame(&header, &frame.image);
         bytes += payload.len() as u64;
         send(&payload)?;

@@ -2,7 +2,7 @@
 //! (with non-maximum suppression), and the `fire-detections` record.
 
 use super::frame::RgbImage;
-use super::overlay::Region;
+use super::overlay::{bilinear_axis, Region};
 
 /// Resizes `image` (bilinear) to `width x height` and lays it out as planar float RGB in 0..=1
 /// (`[3, H, W]`, the per-frame slice of an `[N, 3, H, W]` batch), appended to `out`.
@@ -13,24 +13,22 @@ pub fn to_chw(image: &RgbImage, width: u32, height: u32, out: &mut Vec<f32>) {
     if image.width == 0 || image.height == 0 {
         return;
     }
-    let sx = image.width as f32 / width as f32;
-    let sy = image.height as f32 / height as f32;
-    let (max_x, max_y) = (image.width - 1, image.height - 1);
-    for y in 0..height {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, max_y as f32);
-        let (y0, ty) = (fy.floor() as u32, fy.fract());
-        let y1 = (y0 + 1).min(max_y);
-        for x in 0..width {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, max_x as f32);
-            let (x0, tx) = (fx.floor() as u32, fx.fract());
-            let x1 = (x0 + 1).min(max_x);
-            let (a, b, c, d) = (image.pixel(x0, y0), image.pixel(x1, y0), image.pixel(x0, y1), image.pixel(x1, y1));
-            let at = y as usize * width as usize + x as usize;
-            for ch in 0..3 {
-                let top = f32::from(a[ch]) * (1.0 - tx) + f32::from(b[ch]) * tx;
-                let bottom = f32::from(c[ch]) * (1.0 - tx) + f32::from(d[ch]) * tx;
-                out[start + ch * plane + at] = (top * (1.0 - ty) + bottom * ty) / 255.0;
+    let columns = bilinear_axis(image.width, width);
+    let rows = bilinear_axis(image.height, height);
+    let stride = image.width as usize * 3;
+    let (r_plane, rest) = out[start..].split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    let mut at = 0;
+    for &(y0, y1, ty) in &rows {
+        let (top, bottom) = (&image.pixels[y0 as usize * stride..][..stride], &image.pixels[y1 as usize * stride..][..stride]);
+        for &(x0, x1, tx) in &columns {
+            let (a, b) = (x0 as usize * 3, x1 as usize * 3);
+            for (ch, plane) in [&mut *r_plane, &mut *g_plane, &mut *b_plane].into_iter().enumerate() {
+                let upper = f32::from(top[a + ch]) + (f32::from(top[b + ch]) - f32::from(top[a + ch])) * tx;
+                let lower = f32::from(bottom[a + ch]) + (f32::from(bottom[b + ch]) - f32::from(bottom[a + ch])) * tx;
+                plane[at] = (upper + (lower - upper) * ty) * (1.0 / 255.0);
             }
+            at += 1;
         }
     }
 }

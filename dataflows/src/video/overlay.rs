@@ -15,19 +15,6 @@ impl Heatmap {
     pub fn at(&self, x: u32, y: u32) -> f32 {
         self.values[y as usize * self.width as usize + x as usize]
     }
-
-    /// Bilinear sample at fractional heatmap coordinates (clamped to the edges).
-    fn sample(&self, fx: f32, fy: f32) -> f32 {
-        let max_x = (self.width - 1) as f32;
-        let max_y = (self.height - 1) as f32;
-        let (fx, fy) = (fx.clamp(0.0, max_x), fy.clamp(0.0, max_y));
-        let (x0, y0) = (fx.floor() as u32, fy.floor() as u32);
-        let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
-        let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-        let top = self.at(x0, y0) * (1.0 - tx) + self.at(x1, y0) * tx;
-        let bottom = self.at(x0, y1) * (1.0 - tx) + self.at(x1, y1) * tx;
-        top * (1.0 - ty) + bottom * ty
-    }
 }
 
 /// The "hot" colour map: black-red-yellow-white over 0..=1.
@@ -52,25 +39,48 @@ impl Default for OverlayStyle {
     }
 }
 
-/// Blends `heatmap` (scaled to the frame, bilinear) over `frame` in place.
+/// Where output coordinate `i` (of `out` cells) samples an input of `len` cells, bilinear with
+/// centres aligned: the two neighbours and the weight of the second. Computed once per axis,
+/// not once per pixel (the per-pixel `floor` was a tenth of the video pipeline's profile).
+pub(crate) fn bilinear_axis(len: u32, out: u32) -> Vec<(u32, u32, f32)> {
+    let scale = len as f32 / out.max(1) as f32;
+    let last = len.saturating_sub(1);
+    (0..out)
+        .map(|i| {
+            let f = ((i as f32 + 0.5) * scale - 0.5).clamp(0.0, last as f32);
+            let lo = f.floor() as u32;
+            (lo, (lo + 1).min(last), f - lo as f32)
+        })
+        .collect()
+}
+
+/// Blends `heatmap` (scaled to the frame, bilinear) over `frame` in place. A heatmap with no
+/// cell at or above the floor leaves the frame untouched without visiting its pixels.
 pub fn overlay_heatmap(frame: &mut RgbImage, heatmap: &Heatmap, style: OverlayStyle) {
     if heatmap.width == 0 || heatmap.height == 0 || frame.width == 0 || frame.height == 0 {
         return;
     }
-    let sx = heatmap.width as f32 / frame.width as f32;
-    let sy = heatmap.height as f32 / frame.height as f32;
-    for y in 0..frame.height {
-        let fy = (y as f32 + 0.5) * sy - 0.5;
-        for x in 0..frame.width {
-            let value = heatmap.sample((x as f32 + 0.5) * sx - 0.5, fy);
+    if !heatmap.values.iter().any(|v| *v >= style.floor) {
+        return;
+    }
+    let columns = bilinear_axis(heatmap.width, frame.width);
+    let rows = bilinear_axis(heatmap.height, frame.height);
+    let hw = heatmap.width as usize;
+    for (y, &(y0, y1, ty)) in rows.iter().enumerate() {
+        let (top, bottom) = (&heatmap.values[y0 as usize * hw..][..hw], &heatmap.values[y1 as usize * hw..][..hw]);
+        let line = &mut frame.pixels[y * frame.width as usize * 3..][..frame.width as usize * 3];
+        for (pixel, &(x0, x1, tx)) in line.chunks_exact_mut(3).zip(&columns) {
+            let (x0, x1) = (x0 as usize, x1 as usize);
+            let upper = top[x0] + (top[x1] - top[x0]) * tx;
+            let lower = bottom[x0] + (bottom[x1] - bottom[x0]) * tx;
+            let value = upper + (lower - upper) * ty;
             if value.is_nan() || value < style.floor {
                 continue;
             }
             let alpha = (value.min(1.0) * style.max_alpha).clamp(0.0, 1.0);
             let colour = hot_colour(value);
-            let i = (y as usize * frame.width as usize + x as usize) * 3;
-            for (pixel, colour) in frame.pixels[i..i + 3].iter_mut().zip(colour) {
-                *pixel = (f32::from(*pixel) * (1.0 - alpha) + f32::from(colour) * alpha).round() as u8;
+            for (channel, colour) in pixel.iter_mut().zip(colour) {
+                *channel = (f32::from(*channel) * (1.0 - alpha) + f32::from(colour) * alpha).round() as u8;
             }
         }
     }
