@@ -452,7 +452,7 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// The HTTP bridge's flags, shared by `run` and `demo`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct BridgeArgs {
     /// Serve GET /metrics (Prometheus) and GET /health on this address; `--bridge` alone means
     /// 127.0.0.1:8080 (loopback). Bind a non-loopback address only with --bridge-token.
@@ -462,6 +462,17 @@ pub struct BridgeArgs {
     /// environment variable: command lines are visible to other local users.
     #[arg(long, value_name = "TOKEN", env = "PITWALL_BRIDGE_TOKEN", hide_env_values = true)]
     pub bridge_token: Option<pitwall_connectors::bridge::Token>,
+    /// Samples and window results the bridge keeps per driver for Grafana (each); about 32
+    /// bytes a point, so the default is ~77 MB for 20 drivers.
+    #[arg(long, default_value_t = 60_000)]
+    pub bridge_points: usize,
+}
+
+impl Default for BridgeArgs {
+    /// No bridge; the flags' defaults otherwise.
+    fn default() -> Self {
+        BridgeArgs { bridge: None, bridge_token: None, bridge_points: 60_000 }
+    }
 }
 
 /// Timely's cluster flags, with their timely meanings.

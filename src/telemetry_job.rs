@@ -19,12 +19,13 @@ use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, SourceStats};
+use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, SourceStats, WatermarkBoard};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::ObjectStore;
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::keyed::StateGauge;
+use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
@@ -231,18 +232,24 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     let registry = Registry::new();
     let metrics = JobMetrics::register(&registry).context("registering metrics")?;
     let sources: Arc<Mutex<Vec<SourceHealth>>> = Arc::default();
+    // The live view the bridge answers Grafana from, fed by the workers (only with a bridge).
+    // One watermark board per source topic: workers with only idle partitions follow the others.
+    let boards = (WatermarkBoard::default(), WatermarkBoard::default());
+    let live =
+        config.bridge.bridge.map(|_| LiveStore::new(LiveConfig { points_per_driver: config.bridge.bridge_points.max(1), ..LiveConfig::default() }));
     if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
             let sources = watched.lock().expect("health list lock");
             sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect()
         });
-        let bound = bridge::serve(addr, registry, health, config.bridge.bridge_token.clone())?;
-        eprintln!("bridge: http://{bound}/metrics and http://{bound}/health");
+        let bound = bridge::serve(addr, registry, health, config.bridge.bridge_token.clone(), live.clone())?;
+        eprintln!("bridge: http://{bound}/metrics, http://{bound}/health and Grafana's JSON datasource at http://{bound}/grafana");
     }
     let config = Arc::new(config);
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
-        run_worker(worker, &config, store.clone(), &metrics, &sources, shutdown.clone()).map_err(|e| format!("{e:#}"))
+        let shared = ProcessShared { store: store.clone(), live: live.clone(), boards: boards.clone(), metrics: &metrics, sources: &sources };
+        run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut report = JobReport::default();
@@ -291,6 +298,8 @@ fn build_telemetry(
     config: &JobConfig,
     producer: &KafkaProducer,
     metrics: &JobMetrics,
+    live: Option<LiveStore>,
+    board: WatermarkBoard,
     shutdown: Arc<AtomicBool>,
 ) -> Result<TelemetryParts> {
     let args = &config.dataflow;
@@ -315,6 +324,7 @@ fn build_telemetry(
     source.max_batch = args.max_poll_batch.max(1);
     source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;
+    source.board = Some(board);
 
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
@@ -333,7 +343,19 @@ fn build_telemetry(
             SourceEvent::Dead(dead) => Err(dead),
             SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
-        let outputs = telemetry_dataflow(samples, &telemetry);
+        let samples = match &live {
+            Some(live) => {
+                let live = live.clone();
+                feed(samples, move |batch: &[Sample]| live.push_samples(batch))
+            }
+            None => samples,
+        };
+        let mut outputs = telemetry_dataflow(samples, &telemetry);
+        if let Some(live) = &live {
+            let (for_windows, for_alerts) = (live.clone(), live.clone());
+            outputs.windows = feed(outputs.windows, move |batch: &[WindowResult]| for_windows.push_windows(batch));
+            outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| for_alerts.push_alerts(batch));
+        }
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts) = publish(outputs.alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
@@ -375,17 +397,26 @@ fn build_telemetry(
     })
 }
 
-fn run_worker(
-    worker: &mut timely::worker::Worker,
-    config: &JobConfig,
+/// What the workers of one process share.
+struct ProcessShared<'a> {
+    /// Where overlayed videos go (the video pipeline runs when it is set).
     store: Option<Arc<ObjectStore>>,
-    metrics: &JobMetrics,
-    sources: &Mutex<Vec<SourceHealth>>,
-    shutdown: Arc<AtomicBool>,
-) -> Result<WorkerReport> {
+    /// The bridge's live view (with a bridge).
+    live: Option<LiveStore>,
+    /// Watermark boards of the telemetry and video sources.
+    boards: (WatermarkBoard, WatermarkBoard),
+    metrics: &'a JobMetrics,
+    sources: &'a Mutex<Vec<SourceHealth>>,
+}
+
+fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: ProcessShared<'_>, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
+    let ProcessShared { store, live, boards, metrics, sources } = shared;
     let producer = KafkaProducer::new(&config.kafka)?;
-    let telemetry =
-        if config.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, metrics, shutdown.clone())?) } else { None };
+    let telemetry = if config.runs(Pipeline::Telemetry) {
+        Some(build_telemetry(worker, config, &producer, metrics, live.clone(), boards.0.clone(), shutdown.clone())?)
+    } else {
+        None
+    };
     let video = match store {
         Some(store) => {
             let settings = VideoSettings {
@@ -395,6 +426,8 @@ fn run_worker(
                 exit_at_end: config.exit_at_end,
                 store,
                 metrics: Some(metrics.source.clone()),
+                live,
+                board: boards.1.clone(),
             };
             Some(build_video(worker, &settings, &producer, shutdown)?)
         }

@@ -18,13 +18,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle};
+use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, WatermarkBoard};
 use pitwall_connectors::onnx::fire::{FireDetector, FireModelKind, FireOptions};
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::onnx::{init_runtime, ModelSource, BUILTIN_FIRE_MODEL, BUILTIN_PACE_MODEL};
 use pitwall_connectors::store::{upload_videos, ObjectStore, S3Settings, UploadPolicy, UploadStats};
 use pitwall_connectors::video::encode::{EncodeOptions, Mp4Spool};
 use pitwall_dataflows::infer::{Batching, InferStats};
+use pitwall_dataflows::live::{feed, LiveStore};
 use pitwall_dataflows::records::{DeadLetter, LateRecord};
 use pitwall_dataflows::video::assemble::{AssemblyConfig, VideoCompletion};
 use pitwall_dataflows::video::detect::{FireDetection, YoloDecode};
@@ -150,6 +151,10 @@ pub struct VideoSettings<'a> {
     pub exit_at_end: bool,
     pub store: Arc<ObjectStore>,
     pub metrics: Option<SourceMetrics>,
+    /// The bridge's live view, fed with detections and completions (with a bridge only).
+    pub live: Option<LiveStore>,
+    /// The video topic's watermark board (see `SourceConfig::board`).
+    pub board: WatermarkBoard,
 }
 
 /// Builds the video dataflow on this worker.
@@ -181,6 +186,7 @@ pub fn build_video(
     source.max_batch = 64;
     source.metrics = settings.metrics.clone();
     source.exit_at_end = settings.exit_at_end;
+    source.board = Some(settings.board.clone());
     let probe = ProbeHandle::new();
     let store = settings.store.clone();
     worker.dataflow::<u64, _, _>(|scope| -> Result<VideoParts> {
@@ -198,8 +204,13 @@ pub fn build_video(
             SourceEvent::Dead(dead) => Err(dead),
             SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
-        let outputs = video_dataflow(records, detector, spool, &config);
-        let (completions, uploads) = upload_videos(outputs.finished, store);
+        let mut outputs = video_dataflow(records, detector, spool, &config);
+        let (mut completions, uploads) = upload_videos(outputs.finished, store);
+        if let Some(live) = &settings.live {
+            let (for_detections, for_completions) = (live.clone(), live.clone());
+            outputs.detections = feed(outputs.detections, move |batch: &[FireDetection]| for_detections.push_detections(batch));
+            completions = feed(completions, move |batch: &[VideoCompletion]| for_completions.push_completions(batch));
+        }
         let topic = models.detections_topic.clone();
         let (detections_done, detections) = publish(outputs.detections, producer, "DetectionSink", move |d: &FireDetection| Route {
             topic: topic.clone(),

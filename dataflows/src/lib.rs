@@ -7,6 +7,7 @@ pub mod anomalies;
 pub mod decode;
 pub mod infer;
 pub mod keyed;
+pub mod live;
 pub mod partition;
 pub mod pipeline;
 pub mod predict;

@@ -158,6 +158,27 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// A plain HTTP/1.1 POST of a JSON body (tests only); returns the status code and the body.
+pub fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer (413) before reading the whole body; a reset write is fine then.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 /// A plain rdkafka producer for tests (1 ms linger, large messages allowed).
 pub fn test_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
     rdkafka::ClientConfig::new()

@@ -1,19 +1,23 @@
-//! The HTTP bridge (hyper 1.x). For now it serves what operators need to watch a running job:
-//! `GET /metrics` (Prometheus text format) and `GET /health` (`{"status":"ok"}` or
-//! `{"status":"degraded","reasons":[...]}`, both with status 200 so the page stays readable).
+//! The HTTP bridge (hyper 1.x): `GET /metrics` (Prometheus text format), `GET /health`
+//! (`{"status":"ok"}` or `{"status":"degraded","reasons":[...]}`, both with status 200 so the
+//! page stays readable), and Grafana's JSON datasource under `/grafana` (`grafana.rs`), answered
+//! from the dataflow's live view. Request bodies over 1 MiB are refused (413).
 //! It binds where it is told; the CLI defaults to loopback. With a token, every endpoint but
 //! `/health` wants `Authorization: Bearer <token>`, compared in constant time; anything else is
 //! 401 without a hint of the token.
+
+pub mod grafana;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use pitwall_dataflows::live::LiveStore;
 use prometheus::{Encoder, Registry, TextEncoder};
 use thiserror::Error;
 
@@ -64,7 +68,13 @@ pub enum BridgeError {
 
 /// Serves the bridge on `addr` from a background thread until the process ends. Returns the
 /// bound address (useful with port 0).
-pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, token: Option<Token>) -> Result<SocketAddr, BridgeError> {
+pub fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    health: HealthCheck,
+    token: Option<Token>,
+    live: Option<LiveStore>,
+) -> Result<SocketAddr, BridgeError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BridgeError::Runtime)?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| BridgeError::Bind { addr, source })?;
@@ -74,9 +84,9 @@ pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, token: O
             runtime.block_on(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (registry, health, token) = (registry.clone(), health.clone(), token.clone());
+                    let (registry, health, token, live) = (registry.clone(), health.clone(), token.clone(), live.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |request| respond(request, registry.clone(), health.clone(), token.clone()));
+                        let service = service_fn(move |request| respond(request, registry.clone(), health.clone(), token.clone(), live.clone()));
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             tracing::debug!(%error, "bridge connection ended with an error");
                         }
@@ -85,7 +95,7 @@ pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, token: O
             })
         })
         .map_err(BridgeError::Runtime)?;
-    tracing::info!(%bound, "bridge serving /metrics and /health");
+    tracing::info!(%bound, "bridge serving /metrics, /health and /grafana");
     Ok(bound)
 }
 
@@ -101,6 +111,7 @@ async fn respond(
     registry: Registry,
     health: HealthCheck,
     token: Option<Token>,
+    live: Option<LiveStore>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let open = request.uri().path() == "/health";
     if let Some(token) = token.filter(|_| !open) {
@@ -109,6 +120,29 @@ async fn respond(
             response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid header"));
             return Ok(response);
         }
+    }
+    if request.uri().path().starts_with("/grafana") {
+        let Some(live) = live else {
+            return Ok(text(StatusCode::NOT_FOUND, "application/json", br#"{"error":"this job keeps no live view"}"#.to_vec()));
+        };
+        let (method, path) = (request.method().to_string(), request.uri().path().to_string());
+        let body = match Limited::new(request.into_body(), grafana::MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                let message = format!(r#"{{"error":"request body over {} bytes"}}"#, grafana::MAX_BODY);
+                return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "application/json", message.into_bytes()));
+            }
+            Err(error) => {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    serde_json::json!({ "error": error.to_string() }).to_string().into_bytes(),
+                ))
+            }
+        };
+        let (status, value) = grafana::answer(&live, &method, &path, &body);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(text(status, "application/json", value.to_string().into_bytes()));
     }
     Ok(match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
@@ -125,7 +159,7 @@ async fn respond(
             let body = serde_json::json!({ "status": status, "reasons": reasons });
             text(StatusCode::OK, "application/json", body.to_string().into_bytes())
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found: the bridge serves GET /metrics and GET /health\n".to_vec()),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found: the bridge serves GET /metrics, GET /health and /grafana/\n".to_vec()),
     })
 }
 

@@ -62,6 +62,29 @@ pub struct SourceConfig {
     pub commit_interval: Duration,
     /// Where to count what the source does, if anywhere.
     pub metrics: Option<SourceMetrics>,
+    /// Shared by the sources of one topic in this process: a worker whose partitions are all
+    /// idle (or carry no data at all) follows the other workers' watermarks instead of holding
+    /// the frontier where it last saw data, or at 0.
+    pub board: Option<WatermarkBoard>,
+}
+
+/// The watermarks of one topic's sources in this process, by worker: `(watermark, active)`.
+#[derive(Clone, Debug, Default)]
+pub struct WatermarkBoard(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, (EventTime, bool)>>>);
+
+impl WatermarkBoard {
+    fn report(&self, worker: usize, watermark: EventTime, active: bool) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(worker, (watermark, active));
+    }
+
+    /// Where an idle worker may go: the slowest other worker that still has active partitions,
+    /// or, when every other worker is idle too, the furthest of them.
+    fn follow(&self, worker: usize) -> Option<EventTime> {
+        let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let others = board.iter().filter(|(w, _)| **w != worker).map(|(_, v)| *v);
+        let active = others.clone().filter(|(_, a)| *a).map(|(t, _)| t).min();
+        active.or_else(|| others.map(|(t, _)| t).max())
+    }
 }
 
 impl SourceConfig {
@@ -77,6 +100,7 @@ impl SourceConfig {
             max_batch: 4_096,
             commit_interval: Duration::from_secs(1),
             metrics: None,
+            board: None,
         }
     }
 }
@@ -273,6 +297,7 @@ where
     D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R> + 'static,
 {
     let owner = PartitionOwner { worker_index: scope.index(), total_workers: scope.peers() };
+    let worker_index = scope.index();
     let consumer = config.kafka.plain_consumer(&config.group)?;
     let count = config.kafka.partition_count(&consumer, &config.topic)?;
     let owned = owner.owned(count);
@@ -390,7 +415,11 @@ where
             }
             compact_checkpoints(&mut inner.partitions);
 
-            let next = if shutdown.load(Ordering::Relaxed) { WatermarkStep::Finished } else { next_watermark(&inner.partitions, &config) };
+            let next = if shutdown.load(Ordering::Relaxed) {
+                WatermarkStep::Finished
+            } else {
+                next_watermark(&inner.partitions, &config, worker_index, *cap.time())
+            };
             if last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
                 inner.refresh_gauges(*cap.time());
@@ -490,7 +519,7 @@ enum WatermarkStep {
     Finished,
 }
 
-fn next_watermark(partitions: &[PartitionState], config: &SourceConfig) -> WatermarkStep {
+fn next_watermark(partitions: &[PartitionState], config: &SourceConfig, worker: usize, current: EventTime) -> WatermarkStep {
     // A worker that owns no partition will never emit: it must not hold the frontier (with more
     // workers than partitions, live mode would otherwise stall at time 0 for everyone).
     if partitions.is_empty() || (config.exit_at_end && partitions.iter().all(PartitionState::done)) {
@@ -501,10 +530,21 @@ fn next_watermark(partitions: &[PartitionState], config: &SourceConfig) -> Water
     let active: Vec<&PartitionState> =
         partitions.iter().filter(|s| !s.done() && (config.exit_at_end || !s.idle(config.eof_grace, config.idle_timeout))).collect();
     if active.is_empty() {
-        // Everything is idle or finished: let the watermark follow the furthest partition.
-        return WatermarkStep::To(partitions.iter().filter_map(candidate).max().unwrap_or(0));
+        // Everything is idle or finished: let the watermark follow the furthest partition, and
+        // the other workers of this process (a worker whose partitions never carry data would
+        // otherwise hold everyone's windows open forever in live mode).
+        let own = partitions.iter().filter_map(candidate).max().unwrap_or(0).max(current);
+        let shared = config.board.as_ref().and_then(|b| {
+            b.report(worker, own, false);
+            b.follow(worker)
+        });
+        return WatermarkStep::To(shared.map_or(own, |t| t.max(own)));
     }
-    WatermarkStep::To(active.iter().map(|s| candidate(s).unwrap_or(0)).min().unwrap_or(0))
+    let watermark = active.iter().map(|s| candidate(s).unwrap_or(0)).min().unwrap_or(0);
+    if let Some(board) = &config.board {
+        board.report(worker, watermark.max(current), true);
+    }
+    WatermarkStep::To(watermark)
 }
 
 #[cfg(test)]
@@ -528,10 +568,36 @@ mod tests {
     #[test]
     fn a_worker_without_partitions_releases_the_frontier_in_live_mode() {
         let config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
-        assert!(matches!(next_watermark(&[], &config), WatermarkStep::Finished));
+        assert!(matches!(next_watermark(&[], &config, 0, 0), WatermarkStep::Finished));
         let mut waiting = partition_with([]);
         waiting.max_event_time = Some(10_000);
-        assert!(matches!(next_watermark(&[waiting], &config), WatermarkStep::To(9_500)));
+        assert!(matches!(next_watermark(&[waiting], &config, 0, 0), WatermarkStep::To(9_500)));
+    }
+
+    #[test]
+    fn a_worker_whose_partitions_are_all_idle_follows_the_others_on_the_board() {
+        let mut config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
+        config.board = Some(WatermarkBoard::default());
+        let busy = |time| {
+            let mut p = partition_with([]);
+            p.max_event_time = Some(time);
+            p
+        };
+        let idle = || {
+            let mut p = partition_with([]);
+            p.eof_since = Some(Instant::now() - Duration::from_secs(60));
+            p
+        };
+        // Worker 0 reads data at 20 s; worker 1's partitions never carried any.
+        assert!(matches!(next_watermark(&[busy(20_000)], &config, 0, 0), WatermarkStep::To(19_500)));
+        assert!(matches!(next_watermark(&[idle(), idle()], &config, 1, 0), WatermarkStep::To(19_500)));
+        // Worker 2, active but behind, is the slowest active one: idle workers follow it.
+        assert!(matches!(next_watermark(&[busy(8_000)], &config, 2, 0), WatermarkStep::To(7_500)));
+        assert!(matches!(next_watermark(&[idle()], &config, 1, 19_500), WatermarkStep::To(19_500)), "never backwards");
+        assert!(matches!(next_watermark(&[idle()], &config, 3, 0), WatermarkStep::To(7_500)));
+        // Without a board an idle worker stays where its own data put it.
+        config.board = None;
+        assert!(matches!(next_watermark(&[idle()], &config, 3, 0), WatermarkStep::To(0)));
     }
 
     #[test]

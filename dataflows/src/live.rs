@@ -1,0 +1,450 @@
+//! The bridge's live view: bounded rolling buffers of what the dataflows produce (samples and
+//! window results per driver, alerts, fire detections, video completions), fed by the workers
+//! as batches pass, and read by the HTTP bridge: Grafana's time series, tables and annotations,
+//! down-sampled to what the panel asks for.
+//!
+//! Time is Unix epoch milliseconds (what Grafana sends and charts): a sample's `Date` when it has
+//! one, else its `SessionTime`; a window's end is mapped to epoch time with its driver's
+//! `Date - SessionTime` offset, learned from the driver's samples.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use timely::dataflow::operators::core::Inspect;
+use timely::dataflow::Stream;
+
+use crate::records::{Alert, EventTime, Sample, WindowKind, WindowResult};
+use crate::video::assemble::VideoCompletion;
+use crate::video::detect::FireDetection;
+
+/// How much the live view keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Samples kept per driver, and sliding-window results kept per driver.
+    pub points_per_driver: usize,
+    /// Alerts, fire detections and completions kept (each).
+    pub events: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig { points_per_driver: 60_000, events: 10_000 }
+    }
+}
+
+/// Sample channels a target can name: `<driver>:<channel>`.
+pub const SAMPLE_CHANNELS: [&str; 6] = ["speed", "rpm", "throttle", "gear", "brake", "drs_open"];
+/// Window metrics a target can name: `<driver>:window.<metric>`.
+pub const WINDOW_METRICS: [&str; 6] = ["speed_mean", "speed_max", "rpm_mean", "throttle_mean", "brake_pct", "gear_changes"];
+/// Table targets.
+pub const TABLES: [&str; 2] = ["alerts", "video_completions"];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Point {
+    t: i64,
+    values: [f32; 6],
+}
+
+/// What a query asked for that the view cannot answer.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LiveError {
+    #[error("unknown target `{0}`: POST /grafana/search lists the targets")]
+    UnknownTarget(String),
+    #[error("the range starts ({from}) after it ends ({to})")]
+    InvertedRange { from: i64, to: i64 },
+    #[error("maxDataPoints must be 1..={max}, got {got}")]
+    MaxDataPoints { got: u64, max: u64 },
+}
+
+/// The most points one series may be asked for.
+pub const MAX_DATA_POINTS: u64 = 100_000;
+
+#[derive(Default)]
+struct Live {
+    samples: HashMap<String, VecDeque<Point>>,
+    windows: HashMap<String, VecDeque<Point>>,
+    /// Per driver, `Date - SessionTime` in ms.
+    offsets: HashMap<String, i64>,
+    alerts: VecDeque<(i64, Alert)>,
+    detections: VecDeque<FireDetection>,
+    completions: VecDeque<(i64, VideoCompletion)>,
+}
+
+/// A cheap handle on the shared view; clone it into every worker and the bridge.
+#[derive(Clone, Default)]
+pub struct LiveStore {
+    inner: Arc<RwLock<Live>>,
+    config: LiveConfig,
+}
+
+/// A table: Grafana's `{"columns": [{"text", "type"}], "rows": [[...]], "type": "table"}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Column {
+    pub text: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, bound: usize) {
+    if queue.len() >= bound.max(1) {
+        queue.pop_front();
+    }
+    queue.push_back(item);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl LiveStore {
+    pub fn new(config: LiveConfig) -> LiveStore {
+        LiveStore { inner: Arc::default(), config }
+    }
+
+    pub fn config(&self) -> LiveConfig {
+        self.config
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a batch of samples (one lock per batch).
+    pub fn push_samples<'a>(&self, samples: impl IntoIterator<Item = &'a Sample>) {
+        let bound = self.config.points_per_driver;
+        let mut live = self.write();
+        for sample in samples {
+            let r = &sample.record;
+            let session = r.session_time_ms as i64;
+            let t = match r.date_ms {
+                Some(date) => {
+                    live.offsets.insert(r.driver.clone(), date - session);
+                    date
+                }
+                None => session + live.offsets.get(&r.driver).copied().unwrap_or(0),
+            };
+            let values =
+                [r.speed as f32, r.rpm as f32, r.throttle as f32, f32::from(r.gear), f32::from(u8::from(r.brake)), f32::from(u8::from(r.drs_open()))];
+            let queue = live.samples.entry(r.driver.clone()).or_default();
+            // Out-of-order samples keep the buffer sorted by going to their place.
+            if queue.back().is_some_and(|p| p.t > t) {
+                let at = queue.partition_point(|p| p.t <= t);
+                queue.insert(at, Point { t, values });
+                if queue.len() > bound.max(1) {
+                    queue.pop_front();
+                }
+            } else {
+                push_bounded(queue, Point { t, values }, bound);
+            }
+        }
+    }
+
+    /// Adds a batch of window results (sliding windows become points at their end).
+    pub fn push_windows<'a>(&self, windows: impl IntoIterator<Item = &'a WindowResult>) {
+        let bound = self.config.points_per_driver;
+        let mut live = self.write();
+        for w in windows.into_iter().filter(|w| w.window == WindowKind::Sliding) {
+            let t = w.end_ms as i64 + live.offsets.get(&w.driver).copied().unwrap_or(0);
+            let values = [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64].map(|v| v as f32);
+            let queue = live.windows.entry(w.driver.clone()).or_default();
+            let at = queue.partition_point(|p| p.t <= t);
+            queue.insert(at, Point { t, values });
+            if queue.len() > bound.max(1) {
+                queue.pop_front();
+            }
+        }
+    }
+
+    pub fn push_alerts<'a>(&self, alerts: impl IntoIterator<Item = &'a Alert>) {
+        let bound = self.config.events;
+        let mut live = self.write();
+        for alert in alerts {
+            let t = alert.session_time_ms as i64 + live.offsets.get(&alert.driver).copied().unwrap_or(0);
+            push_bounded(&mut live.alerts, (t, alert.clone()), bound);
+        }
+    }
+
+    pub fn push_detections<'a>(&self, detections: impl IntoIterator<Item = &'a FireDetection>) {
+        let bound = self.config.events;
+        let mut live = self.write();
+        for d in detections {
+            push_bounded(&mut live.detections, d.clone(), bound);
+        }
+    }
+
+    pub fn push_completions<'a>(&self, completions: impl IntoIterator<Item = &'a VideoCompletion>) {
+        let bound = self.config.events;
+        let mut live = self.write();
+        for c in completions {
+            push_bounded(&mut live.completions, (now_ms(), c.clone()), bound);
+        }
+    }
+
+    /// Every target a query may name, sorted; with `filter`, those containing it.
+    pub fn targets(&self, filter: &str) -> Vec<String> {
+        let live = self.read();
+        let mut out: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
+        for driver in live.samples.keys() {
+            out.extend(SAMPLE_CHANNELS.iter().map(|c| format!("{driver}:{c}")));
+        }
+        for driver in live.windows.keys() {
+            out.extend(WINDOW_METRICS.iter().map(|m| format!("{driver}:window.{m}")));
+        }
+        let videos: std::collections::BTreeSet<&str> = live.detections.iter().map(|d| d.video_id.as_str()).collect();
+        out.extend(videos.into_iter().map(|v| format!("video:{v}:fire_score")));
+        out.retain(|t| t.contains(filter));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The time series of `target` within `[from, to]` (epoch ms), at most `max_points` points:
+    /// when there are more, the range is cut into `max_points` equal buckets and each non-empty
+    /// bucket gives the mean of its values at the mean of its times. `[[value, time_ms], ...]`.
+    pub fn series(&self, target: &str, from: i64, to: i64, max_points: u64) -> Result<Vec<[f64; 2]>, LiveError> {
+        check_range(from, to, max_points)?;
+        let live = self.read();
+        let points: Vec<(i64, f64)> = if let Some(rest) = target.strip_prefix("video:") {
+            let video = rest.strip_suffix(":fire_score").ok_or_else(|| LiveError::UnknownTarget(target.into()))?;
+            let mut points: Vec<(i64, f64)> =
+                live.detections.iter().filter(|d| d.video_id == video).map(|d| (d.pts_ms, f64::from(d.score))).collect();
+            if points.is_empty() {
+                return Err(LiveError::UnknownTarget(target.into()));
+            }
+            // A video's own timeline (pts) is placed to end now.
+            points.sort_by_key(|(t, _)| *t);
+            let shift = now_ms() - points.last().map(|(t, _)| *t).unwrap_or(0);
+            points.into_iter().map(|(t, v)| (t + shift, v)).filter(|(t, _)| (from..=to).contains(t)).collect()
+        } else {
+            let (driver, metric) = target.split_once(':').ok_or_else(|| LiveError::UnknownTarget(target.into()))?;
+            let (buffer, index) = match metric.strip_prefix("window.") {
+                Some(m) => (live.windows.get(driver), WINDOW_METRICS.iter().position(|x| *x == m)),
+                None => (live.samples.get(driver), SAMPLE_CHANNELS.iter().position(|x| *x == metric)),
+            };
+            let (Some(buffer), Some(index)) = (buffer, index) else { return Err(LiveError::UnknownTarget(target.into())) };
+            let start = buffer.partition_point(|p| p.t < from);
+            buffer.range(start..).take_while(|p| p.t <= to).map(|p| (p.t, f64::from(p.values[index]))).collect()
+        };
+        Ok(downsample(&points, from, to, max_points))
+    }
+
+    /// A table target within `[from, to]`, newest first, at most `limit` rows.
+    pub fn table(&self, target: &str, from: i64, to: i64, limit: usize) -> Result<Table, LiveError> {
+        check_range(from, to, 1)?;
+        let live = self.read();
+        let column = |text, kind| Column { text, kind };
+        match target {
+            "alerts" => Ok(Table {
+                columns: vec![
+                    column("time", "time"),
+                    column("driver", "string"),
+                    column("kind", "string"),
+                    column("severity", "string"),
+                    column("message", "string"),
+                ],
+                rows: live
+                    .alerts
+                    .iter()
+                    .rev()
+                    .filter(|(t, _)| (from..=to).contains(t))
+                    .take(limit)
+                    .map(|(t, a)| {
+                        vec![
+                            (*t).into(),
+                            a.driver.clone().into(),
+                            a.kind.name().into(),
+                            format!("{:?}", a.severity).to_lowercase().into(),
+                            a.message.clone().into(),
+                        ]
+                    })
+                    .collect(),
+                kind: "table",
+            }),
+            "video_completions" => Ok(Table {
+                columns: vec![
+                    column("time", "time"),
+                    column("video", "string"),
+                    column("frames", "number"),
+                    column("fire_frames", "number"),
+                    column("max_score", "number"),
+                    column("location", "string"),
+                ],
+                rows: live
+                    .completions
+                    .iter()
+                    .rev()
+                    .filter(|(t, _)| (from..=to).contains(t))
+                    .take(limit)
+                    .map(|(t, c)| {
+                        vec![
+                            (*t).into(),
+                            c.video_id.clone().into(),
+                            c.frames.into(),
+                            c.fire_frames.into(),
+                            f64::from(c.max_score).into(),
+                            c.location.clone().unwrap_or_default().into(),
+                        ]
+                    })
+                    .collect(),
+                kind: "table",
+            }),
+            other => Err(LiveError::UnknownTarget(other.into())),
+        }
+    }
+
+    /// Alerts within `[from, to]` whose driver, kind or severity equals `query` (all when empty),
+    /// oldest first: Grafana annotations.
+    pub fn alerts(&self, from: i64, to: i64, query: &str) -> Result<Vec<(i64, Alert)>, LiveError> {
+        check_range(from, to, 1)?;
+        let query = query.trim();
+        let live = self.read();
+        Ok(live
+            .alerts
+            .iter()
+            .filter(|(t, _)| (from..=to).contains(t))
+            .filter(|(_, a)| {
+                query.is_empty() || a.driver == query || a.kind.name() == query || format!("{:?}", a.severity).eq_ignore_ascii_case(query)
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Points held, per buffer kind: for the README's memory bound and the metrics.
+    pub fn sizes(&self) -> BTreeMap<&'static str, usize> {
+        let live = self.read();
+        BTreeMap::from([
+            ("samples", live.samples.values().map(VecDeque::len).sum()),
+            ("windows", live.windows.values().map(VecDeque::len).sum()),
+            ("alerts", live.alerts.len()),
+            ("detections", live.detections.len()),
+            ("completions", live.completions.len()),
+        ])
+    }
+}
+
+/// Passes `stream` through unchanged, handing every batch to `push` (one call, so one lock, per
+/// batch): how the workers feed the live view.
+pub fn feed<'s, D: Clone + 'static>(stream: Stream<'s, EventTime, Vec<D>>, mut push: impl FnMut(&[D]) + 'static) -> Stream<'s, EventTime, Vec<D>> {
+    stream.inspect_core(move |event| {
+        if let Ok((_, batch)) = event {
+            push(batch);
+        }
+    })
+}
+
+fn check_range(from: i64, to: i64, max_points: u64) -> Result<(), LiveError> {
+    if from > to {
+        return Err(LiveError::InvertedRange { from, to });
+    }
+    if max_points == 0 || max_points > MAX_DATA_POINTS {
+        return Err(LiveError::MaxDataPoints { got: max_points, max: MAX_DATA_POINTS });
+    }
+    Ok(())
+}
+
+/// See [`LiveStore::series`]. `points` are sorted by time and within `[from, to]`.
+fn downsample(points: &[(i64, f64)], from: i64, to: i64, max_points: u64) -> Vec<[f64; 2]> {
+    if points.len() as u64 <= max_points {
+        return points.iter().map(|(t, v)| [*v, *t as f64]).collect();
+    }
+    let width = ((to - from) as f64 / max_points as f64).max(1.0);
+    let mut out = Vec::with_capacity(max_points as usize);
+    let mut bucket: Option<(u64, f64, f64, u32)> = None;
+    for (t, v) in points {
+        let index = (((t - from) as f64 / width) as u64).min(max_points - 1);
+        match bucket.as_mut() {
+            Some((i, ts, vs, n)) if *i == index => {
+                *ts += *t as f64;
+                *vs += v;
+                *n += 1;
+            }
+            _ => {
+                if let Some((_, ts, vs, n)) = bucket.take() {
+                    out.push([vs / f64::from(n), (ts / f64::from(n)).round()]);
+                }
+                bucket = Some((index, *t as f64, *v, 1));
+            }
+        }
+    }
+    if let Some((_, ts, vs, n)) = bucket {
+        out.push([vs / f64::from(n), (ts / f64::from(n)).round()]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{SourcePosition, TelemetryRecord};
+
+    fn sample(driver: &str, session: u64, speed: f64) -> Sample {
+        let record = TelemetryRecord {
+            driver: driver.into(),
+            lap: Some(1),
+            session_time_ms: session,
+            date_ms: Some(1_000_000 + session as i64),
+            rpm: 10_000.0,
+            speed,
+            gear: 7,
+            throttle: 100.0,
+            brake: false,
+            drs: 12,
+            x: 0.0,
+            y: 0.0,
+            z: 0.0,
+            distance: 0.0,
+            relative_distance: None,
+            status: None,
+            source: None,
+            produced_at_ms: None,
+        };
+        Sample { at: SourcePosition::default(), record }
+    }
+
+    #[test]
+    fn series_are_bounded_ranged_and_downsampled_to_the_mean() {
+        let store = LiveStore::new(LiveConfig { points_per_driver: 100, events: 10 });
+        let samples: Vec<Sample> = (0..150).map(|i| sample("VER", i * 10, i as f64)).collect();
+        store.push_samples(&samples);
+        // Bounded: the oldest 50 are gone.
+        let all = store.series("VER:speed", 0, i64::MAX, MAX_DATA_POINTS).unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0], [50.0, 1_000_500.0]);
+        // Range is inclusive, epoch ms from Date.
+        let some = store.series("VER:speed", 1_001_000, 1_001_090, 1_000).unwrap();
+        assert_eq!(some.iter().map(|p| p[0]).collect::<Vec<_>>(), (100..=109).map(f64::from).collect::<Vec<_>>());
+        // 100 points into 10 buckets of 10: each the mean of its values and times.
+        let coarse = store.series("VER:speed", 1_000_500, 1_001_499, 10).unwrap();
+        assert_eq!(coarse.len(), 10);
+        assert_eq!(coarse[0], [54.5, 1_000_545.0]);
+        assert_eq!(store.series("VER:drs_open", 1_000_500, 1_001_499, 5).unwrap().iter().map(|p| p[0]).collect::<Vec<_>>(), vec![1.0; 5]);
+        // Buckets span the asked range, not the data: a wide range puts everything in one.
+        assert_eq!(store.series("VER:speed", 0, i64::MAX / 2, 5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_queries_are_errors_not_panics() {
+        let store = LiveStore::default();
+        store.push_samples(&[sample("HAM", 5, 200.0)]);
+        assert_eq!(store.series("HAM:sped", 0, 10, 10), Err(LiveError::UnknownTarget("HAM:sped".into())));
+        assert_eq!(store.series("nobody", 0, 10, 10), Err(LiveError::UnknownTarget("nobody".into())));
+        assert_eq!(store.series("HAM:speed", 10, 0, 10), Err(LiveError::InvertedRange { from: 10, to: 0 }));
+        assert!(matches!(store.series("HAM:speed", 0, 10, 0), Err(LiveError::MaxDataPoints { .. })));
+        assert!(matches!(store.series("HAM:speed", 0, 10, 10_000_000), Err(LiveError::MaxDataPoints { .. })));
+        assert!(store.table("laps", 0, 10, 10).is_err());
+        assert_eq!(store.targets("HAM:s"), vec!["HAM:speed".to_string()]);
+        assert!(store.targets("").contains(&"alerts".to_string()));
+    }
+}

@@ -1,0 +1,202 @@
+//! Grafana's JSON datasource on a running job (Tansu, `run -w 2 --bridge`), with request bodies
+//! shaped like the ones Grafana sends: health, search, time series (checked against the
+//! generated race row by row), tables, annotations (checked against `f1-alerts`), down-sampling,
+//! and every kind of bad request answered with a 4xx and a message, the job still healthy after.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Grafana's `/query` body (JSON API datasource), as recorded from a dashboard panel.
+fn query_body(from: &str, to: &str, max_points: u64, targets: Value) -> Vec<u8> {
+    json!({
+        "app": "dashboard", "requestId": "Q101", "timezone": "browser", "panelId": 2, "dashboardId": null,
+        "range": { "from": from, "to": to, "raw": { "from": "now-6h", "to": "now" } },
+        "timeInfo": "", "interval": "2s", "intervalMs": 2000,
+        "targets": targets,
+        "maxDataPoints": max_points, "scopedVars": {}, "startTime": 1_700_000_000_000_u64,
+        "rangeRaw": { "from": "now-6h", "to": "now" }, "adhocFilters": []
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The race's rows per driver, read back from the generated CSVs.
+fn rows_per_driver(dir: &std::path::Path) -> BTreeMap<String, usize> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .map(|p| (p.file_stem().unwrap().to_str().unwrap().to_string(), std::fs::read_to_string(&p).unwrap().lines().count() - 1))
+        .collect()
+}
+
+#[test]
+fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
+    let tansu = start_tansu();
+    let b = tansu.brokers.as_str();
+    let dir = temp_dir();
+    let truth = gen_race(dir.path(), 3, 1, "csv");
+    pitwall(&["topics", "create", "--brokers", b]);
+    pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
+    let rows = rows_per_driver(dir.path());
+
+    let bridge = format!("127.0.0.1:{}", free_port());
+    let job = pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut job = Guard(job);
+    // Wait until every sample is in the view (the live job has read the whole topic).
+    let (from, to) = ("2023-03-05T14:00:00.000Z", "2023-03-05T16:00:00.000Z");
+    let driver = rows.keys().next().unwrap().clone();
+    let target = format!("{driver}:speed");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::net::TcpStream::connect(&bridge).is_err() {
+        assert!(Instant::now() < deadline && job.0.try_wait().unwrap().is_none(), "the bridge never listened on {bridge}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        let (status, body) =
+            http_post(&bridge, "/grafana/query", &query_body(from, to, 100_000, json!([{ "target": target, "refId": "A", "type": "timeserie" }])));
+        let samples_in = status == 200 && serde_json::from_str::<Value>(&body).unwrap()[0]["datapoints"].as_array().unwrap().len() == rows[&driver];
+        // Windows close as the watermark passes them: wait for every driver's first ones too.
+        let (_, listed) = http_post(&bridge, "/grafana/search", br#"{"target":"window.speed_mean"}"#);
+        let windows_in = serde_json::from_str::<Vec<String>>(&listed).map(|l| l.len() == rows.len()).unwrap_or(false);
+        if samples_in && windows_in {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the live view never held all {} samples of {driver}: {status} {body}", rows[&driver]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let addr = bridge;
+
+    // Health and search.
+    let (status, body) = http_get(&addr, "/grafana/");
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["status"].as_str()), (200, Some("ok")));
+    let (status, body) = http_post(&addr, "/grafana/search", br#"{"target":""}"#);
+    assert_eq!(status, 200);
+    let targets: Vec<String> = serde_json::from_str(&body).unwrap();
+    // The JSON API plugin (simpod-json-datasource) lists metrics through /metrics.
+    let (status, body) = http_post(&addr, "/grafana/metrics", br#"{"metric":""}"#);
+    let metrics: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(metrics.len(), targets.len());
+    assert_eq!(metrics[0]["value"], targets[0].as_str());
+    for d in rows.keys() {
+        for t in [format!("{d}:speed"), format!("{d}:rpm"), format!("{d}:window.speed_mean")] {
+            assert!(targets.contains(&t), "{t} missing from {targets:?}");
+        }
+    }
+    assert!(targets.contains(&"alerts".to_string()));
+    let (_, body) = http_post(&addr, "/grafana/search", format!(r#"{{"target":"{driver}:win"}}"#).as_bytes());
+    let filtered: Vec<String> = serde_json::from_str(&body).unwrap();
+    assert!(!filtered.is_empty() && filtered.iter().all(|t| t.starts_with(&format!("{driver}:window."))), "{filtered:?}");
+
+    // Every sample, in time order and range; down-sampled to at most maxDataPoints.
+    let (status, body) = http_post(&addr, "/grafana/query", &query_body(from, to, 100_000, json!([{ "target": target, "refId": "A" }])));
+    assert_eq!(status, 200);
+    let full: Value = serde_json::from_str(&body).unwrap();
+    let points = full[0]["datapoints"].as_array().unwrap();
+    assert_eq!(points.len(), rows[&driver]);
+    let times: Vec<f64> = points.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    assert!(points.iter().all(|p| (0.0..=400.0).contains(&p[0].as_f64().unwrap())));
+    let (_, body) = http_post(
+        &addr,
+        "/grafana/query",
+        &query_body(
+            from,
+            to,
+            50,
+            json!([{ "target": target, "refId": "A" }, { "target": format!("{driver}:window.speed_mean"), "refId": "B" }, { "target": "alerts", "refId": "C", "type": "table" }]),
+        ),
+    );
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let coarse = answer[0]["datapoints"].as_array().unwrap();
+    assert!(!coarse.is_empty() && coarse.len() <= 50, "{} points", coarse.len());
+    let mean = |ps: &[Value]| ps.iter().map(|p| p[0].as_f64().unwrap()).sum::<f64>() / ps.len() as f64;
+    assert!((mean(coarse) - mean(points)).abs() < 25.0, "bucket means keep the level");
+    assert!(!answer[1]["datapoints"].as_array().unwrap().is_empty(), "window series");
+    assert_eq!(answer[2]["type"], "table");
+    assert_eq!(answer[2]["columns"][1]["text"], "driver");
+
+    // Annotations: exactly the alerts the job published.
+    let alerts = tail(b, "f1-alerts");
+    assert!(!alerts.is_empty() && !truth.is_empty());
+    let annotation = json!({ "range": { "from": from, "to": to }, "annotation": { "name": "alerts", "enable": true, "iconColor": "red", "query": "" }, "rangeRaw": { "from": "now-6h", "to": "now" } });
+    let (status, body) = http_post(&addr, "/grafana/annotations", annotation.to_string().as_bytes());
+    assert_eq!(status, 200);
+    let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(events.len(), alerts.len(), "{events:?}");
+    assert!(events.iter().all(|e| e["tags"].as_array().unwrap().len() == 3 && e["time"].as_i64().unwrap() > 1_678_000_000_000));
+    let one_driver = json!({ "range": { "from": from, "to": to }, "annotation": { "name": "alerts", "query": driver } });
+    let (_, body) = http_post(&addr, "/grafana/annotations", one_driver.to_string().as_bytes());
+    let mine: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(mine.len(), alerts.iter().filter(|a| a["key"] == driver.as_str()).count());
+
+    // The shipped dashboards ask only for what the bridge answers.
+    for file in ["telemetry", "alerts"] {
+        let path = format!("{}/grafana/dashboards/{file}.json", env!("CARGO_MANIFEST_DIR"));
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            let targets: Vec<Value> = panel["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| json!({ "target": t["target"].as_str().unwrap().replace("$driver", &driver), "refId": t["refId"], "type": t["type"] }))
+                .collect();
+            let (status, body) = http_post(&addr, "/grafana/query", &query_body(from, to, 500, Value::Array(targets)));
+            assert_eq!(status, 200, "{file}: panel {}: {body}", panel["title"]);
+        }
+    }
+
+    // Bad requests: 4xx with a message, never a crash.
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("unknown target", query_body(from, to, 100, json!([{ "target": "NOBODY:speed", "refId": "A" }])), 400, "unknown target `NOBODY:speed`"),
+        ("unknown channel", query_body(from, to, 100, json!([{ "target": format!("{driver}:boost"), "refId": "A" }])), 400, "unknown target"),
+        ("inverted range", query_body(to, from, 100, json!([{ "target": target, "refId": "A" }])), 400, "after it ends"),
+        ("huge maxDataPoints", query_body(from, to, 50_000_000, json!([{ "target": target, "refId": "A" }])), 400, "maxDataPoints"),
+        ("not a time", query_body("yesterday", to, 100, json!([{ "target": target, "refId": "A" }])), 400, "RFC 3339"),
+        ("invalid JSON", b"{\"range\": ".to_vec(), 400, "invalid request JSON"),
+        ("wrong shape", br#"{"targets": 7}"#.to_vec(), 400, "invalid request JSON"),
+        ("empty target", query_body(from, to, 100, json!([{ "refId": "A" }])), 400, "names no metric"),
+        ("2 MB body", vec![b' '; 2 << 20], 413, "request body over"),
+    ];
+    for (what, body, want, message) in cases {
+        let (status, text) = http_post(&addr, "/grafana/query", &body);
+        assert_eq!(status, want, "{what}: {text}");
+        assert!(text.contains(message), "{what}: {text}");
+    }
+    assert_eq!(http_get(&addr, "/grafana/query").0, 405);
+    assert_eq!(http_get(&addr, "/grafana/nothing").0, 404);
+    assert_eq!(http_get(&addr, "/health").0, 200, "the job is still up");
+    assert!(job.0.try_wait().unwrap().is_none(), "the job is still running");
+    job.terminate();
+}
+
+/// Kills the job if the test fails before it stops it.
+struct Guard(std::process::Child);
+
+impl Guard {
+    fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the job did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
