@@ -51,7 +51,7 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut job = Guard(job);
+    let mut job = KillOnDrop(job);
     // Wait until every sample is in the view (the live job has read the whole topic).
     let (from, to) = ("2023-03-05T14:00:00.000Z", "2023-03-05T16:00:00.000Z");
     let driver = rows.keys().next().unwrap().clone();
@@ -177,26 +177,15 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     assert_eq!(http_get(&addr, "/grafana/nothing").0, 404);
     assert_eq!(http_get(&addr, "/health").0, 200, "the job is still up");
     assert!(job.0.try_wait().unwrap().is_none(), "the job is still running");
-    job.terminate();
+    terminate(&mut job);
 }
 
-/// Kills the job if the test fails before it stops it.
-struct Guard(std::process::Child);
-
-impl Guard {
-    fn terminate(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the job did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// SIGTERM, then wait for a clean exit.
+fn terminate(job: &mut KillOnDrop) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &job.0.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the job did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -158,6 +158,16 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A plain HTTP/1.1 POST of a JSON body (tests only); returns the status code and the body.
 pub fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};

@@ -1,0 +1,82 @@
+//! A real Prometheus server (Debian's package) scrapes a running job's bridge, and the series it
+//! stored are read back through its HTTP API: records per partition equal what was produced,
+//! deliveries per sink are there, and the scrape target is up.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// `GET /api/v1/query?query=...` on Prometheus; the `data.result` array.
+fn prom_query(addr: &str, query: &str) -> Vec<Value> {
+    let encoded: String =
+        query.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let (status, body) = http_get(addr, &format!("/api/v1/query?query={encoded}"));
+    assert_eq!(status, 200, "{query}: {body}");
+    let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{query}: {e}: {body}"));
+    value["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn scalar(result: &[Value]) -> Option<f64> {
+    result.first().and_then(|r| r["value"][1].as_str()).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
+    let tansu = start_tansu();
+    let b = tansu.brokers.as_str();
+    let dir = temp_dir();
+    gen_race(dir.path(), 4, 1, "csv");
+    pitwall(&["topics", "create", "--brokers", b]);
+    let produced = pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
+    let sent: f64 = produced.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{produced}"));
+
+    let bridge = format!("127.0.0.1:{}", free_port());
+    let _job = KillOnDrop(
+        pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+
+    let prom_port = free_port();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: pitwall\n    static_configs:\n      - targets: ['{bridge}']\n"),
+    )
+    .unwrap();
+    let binary = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+    let _prometheus = KillOnDrop(
+        Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); run scripts/setup.sh (Debian package prometheus)")),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut records = None;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        if std::net::TcpStream::connect(&prom_addr).is_err() {
+            continue;
+        }
+        records = scalar(&prom_query(&prom_addr, "sum(pitwall_source_records_total{topic=\"f1-telemetry\"})"));
+        if records == Some(sent) {
+            break;
+        }
+    }
+    assert_eq!(records, Some(sent), "Prometheus never saw every record counted");
+    assert_eq!(scalar(&prom_query(&prom_addr, "up{job=\"pitwall\"}")), Some(1.0));
+    let partitions = prom_query(&prom_addr, "pitwall_source_records_total{topic=\"f1-telemetry\"}");
+    assert_eq!(partitions.len(), 4, "one series per partition: {partitions:?}");
+    let sinks: Vec<String> =
+        prom_query(&prom_addr, "pitwall_sink_delivered_total").iter().map(|r| r["metric"]["sink"].as_str().unwrap().to_string()).collect();
+    assert!(sinks.contains(&"windows".to_string()) && sinks.contains(&"alerts".to_string()), "{sinks:?}");
+    assert_eq!(scalar(&prom_query(&prom_addr, "sum(pitwall_source_stalled)")), Some(0.0));
+}
