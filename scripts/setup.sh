@@ -12,10 +12,11 @@ need_apt=()
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 # fonts-dejavu-core: the font of the benchmark plots. libav*-dev + libclang-dev: ffmpeg-next
 # (FFmpeg's libraries, bindgen); Debian's libavcodec carries libx264 for H.264 encoding.
-# prometheus: the real Prometheus server a test has scrape the bridge.
+# prometheus: the real Prometheus server a test has scrape the bridge; chromium: the headless
+# browser that loads the live dashboard in a test.
 for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core \
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev \
-  prometheus; do
+  prometheus chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -210,6 +210,9 @@ pub fn build_video(
             let (for_detections, for_completions) = (live.clone(), live.clone());
             outputs.detections = feed(outputs.detections, move |batch: &[FireDetection]| for_detections.push_detections(batch));
             completions = feed(completions, move |batch: &[VideoCompletion]| for_completions.push_completions(batch));
+            // A thumbnail every 5th frame (5 a second at 25 fps) for the dashboard.
+            let for_frames = live.clone();
+            feed(outputs.frames, move |batch| for_frames.push_frames(batch, 5));
         }
         let topic = models.detections_topic.clone();
         let (detections_done, detections) = publish(outputs.detections, producer, "DetectionSink", move |d: &FireDetection| Route {

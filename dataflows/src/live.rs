@@ -59,8 +59,41 @@ pub enum LiveError {
 /// The most points one series may be asked for.
 pub const MAX_DATA_POINTS: u64 = 100_000;
 
+/// Where a car is and what it does, as of its newest sample.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CarState {
+    pub driver: String,
+    pub time_ms: i64,
+    pub lap: Option<u32>,
+    pub x: f64,
+    pub y: f64,
+    pub speed: f64,
+    pub rpm: f64,
+    pub throttle: f64,
+    pub gear: u8,
+    pub brake: bool,
+}
+
+/// A small overlayed frame of a video, the newest one kept per video.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thumbnail {
+    pub video_id: String,
+    pub frame_index: u64,
+    pub score: f32,
+    pub image: crate::video::frame::RgbImage,
+}
+
+/// Width of the dashboard's thumbnails.
+pub const THUMBNAIL_WIDTH: u32 = 160;
+/// Points of the track outline kept (the first driver's path, thinned).
+const TRACK_POINTS: usize = 4_000;
+
 #[derive(Default)]
 struct Live {
+    cars: BTreeMap<String, CarState>,
+    track: Vec<(f32, f32)>,
+    track_driver: Option<String>,
+    thumbnails: BTreeMap<String, Thumbnail>,
     samples: HashMap<String, VecDeque<Point>>,
     windows: HashMap<String, VecDeque<Point>>,
     /// Per driver, `Date - SessionTime` in ms.
@@ -137,6 +170,28 @@ impl LiveStore {
             };
             let values =
                 [r.speed as f32, r.rpm as f32, r.throttle as f32, f32::from(r.gear), f32::from(u8::from(r.brake)), f32::from(u8::from(r.drs_open()))];
+            if live.cars.get(&r.driver).is_none_or(|c| c.time_ms <= t) {
+                let car = CarState {
+                    driver: r.driver.clone(),
+                    time_ms: t,
+                    lap: r.lap,
+                    x: r.x,
+                    y: r.y,
+                    speed: r.speed,
+                    rpm: r.rpm,
+                    throttle: r.throttle,
+                    gear: r.gear,
+                    brake: r.brake,
+                };
+                live.cars.insert(r.driver.clone(), car);
+            }
+            // The track outline: the path of the first driver seen, one sample in four.
+            if live.track_driver.is_none() {
+                live.track_driver = Some(r.driver.clone());
+            }
+            if live.track_driver.as_deref() == Some(r.driver.as_str()) && live.track.len() < TRACK_POINTS && sample.at.offset % 4 == 0 {
+                live.track.push((r.x as f32, r.y as f32));
+            }
             let queue = live.samples.entry(r.driver.clone()).or_default();
             // Out-of-order samples keep the buffer sorted by going to their place.
             if queue.back().is_some_and(|p| p.t > t) {
@@ -190,6 +245,72 @@ impl LiveStore {
         for c in completions {
             push_bounded(&mut live.completions, (now_ms(), c.clone()), bound);
         }
+    }
+
+    /// Keeps a small overlayed copy of the newest frame of each video (one in `every` frames).
+    pub fn push_frames<'a>(&self, frames: impl IntoIterator<Item = &'a crate::video::assemble::InferredFrame>, every: u64) {
+        use crate::video::frame::VideoRecord;
+        use crate::video::overlay::{overlay_heatmap, OverlayStyle};
+        let mut made = Vec::new();
+        for (record, verdict) in frames {
+            let (VideoRecord::Frame { header, image }, Some(Ok(verdict))) = (&**record, verdict) else { continue };
+            if header.frame_index % every.max(1) != 0 {
+                continue;
+            }
+            let mut small = thumbnail(image, THUMBNAIL_WIDTH);
+            if let Some(heat) = &verdict.heatmap {
+                overlay_heatmap(&mut small, heat, OverlayStyle::default());
+            }
+            made.push(Thumbnail { video_id: header.video_id.clone(), frame_index: header.frame_index, score: verdict.score, image: small });
+        }
+        if made.is_empty() {
+            return;
+        }
+        let mut live = self.write();
+        for t in made {
+            live.thumbnails.insert(t.video_id.clone(), t);
+        }
+        while live.thumbnails.len() > self.config.events.max(1) {
+            let oldest = live.thumbnails.keys().next().cloned().expect("not empty");
+            live.thumbnails.remove(&oldest);
+        }
+    }
+
+    /// The newest thumbnail of a video.
+    pub fn thumbnail(&self, video_id: &str) -> Option<Thumbnail> {
+        self.read().thumbnails.get(video_id).cloned()
+    }
+
+    /// What the live dashboard shows: every car's newest state, the track outline, the last
+    /// `trace` speed points per driver, the newest alerts, videos and completions.
+    pub fn snapshot(&self, trace: usize, recent: usize) -> serde_json::Value {
+        let live = self.read();
+        let traces: BTreeMap<&String, Vec<[f64; 2]>> =
+            live.samples.iter().map(|(d, q)| (d, q.iter().rev().take(trace).rev().map(|p| [p.t as f64, f64::from(p.values[0])]).collect())).collect();
+        let alerts: Vec<serde_json::Value> = live
+            .alerts
+            .iter()
+            .rev()
+            .take(recent)
+            .map(|(t, a)| serde_json::json!({ "time": t, "driver": a.driver, "kind": a.kind.name(), "severity": format!("{:?}", a.severity).to_lowercase(), "message": a.message }))
+            .collect();
+        let videos: Vec<serde_json::Value> =
+            live.thumbnails.values().map(|t| serde_json::json!({ "video_id": t.video_id, "frame_index": t.frame_index, "score": t.score })).collect();
+        let completions: Vec<serde_json::Value> = live
+            .completions
+            .iter()
+            .rev()
+            .take(recent)
+            .map(|(t, c)| serde_json::json!({ "time": t, "video_id": c.video_id, "frames": c.frames, "fire_frames": c.fire_frames, "max_score": c.max_score, "location": c.location }))
+            .collect();
+        serde_json::json!({
+            "cars": live.cars.values().collect::<Vec<_>>(),
+            "track": live.track,
+            "traces": traces,
+            "alerts": alerts,
+            "videos": videos,
+            "completions": completions,
+        })
     }
 
     /// Every target a query may name, sorted; with `filter`, those containing it.
@@ -332,6 +453,21 @@ impl LiveStore {
             ("completions", live.completions.len()),
         ])
     }
+}
+
+/// `image` scaled to `width` (aspect kept, nearest pixel): a dashboard thumbnail.
+pub fn thumbnail(image: &crate::video::frame::RgbImage, width: u32) -> crate::video::frame::RgbImage {
+    let width = width.min(image.width).max(1);
+    let height = ((u64::from(image.height) * u64::from(width) / u64::from(image.width.max(1))) as u32).max(1);
+    let mut out = crate::video::frame::RgbImage::new(width, height);
+    for y in 0..height {
+        for x in 0..width {
+            let sx = (u64::from(x) * u64::from(image.width) / u64::from(width)) as u32;
+            let sy = (u64::from(y) * u64::from(image.height) / u64::from(height)) as u32;
+            out.put(x, y, image.pixel(sx, sy));
+        }
+    }
+    out
 }
 
 /// Passes `stream` through unchanged, handing every batch to `push` (one call, so one lock, per

@@ -138,16 +138,23 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 GET with an optional `Authorization` header value.
 pub fn http_get_with(addr: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let (status, body) = http_get_bytes(addr, path, authorization);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A plain HTTP/1.1 GET returning the body's bytes (images).
+pub fn http_get_bytes(addr: &str, path: &str, authorization: Option<&str>) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response[head_end..].to_vec())
 }
 
 /// Sum of every sample of a Prometheus metric whose label set contains `labels`.

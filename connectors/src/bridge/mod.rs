@@ -12,8 +12,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -99,8 +100,11 @@ pub fn serve(
     Ok(bound)
 }
 
-fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// Every answer's body: a whole one, or the dashboard's event stream.
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, content_type.parse().expect("valid content type"));
     response
@@ -112,10 +116,18 @@ async fn respond(
     health: HealthCheck,
     token: Option<Token>,
     live: Option<LiveStore>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let open = request.uri().path() == "/health";
+) -> Result<Response<Body>, Infallible> {
+    // The health check and the dashboard page itself (which holds no data) are open; the page
+    // passes `?access_token=` on to its API calls, since a browser's EventSource cannot send headers.
+    let open = matches!(request.uri().path(), "/health" | "/");
     if let Some(token) = token.filter(|_| !open) {
-        if !token.admits(request.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        let from_query = request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+            .map(|t| format!("Bearer {}", percent_decode(t)).into_bytes());
+        let presented = request.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec()).or(from_query);
+        if !token.admits(presented.as_deref()) {
             let mut response = text(StatusCode::UNAUTHORIZED, "text/plain", b"unauthorized: send Authorization: Bearer <token>\n".to_vec());
             response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid header"));
             return Ok(response);
@@ -144,6 +156,11 @@ async fn respond(
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Ok(text(status, "application/json", value.to_string().into_bytes()));
     }
+    if let (Some(live), &Method::GET) = (&live, request.method()) {
+        if let Some(response) = dashboard(live, request.uri().path()) {
+            return Ok(response);
+        }
+    }
     Ok(match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut body = Vec::new();
@@ -159,8 +176,73 @@ async fn respond(
             let body = serde_json::json!({ "status": status, "reasons": reasons });
             text(StatusCode::OK, "application/json", body.to_string().into_bytes())
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found: the bridge serves GET /metrics, GET /health and /grafana/\n".to_vec()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: the bridge serves GET /, /metrics, /health, /api/snapshot, /api/events and /grafana/\n".to_vec(),
+        ),
     })
+}
+
+/// The live dashboard: the page, its snapshot, its event stream and the video thumbnails.
+fn dashboard(live: &LiveStore, path: &str) -> Option<Response<Body>> {
+    const TRACE_POINTS: usize = 240;
+    const RECENT: usize = 20;
+    match path {
+        "/" => Some(text(StatusCode::OK, "text/html; charset=utf-8", include_bytes!("dashboard.html").to_vec())),
+        "/api/snapshot" => Some(text(StatusCode::OK, "application/json", live.snapshot(TRACE_POINTS, RECENT).to_string().into_bytes())),
+        "/api/events" => {
+            // A snapshot every 500 ms for as long as the page listens (server-sent events).
+            let live = live.clone();
+            let ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+            let stream = futures_util::stream::unfold((live, ticks), |(live, mut ticks)| async move {
+                ticks.tick().await;
+                let event = format!("data: {}\n\n", live.snapshot(TRACE_POINTS, RECENT));
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), (live, ticks)))
+            });
+            let mut response = Response::new(StreamBody::new(stream).boxed());
+            let headers = response.headers_mut();
+            headers.insert(hyper::header::CONTENT_TYPE, "text/event-stream".parse().expect("valid header"));
+            headers.insert(hyper::header::CACHE_CONTROL, "no-cache".parse().expect("valid header"));
+            Some(response)
+        }
+        _ => {
+            let video = path.strip_prefix("/api/thumbnails/")?.strip_suffix(".png")?;
+            let video = percent_decode(video);
+            Some(match live.thumbnail(&video).map(|t| png(&t.image)) {
+                Some(Ok(bytes)) => text(StatusCode::OK, "image/png", bytes),
+                Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.into_bytes()),
+                None => text(StatusCode::NOT_FOUND, "text/plain", format!("no thumbnail of video `{video}`\n").into_bytes()),
+            })
+        }
+    }
+}
+
+fn png(image: &pitwall_dataflows::video::frame::RgbImage) -> Result<Vec<u8>, String> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(&mut out, &image.pixels, image.width, image.height, image::ColorType::Rgb8, image::ImageOutputFormat::Png)
+        .map_err(|e| format!("encoding a thumbnail: {e}"))?;
+    Ok(out.into_inner())
+}
+
+/// `%XX` escapes of a URL path or query part decoded (invalid escapes are kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

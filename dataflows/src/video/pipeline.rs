@@ -32,6 +32,8 @@ pub struct VideoConfig {
 pub struct VideoOutputs<'s> {
     pub detections: Stream<'s, EventTime, Vec<FireDetection>>,
     pub finished: Stream<'s, EventTime, Vec<FinishedVideo>>,
+    /// Every record with its verdict, after inference (this worker's only: `Rc`s, never exchanged).
+    pub frames: Stream<'s, EventTime, Vec<InferredFrame>>,
     pub inference: InferStats,
 }
 
@@ -66,6 +68,6 @@ where
             error,
         })
     });
-    let finished = assemble_videos(inferred, factory, config.assembly);
-    VideoOutputs { detections, finished, inference }
+    let finished = assemble_videos(inferred.clone(), factory, config.assembly);
+    VideoOutputs { detections, finished, frames: inferred, inference }
 }
