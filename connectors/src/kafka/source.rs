@@ -62,9 +62,9 @@ pub struct SourceConfig {
     pub commit_interval: Duration,
     /// Where to count what the source does, if anywhere.
     pub metrics: Option<SourceMetrics>,
-    /// Shared by the sources of one topic in this process: a worker whose partitions are all
-    /// idle (or carry no data at all) follows the other workers' watermarks instead of holding
-    /// the frontier where it last saw data, or at 0.
+    /// Shared by the sources of one topic in this process: a worker whose partitions are idle
+    /// and have never carried a record follows the other workers' watermarks instead of
+    /// holding the frontier at 0.
     pub board: Option<WatermarkBoard>,
 }
 
@@ -530,13 +530,16 @@ fn next_watermark(partitions: &[PartitionState], config: &SourceConfig, worker: 
     let active: Vec<&PartitionState> =
         partitions.iter().filter(|s| !s.done() && (config.exit_at_end || !s.idle(config.eof_grace, config.idle_timeout))).collect();
     if active.is_empty() {
-        // Everything is idle or finished: let the watermark follow the furthest partition, and
-        // the other workers of this process (a worker whose partitions never carry data would
-        // otherwise hold everyone's windows open forever in live mode).
+        // Everything is idle or finished: let the watermark follow the furthest partition. A
+        // worker whose partitions never carried a record has no event time of its own: it
+        // follows the other workers of this process (it would otherwise hold everyone's windows
+        // open forever in live mode). A worker that has seen data does not jump past it: its
+        // partitions resuming later (after a pause, an outage) would find their records late.
         let own = partitions.iter().filter_map(candidate).max().unwrap_or(0).max(current);
+        let never_read = partitions.iter().all(|p| p.max_event_time.is_none());
         let shared = config.board.as_ref().and_then(|b| {
             b.report(worker, own, false);
-            b.follow(worker)
+            never_read.then(|| b.follow(worker)).flatten()
         });
         return WatermarkStep::To(shared.map_or(own, |t| t.max(own)));
     }
@@ -591,10 +594,15 @@ mod tests {
         // Worker 0 reads data at 20 s; worker 1's partitions never carried any.
         assert!(matches!(next_watermark(&[busy(20_000)], &config, 0, 0), WatermarkStep::To(19_500)));
         assert!(matches!(next_watermark(&[idle(), idle()], &config, 1, 0), WatermarkStep::To(19_500)));
-        // Worker 2, active but behind, is the slowest active one: idle workers follow it.
+        // Worker 2, active but behind, is the slowest active one: empty workers follow it.
         assert!(matches!(next_watermark(&[busy(8_000)], &config, 2, 0), WatermarkStep::To(7_500)));
         assert!(matches!(next_watermark(&[idle()], &config, 1, 19_500), WatermarkStep::To(19_500)), "never backwards");
         assert!(matches!(next_watermark(&[idle()], &config, 3, 0), WatermarkStep::To(7_500)));
+        // A worker that has read data and is now idle stays at its own data: its partitions may
+        // resume (after a pause, an outage) and their records must not be late.
+        let mut paused = busy(5_000);
+        paused.eof_since = Some(Instant::now() - Duration::from_secs(60));
+        assert!(matches!(next_watermark(&[paused], &config, 4, 0), WatermarkStep::To(4_500)));
         // Without a board an idle worker stays where its own data put it.
         config.board = None;
         assert!(matches!(next_watermark(&[idle()], &config, 3, 0), WatermarkStep::To(0)));
