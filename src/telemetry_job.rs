@@ -22,15 +22,16 @@ use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle}
 use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, SourceStats, WatermarkBoard};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
-use pitwall_connectors::store::ObjectStore;
+use pitwall_connectors::store::{ObjectStore, UploadStats};
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
+use pitwall_dataflows::infer::InferStats;
 use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{OkErr, Probe};
@@ -67,6 +68,16 @@ struct JobMetrics {
     state_bytes: IntGaugeVec,
     state_expired: IntGaugeVec,
     delivered: IntCounterVec,
+    /// A record's production (`produced_at_ms`) to its alert leaving the rules.
+    alert_latency: Histogram,
+    /// Items through a model and seconds spent in it, per pipeline (video, predictions).
+    inferred: IntCounterVec,
+    inference_seconds: CounterVec,
+    /// Overlayed videos stored or not, and bytes stored.
+    uploads: IntCounterVec,
+    upload_bytes: IntCounter,
+    /// Points the bridge's live view holds, per buffer.
+    live_points: IntGaugeVec,
 }
 
 impl JobMetrics {
@@ -78,6 +89,20 @@ impl JobMetrics {
         };
         let delivered = IntCounterVec::new(Opts::new("pitwall_sink_delivered_total", "Records acknowledged by the broker, per sink"), &["sink"])?;
         registry.register(Box::new(delivered.clone()))?;
+        let alert_latency = Histogram::with_opts(
+            HistogramOpts::new("pitwall_alert_latency_seconds", "A telemetry record's production to its alert leaving the rules")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(alert_latency.clone()))?;
+        let inferred = IntCounterVec::new(Opts::new("pitwall_inferred_total", "Items run through a model, per pipeline"), &["pipeline"])?;
+        registry.register(Box::new(inferred.clone()))?;
+        let inference_seconds =
+            CounterVec::new(Opts::new("pitwall_inference_seconds_total", "Seconds spent in model runs, per pipeline"), &["pipeline"])?;
+        registry.register(Box::new(inference_seconds.clone()))?;
+        let uploads = IntCounterVec::new(Opts::new("pitwall_uploads_total", "Overlayed videos stored or not, by outcome"), &["outcome"])?;
+        registry.register(Box::new(uploads.clone()))?;
+        let upload_bytes = IntCounter::new("pitwall_upload_bytes_total", "Bytes of overlayed videos stored")?;
+        registry.register(Box::new(upload_bytes.clone()))?;
         Ok(JobMetrics {
             source: SourceMetrics::register(registry)?,
             state_keys: gauge("pitwall_state_keys", "Keys (drivers) with state, per keyed operator and worker", &["operator", "worker"])?,
@@ -88,6 +113,12 @@ impl JobMetrics {
                 &["operator", "worker"],
             )?,
             delivered,
+            alert_latency,
+            inferred,
+            inference_seconds,
+            uploads,
+            upload_bytes,
+            live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
         })
     }
 }
@@ -281,6 +312,41 @@ fn refresh_worker_metrics(metrics: &JobMetrics, worker: &str, state: &[(&str, St
     }
 }
 
+/// What one worker's models and uploads had reported, to add only the difference each refresh.
+#[derive(Default)]
+struct WorkCounts {
+    video_items: u64,
+    video_us: u64,
+    prediction_items: u64,
+    prediction_us: u64,
+    stored: u64,
+    failed: u64,
+    bytes: u64,
+}
+
+impl WorkCounts {
+    fn refresh(&mut self, metrics: &JobMetrics, predictions: Option<&InferStats>, video: Option<(&InferStats, &UploadStats)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let model = |pipeline: &str, stats: &InferStats, items: &mut u64, us: &mut u64| {
+            let (now_items, now_us) = (stats.items.get(), stats.model_us.get());
+            metrics.inferred.with_label_values(&[pipeline]).inc_by(now_items.saturating_sub(*items));
+            metrics.inference_seconds.with_label_values(&[pipeline]).inc_by(now_us.saturating_sub(*us) as f64 / 1e6);
+            (*items, *us) = (now_items, now_us);
+        };
+        if let Some(stats) = predictions {
+            model("predictions", stats, &mut self.prediction_items, &mut self.prediction_us);
+        }
+        if let Some((stats, uploads)) = video {
+            model("video", stats, &mut self.video_items, &mut self.video_us);
+            let (stored, failed, bytes) = (uploads.stored.load(Relaxed), uploads.failed.load(Relaxed), uploads.bytes.load(Relaxed));
+            metrics.uploads.with_label_values(&["stored"]).inc_by(stored.saturating_sub(self.stored));
+            metrics.uploads.with_label_values(&["failed"]).inc_by(failed.saturating_sub(self.failed));
+            metrics.upload_bytes.inc_by(bytes.saturating_sub(self.bytes));
+            (self.stored, self.failed, self.bytes) = (stored, failed, bytes);
+        }
+    }
+}
+
 /// How often a worker refreshes the state and sink metrics.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -291,6 +357,8 @@ struct TelemetryParts {
     state: Vec<(&'static str, StateGauge)>,
     /// alerts, windows, dead letters, late, then predictions if they run.
     sinks: Vec<(&'static str, SinkHandle)>,
+    /// The predictions model's counts, if predictions run.
+    inference: Option<InferStats>,
 }
 
 fn build_telemetry(
@@ -327,7 +395,8 @@ fn build_telemetry(
     source.board = Some(board);
 
     let probe = ProbeHandle::new();
-    worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+    let mut inference = None;
+    let parts = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
@@ -351,6 +420,13 @@ fn build_telemetry(
             None => samples,
         };
         let mut outputs = telemetry_dataflow(samples, &telemetry);
+        let latency = metrics.alert_latency.clone();
+        outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| {
+            let now = pitwall_dataflows::video::assemble::now_ms();
+            for produced in batch.iter().filter_map(|a| a.produced_at_ms) {
+                latency.observe(now.saturating_sub(produced) as f64 / 1_000.0);
+            }
+        });
         if let Some(live) = &live {
             let (for_windows, for_alerts) = (live.clone(), live.clone());
             outputs.windows = feed(outputs.windows, move |batch: &[WindowResult]| for_windows.push_windows(batch));
@@ -365,7 +441,8 @@ fn build_telemetry(
         let mut sinks = Vec::new();
         if let Some(model) = predictor {
             let card = model.card.clone();
-            let (predictions, _) = predict_windows(outputs.windows.clone(), model, card, batching(models));
+            let (predictions, stats) = predict_windows(outputs.windows.clone(), model, card, batching(models));
+            inference = Some(stats);
             let topic = models.predictions_topic.clone();
             let (done, sink) = publish(predictions, producer, "PredictionSink", move |p: &Prediction| Route {
                 topic: topic.clone(),
@@ -393,8 +470,9 @@ fn build_telemetry(
         dead_done.probe_with(&probe);
         let mut all = vec![("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
         all.extend(sinks);
-        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all })
-    })
+        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all, inference: None })
+    })?;
+    Ok(TelemetryParts { inference, ..parts })
 }
 
 /// What the workers of one process share.
@@ -426,7 +504,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
                 exit_at_end: config.exit_at_end,
                 store,
                 metrics: Some(metrics.source.clone()),
-                live,
+                live: live.clone(),
                 board: boards.1.clone(),
             };
             Some(build_video(worker, &settings, &producer, shutdown)?)
@@ -445,14 +523,28 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
     let mut reported = Vec::new();
     let mut last_metrics = Instant::now();
     let done = || telemetry.as_ref().is_none_or(|t| t.probe.done()) && video.as_ref().is_none_or(|v| v.probe.done());
+    let mut work = WorkCounts::default();
+    // The first worker reports the live view's size (one view per process).
+    let reports_live = worker.index() == 0;
+    let refresh_work = |work: &mut WorkCounts| {
+        let predictions = telemetry.as_ref().and_then(|t| t.inference.as_ref());
+        work.refresh(metrics, predictions, video.as_ref().map(|v| (&v.inference, &v.uploads)));
+        if let (Some(live), true) = (&live, reports_live) {
+            for (buffer, points) in live.sizes() {
+                metrics.live_points.with_label_values(&[buffer]).set(points as i64);
+            }
+        }
+    };
     while !done() {
         worker.step_or_park(Some(PARK));
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             last_metrics = Instant::now();
             refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
+            refresh_work(&mut work);
         }
     }
     refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
+    refresh_work(&mut work);
     for source in telemetry.iter().map(|t| &t.source).chain(video.iter().map(|v| &v.source)) {
         source.commit_all()?;
     }

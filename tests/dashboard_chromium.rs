@@ -97,6 +97,23 @@ fn the_dashboard_renders_drivers_alerts_and_videos_in_chromium() {
         assert!(Instant::now() < deadline, "the live view never filled up");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The work shows in /metrics: frames through the model, the stored upload and its bytes,
+    // alert latency, the live view's size (refreshed every second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = http_get(&bridge, "/metrics").1;
+        let done = metric_sum(&m, "pitwall_inferred_total", "pipeline=\"video\"") == 50.0
+            && metric_sum(&m, "pitwall_uploads_total", "outcome=\"stored\"") == 1.0
+            && metric_sum(&m, "pitwall_upload_bytes_total", "") > 10_000.0
+            && metric_sum(&m, "pitwall_alert_latency_seconds_count", "") >= 1.0
+            && metric_sum(&m, "pitwall_bridge_points", "buffer=\"samples\"") > 1_000.0;
+        if done {
+            assert!(metric_sum(&m, "pitwall_inference_seconds_total", "pipeline=\"video\"") > 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "work metrics never showed up:\n{m}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (status, png) = http_get_bytes(&bridge, "/api/thumbnails/cam-1.png", None);
     assert_eq!(status, 200, "thumbnail");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG thumbnail");

@@ -289,6 +289,8 @@ async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, fil
 pub struct UploadStats {
     pub stored: Arc<std::sync::atomic::AtomicU64>,
     pub failed: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of the videos stored.
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// See the module docs. Spooled files are removed once stored in S3 (or copied to the folder).
@@ -322,6 +324,7 @@ pub fn upload_videos<'s>(
                                     completion.location = Some(location);
                                     completion.end_to_stored_ms = Some(now_ms().saturating_sub(video.end_produced_at_ms));
                                     counts.stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    counts.bytes.fetch_add(file.bytes, std::sync::atomic::Ordering::Relaxed);
                                     let _ = std::fs::remove_file(&file.path);
                                 }
                                 Err(e) => {
