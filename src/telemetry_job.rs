@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use differential_dataflow::input::InputSession;
 use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
@@ -29,6 +30,7 @@ use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
+use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
 use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -266,8 +268,16 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     // The live view the bridge answers Grafana from, fed by the workers (only with a bridge).
     // One watermark board per source topic: workers with only idle partitions follow the others.
     let boards = (WatermarkBoard::default(), WatermarkBoard::default());
-    let live =
-        config.bridge.bridge.map(|_| LiveStore::new(LiveConfig { points_per_driver: config.bridge.bridge_points.max(1), ..LiveConfig::default() }));
+    // Worker 0 takes live queries in and gathers their results: its process serves them.
+    let hosts_worker_zero = !matches!(timely.communication, timely::CommunicationConfig::Cluster { process, .. } if process != 0);
+    let live = config.bridge.bridge.map(|_| {
+        let live = LiveStore::new(LiveConfig { points_per_driver: config.bridge.bridge_points.max(1), ..LiveConfig::default() });
+        if hosts_worker_zero && config.runs(Pipeline::Telemetry) {
+            live.with_queries()
+        } else {
+            live
+        }
+    });
     if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
@@ -359,6 +369,10 @@ struct TelemetryParts {
     sinks: Vec<(&'static str, SinkHandle)>,
     /// The predictions model's counts, if predictions run.
     inference: Option<InferStats>,
+    /// The live queries' input: worker 0 inserts, every worker advances it with `query_clock`.
+    queries: Option<InputSession<u64, (u64, Query), isize>>,
+    /// The sliding windows' frontier.
+    query_clock: ProbeHandle<u64>,
 }
 
 fn build_telemetry(
@@ -412,14 +426,23 @@ fn build_telemetry(
             SourceEvent::Dead(dead) => Err(dead),
             SourceEvent::Record(_) => unreachable!("records were split off above"),
         });
-        let samples = match &live {
-            Some(live) => {
-                let live = live.clone();
-                feed(samples, move |batch: &[Sample]| live.push_samples(batch))
+        // Every process builds the same operators whether or not it serves a bridge (timely
+        // requires one dataflow shape across the cluster); without a live view they do nothing.
+        let for_samples = live.clone();
+        let samples = feed(samples, move |batch: &[Sample]| {
+            if let Some(live) = &for_samples {
+                live.push_samples(batch);
             }
-            None => samples,
-        };
+        });
         let mut outputs = telemetry_dataflow(samples, &telemetry);
+        // Live queries over the windows, on every worker of every process (the arrangement is
+        // partitioned by metric); results are gathered at worker 0, whose process serves them.
+        // Queries read the sliding windows, and their input follows the sliding windows'
+        // frontier (lap windows hold theirs at the lap's start until the lap ends).
+        let (query_clock, sliding) = outputs.sliding.clone().probe();
+        let live_query = live_queries(sliding);
+        publish_results(live_query.results, live.as_ref().and_then(|l| l.queries()).cloned().unwrap_or_default());
+        let queries = Some(live_query.input);
         let latency = metrics.alert_latency.clone();
         outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| {
             let now = pitwall_dataflows::video::assemble::now_ms();
@@ -427,11 +450,17 @@ fn build_telemetry(
                 latency.observe(now.saturating_sub(produced) as f64 / 1_000.0);
             }
         });
-        if let Some(live) = &live {
-            let (for_windows, for_alerts) = (live.clone(), live.clone());
-            outputs.windows = feed(outputs.windows, move |batch: &[WindowResult]| for_windows.push_windows(batch));
-            outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| for_alerts.push_alerts(batch));
-        }
+        let (for_windows, for_alerts) = (live.clone(), live.clone());
+        outputs.windows = feed(outputs.windows, move |batch: &[WindowResult]| {
+            if let Some(live) = &for_windows {
+                live.push_windows(batch);
+            }
+        });
+        outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| {
+            if let Some(live) = &for_alerts {
+                live.push_alerts(batch);
+            }
+        });
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts) = publish(outputs.alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
@@ -470,9 +499,37 @@ fn build_telemetry(
         dead_done.probe_with(&probe);
         let mut all = vec![("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
         all.extend(sinks);
-        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all, inference: None })
+        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all, inference: None, queries, query_clock })
     })?;
     Ok(TelemetryParts { inference, ..parts })
+}
+
+/// Takes new and removed queries in (worker 0) and moves the query input along with the job's
+/// progress (every worker), closing it once the telemetry input has ended.
+fn feed_queries(
+    queries: &mut Option<InputSession<u64, (u64, Query), isize>>,
+    probe: &ProbeHandle<u64>,
+    hub: Option<&QueryHub>,
+    takes_commands: bool,
+) {
+    let Some(input) = queries.as_mut() else { return };
+    if takes_commands {
+        for command in hub.map(QueryHub::take_pending).unwrap_or_default() {
+            match command {
+                Command::Add(id, query) => input.insert((id, query)),
+                Command::Remove(id, query) => input.remove((id, query)),
+            }
+        }
+    }
+    match probe.with_frontier(|f| f.first().copied()) {
+        Some(time) => {
+            if time > *input.time() {
+                input.advance_to(time);
+            }
+            input.flush();
+        }
+        None => *queries = None,
+    }
 }
 
 /// What the workers of one process share.
@@ -490,7 +547,7 @@ struct ProcessShared<'a> {
 fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: ProcessShared<'_>, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
     let ProcessShared { store, live, boards, metrics, sources } = shared;
     let producer = KafkaProducer::new(&config.kafka)?;
-    let telemetry = if config.runs(Pipeline::Telemetry) {
+    let mut telemetry = if config.runs(Pipeline::Telemetry) {
         Some(build_telemetry(worker, config, &producer, metrics, live.clone(), boards.0.clone(), shutdown.clone())?)
     } else {
         None
@@ -511,6 +568,8 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         }
         None => None,
     };
+    let mut query_input = telemetry.as_mut().and_then(|t| t.queries.take());
+    let telemetry_probe = telemetry.as_ref().map(|t| t.query_clock.clone());
     let mut health = sources.lock().expect("health list lock");
     health.extend(telemetry.iter().map(|t| t.source.health()));
     health.extend(video.iter().map(|v| v.source.health()));
@@ -523,6 +582,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
     let mut reported = Vec::new();
     let mut last_metrics = Instant::now();
     let done = || telemetry.as_ref().is_none_or(|t| t.probe.done()) && video.as_ref().is_none_or(|v| v.probe.done());
+    let hub = live.as_ref().and_then(|l| l.queries()).cloned();
     let mut work = WorkCounts::default();
     // The first worker reports the live view's size (one view per process).
     let reports_live = worker.index() == 0;
@@ -536,6 +596,9 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         }
     };
     while !done() {
+        if let (Some(probe), true) = (&telemetry_probe, query_input.is_some()) {
+            feed_queries(&mut query_input, probe, hub.as_ref(), worker.index() == 0);
+        }
         worker.step_or_park(Some(PARK));
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             last_metrics = Instant::now();

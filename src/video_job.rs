@@ -206,14 +206,24 @@ pub fn build_video(
         });
         let mut outputs = video_dataflow(records, detector, spool, &config);
         let (mut completions, uploads) = upload_videos(outputs.finished, store);
-        if let Some(live) = &settings.live {
-            let (for_detections, for_completions) = (live.clone(), live.clone());
-            outputs.detections = feed(outputs.detections, move |batch: &[FireDetection]| for_detections.push_detections(batch));
-            completions = feed(completions, move |batch: &[VideoCompletion]| for_completions.push_completions(batch));
-            // A thumbnail every 5th frame (5 a second at 25 fps) for the dashboard.
-            let for_frames = live.clone();
-            feed(outputs.frames, move |batch| for_frames.push_frames(batch, 5));
-        }
+        // The same operators with or without a live view (one dataflow shape across processes).
+        let (for_detections, for_completions, for_frames) = (settings.live.clone(), settings.live.clone(), settings.live.clone());
+        outputs.detections = feed(outputs.detections, move |batch: &[FireDetection]| {
+            if let Some(live) = &for_detections {
+                live.push_detections(batch);
+            }
+        });
+        completions = feed(completions, move |batch: &[VideoCompletion]| {
+            if let Some(live) = &for_completions {
+                live.push_completions(batch);
+            }
+        });
+        // A thumbnail every 5th frame (5 a second at 25 fps) for the dashboard.
+        feed(outputs.frames, move |batch| {
+            if let Some(live) = &for_frames {
+                live.push_frames(batch, 5);
+            }
+        });
         let topic = models.detections_topic.clone();
         let (detections_done, detections) = publish(outputs.detections, producer, "DetectionSink", move |d: &FireDetection| Route {
             topic: topic.clone(),

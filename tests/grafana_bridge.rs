@@ -37,12 +37,9 @@ fn rows_per_driver(dir: &std::path::Path) -> BTreeMap<String, usize> {
 
 #[test]
 fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
-    let tansu = start_tansu();
+    let (tansu, dir, truth) = tansu_with_race(3, 1);
     let b = tansu.brokers.as_str();
-    let dir = temp_dir();
-    let truth = gen_race(dir.path(), 3, 1, "csv");
-    pitwall(&["topics", "create", "--brokers", b]);
-    pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
+    produce_race(b, dir.path());
     let rows = rows_per_driver(dir.path());
 
     let bridge = format!("127.0.0.1:{}", free_port());

@@ -12,12 +12,9 @@ use support::*;
 
 #[test]
 fn one_prediction_per_sliding_window_keyed_by_model_type() {
-    let tansu = start_tansu();
+    let (tansu, dir, _) = tansu_with_race(4, 1);
     let b = tansu.brokers.as_str();
-    let dir = temp_dir();
-    gen_race(dir.path(), 4, 1, "csv");
-    pitwall(&["topics", "create", "--brokers", b]);
-    pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
+    produce_race(b, dir.path());
     let report = run_report(&pitwall(&["run", "--brokers", b, "-w", "2", "--exit-at-end", "--pipelines", "telemetry,predictions"]));
 
     let windows: BTreeSet<(String, u64)> = tail(b, "f1-windows")

@@ -26,12 +26,9 @@ fn scalar(result: &[Value]) -> Option<f64> {
 
 #[test]
 fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
-    let tansu = start_tansu();
+    let (tansu, dir, _) = tansu_with_race(4, 1);
     let b = tansu.brokers.as_str();
-    let dir = temp_dir();
-    gen_race(dir.path(), 4, 1, "csv");
-    pitwall(&["topics", "create", "--brokers", b]);
-    let produced = pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
+    let produced = produce_race(b, dir.path());
     let sent: f64 = produced.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{produced}"));
 
     let bridge = format!("127.0.0.1:{}", free_port());

@@ -108,6 +108,8 @@ struct Live {
 pub struct LiveStore {
     inner: Arc<RwLock<Live>>,
     config: LiveConfig,
+    /// Live queries, in the process that hosts worker 0 (where their results are gathered).
+    queries: Option<crate::queries::QueryHub>,
 }
 
 /// A table: Grafana's `{"columns": [{"text", "type"}], "rows": [[...]], "type": "table"}`.
@@ -139,7 +141,18 @@ fn now_ms() -> i64 {
 
 impl LiveStore {
     pub fn new(config: LiveConfig) -> LiveStore {
-        LiveStore { inner: Arc::default(), config }
+        LiveStore { inner: Arc::default(), config, queries: None }
+    }
+
+    /// With a query hub: this process hosts worker 0, which takes queries in and gathers results.
+    pub fn with_queries(mut self) -> LiveStore {
+        self.queries = Some(crate::queries::QueryHub::default());
+        self
+    }
+
+    /// The live queries, where this process serves them.
+    pub fn queries(&self) -> Option<&crate::queries::QueryHub> {
+        self.queries.as_ref()
     }
 
     pub fn config(&self) -> LiveConfig {

@@ -26,6 +26,9 @@ pub struct TelemetryConfig {
 /// The two output streams of the telemetry dataflow.
 pub struct TelemetryOutputs<'s> {
     pub windows: Stream<'s, EventTime, Vec<WindowResult>>,
+    /// The sliding windows alone (also in `windows`): their frontier moves with every closed
+    /// window, where lap windows hold theirs until a lap ends.
+    pub sliding: Stream<'s, EventTime, Vec<WindowResult>>,
     pub alerts: Stream<'s, EventTime, Vec<Alert>>,
     /// Per keyed operator, a gauge of the state it holds on this worker.
     pub state: Vec<(&'static str, StateGauge)>,
@@ -45,7 +48,8 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, ttl);
     let (alerts, rule_state) = keyed_in_time_order(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, ttl);
     TelemetryOutputs {
-        windows: sliding.concat(laps).concat(sectors),
+        windows: sliding.clone().concat(laps).concat(sectors),
+        sliding,
         alerts,
         state: vec![
             ("in_time_order", order_state),

@@ -111,6 +111,21 @@ pub fn gen_race(dir: &Path, drivers: usize, laps: u32, format: &str) -> Vec<Valu
     serde_json::from_slice(&std::fs::read(dir.join("ground_truth.json")).unwrap()).unwrap()
 }
 
+/// A Tansu broker with pitwall's topics and a generated race (`drivers` x `laps`, seed 42) in
+/// a temporary folder, not yet produced; and the race's ground truth.
+pub fn tansu_with_race(drivers: usize, laps: u32) -> (Tansu, tempfile::TempDir, Vec<Value>) {
+    let tansu = start_tansu();
+    let dir = temp_dir();
+    let truth = gen_race(dir.path(), drivers, laps, "csv");
+    pitwall(&["topics", "create", "--brokers", &tansu.brokers]);
+    (tansu, dir, truth)
+}
+
+/// `pitwall produce telemetry --max-rate` of a race folder; returns what it printed.
+pub fn produce_race(brokers: &str, dir: &Path) -> String {
+    pitwall(&["produce", "telemetry", "--brokers", brokers, "--input", &path_str(dir), "--max-rate", "--quiet"])
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }

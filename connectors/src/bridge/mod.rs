@@ -7,6 +7,7 @@
 //! 401 without a hint of the token.
 
 pub mod grafana;
+pub mod queries;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,9 +102,9 @@ pub fn serve(
 }
 
 /// Every answer's body: a whole one, or the dashboard's event stream.
-type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, content_type.parse().expect("valid content type"));
@@ -132,6 +133,19 @@ async fn respond(
             response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid header"));
             return Ok(response);
         }
+    }
+    if request.uri().path().starts_with("/v1/queries") {
+        let Some(hub) = live.as_ref().and_then(|l| l.queries()).cloned() else {
+            let message =
+                br#"{"error":"live queries are served by the process that hosts worker 0 (process 0), with --bridge and the telemetry pipeline"}"#;
+            return Ok(text(StatusCode::NOT_FOUND, "application/json", message.to_vec()));
+        };
+        let (method, path) = (request.method().to_string(), request.uri().path().to_string());
+        let body = match Limited::new(request.into_body(), grafana::MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "application/json", br#"{"error":"request body over 1 MiB"}"#.to_vec())),
+        };
+        return Ok(queries::route(&hub, &method, &path, &body));
     }
     if request.uri().path().starts_with("/grafana") {
         let Some(live) = live else {

@@ -74,9 +74,14 @@ pub fn read_topic(
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning `{topic}`")))?;
     let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     let mut seen = 0;
-    let caught_up = |remaining: &Vec<(i32, i64)>| exit_at_end && remaining.is_empty();
-    while !stop.load(Ordering::Relaxed) && !caught_up(&remaining) {
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+    // Some brokers (Tansu 0.6) also under-report the end in fetch answers, so an end-of-partition
+    // event can come early: once every partition has reported its end, the reader still waits
+    // for `QUIET` without a message before it believes it.
+    const QUIET: Duration = Duration::from_millis(300);
+    let mut last_message = std::time::Instant::now();
+    let caught_up = |remaining: &Vec<(i32, i64)>, last: std::time::Instant| exit_at_end && remaining.is_empty() && last.elapsed() >= QUIET;
+    while !stop.load(Ordering::Relaxed) && !caught_up(&remaining, last_message) {
+        let Some(result) = consumer.poll(Duration::from_millis(50)) else {
             continue;
         };
         let message = match result {
@@ -89,6 +94,7 @@ pub fn read_topic(
             Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
         positions.insert(message.partition(), message.offset() + 1);
+        last_message = std::time::Instant::now();
         seen += 1;
         each(&message);
     }

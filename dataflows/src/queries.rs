@@ -1,0 +1,286 @@
+//! Incremental queries over live windows, maintained by differential dataflow.
+//!
+//! Each driver's newest sliding window is a differential collection: a new window inserts its
+//! values and retracts the driver's previous ones, at the new window's end time. The collection is
+//! arranged once by metric, and every registered query is data, `(id, query)`, joined against
+//! that one arrangement: adding a query does not re-scan history or build a new index, and each
+//! query's result changes only where the windows it reads change.
+//!
+//! Queries: `top_k` (the k drivers with the highest current value of a window metric; ties by
+//! driver code) and `above` (drivers whose current value exceeds a threshold). Values are kept in
+//! thousandths (integers: differential data must be totally ordered).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Inspect;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Exchange;
+use timely::dataflow::Stream;
+
+use crate::live::WINDOW_METRICS;
+use crate::records::{EventTime, WindowKind, WindowResult};
+
+/// What a user registers (`POST /v1/queries`), as JSON.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum QuerySpec {
+    /// The `k` drivers with the highest current `metric` (1 <= k <= 100).
+    TopK { metric: String, k: u32 },
+    /// Drivers whose current `metric` is above `threshold`.
+    Above { metric: String, threshold: f64 },
+}
+
+/// A compiled query: metric index and integer parameters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Query {
+    TopK { metric: u8, k: u32 },
+    Above { metric: u8, threshold_milli: i64 },
+}
+
+impl Query {
+    fn metric(&self) -> u8 {
+        match self {
+            Query::TopK { metric, .. } | Query::Above { metric, .. } => *metric,
+        }
+    }
+}
+
+impl QuerySpec {
+    /// Checks the spec and compiles it.
+    pub fn compile(&self) -> Result<Query, String> {
+        let metric = |name: &str| {
+            WINDOW_METRICS
+                .iter()
+                .position(|m| *m == name)
+                .map(|i| i as u8)
+                .ok_or_else(|| format!("unknown metric `{name}`; one of {}", WINDOW_METRICS.join(", ")))
+        };
+        match self {
+            QuerySpec::TopK { metric: m, k } if (1..=100).contains(k) => Ok(Query::TopK { metric: metric(m)?, k: *k }),
+            QuerySpec::TopK { k, .. } => Err(format!("k must be 1..=100, got {k}")),
+            QuerySpec::Above { metric: m, threshold } if threshold.is_finite() && threshold.abs() < 1e12 => {
+                Ok(Query::Above { metric: metric(m)?, threshold_milli: milli(*threshold) })
+            }
+            QuerySpec::Above { threshold, .. } => Err(format!("threshold must be a finite number, got {threshold}")),
+        }
+    }
+}
+
+fn milli(value: f64) -> i64 {
+    (value * 1_000.0).round() as i64
+}
+
+/// A window's metrics in thousandths, in [`WINDOW_METRICS`] order.
+pub fn window_values(w: &WindowResult) -> [i64; 6] {
+    [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64].map(milli)
+}
+
+/// Each driver's newest sliding window as a differential collection, at window-end times. Input
+/// must hold each driver's windows on one worker (as the window operators emit them).
+pub fn current_windows(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> VecCollection<'_, EventTime, (String, [i64; 6]), isize> {
+    windows
+        .unary(Pipeline, "CurrentWindows", |_initial, _info| {
+            let mut newest: HashMap<String, (EventTime, [i64; 6])> = HashMap::new();
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    let mut sliding: Vec<&WindowResult> = data.iter().filter(|w| w.window == WindowKind::Sliding).collect();
+                    sliding.sort_by_key(|w| w.end_ms);
+                    for w in sliding {
+                        let values = window_values(w);
+                        let previous = newest.get(&w.driver).copied();
+                        if previous.is_some_and(|(end, _)| end >= w.end_ms) {
+                            continue;
+                        }
+                        let time = w.end_ms.max(*cap.time());
+                        let at = cap.delayed(&time);
+                        let mut session = output.session(&at);
+                        if let Some((_, old)) = previous {
+                            session.give(((w.driver.clone(), old), time, -1_isize));
+                        }
+                        session.give(((w.driver.clone(), values), time, 1_isize));
+                        newest.insert(w.driver.clone(), (w.end_ms, values));
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
+
+/// A query's result row: a driver and its value in thousandths.
+pub type Row = (String, i64);
+
+/// The query side of a dataflow: the input queries enter through (on every worker; only one
+/// needs to insert) and every query's result rows.
+pub struct LiveQueries<'s> {
+    pub input: InputSession<EventTime, (u64, Query), isize>,
+    pub results: VecCollection<'s, EventTime, (u64, Row), isize>,
+}
+
+/// Builds the query dataflow over `windows` (see the module docs).
+pub fn live_queries(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> LiveQueries<'_> {
+    let scope = windows.scope();
+    let by_metric = current_windows(windows)
+        .flat_map(|(driver, values): (String, [i64; 6])| (0..values.len() as u8).map(move |m| (m, (driver.clone(), values[m as usize]))))
+        .arrange_by_key();
+    let (input, queries) = scope.new_collection::<(u64, Query), isize>();
+    let matched = queries
+        .map(|(id, query)| (query.metric(), (id, query)))
+        .join_core(by_metric, |_metric, (id, query), (driver, value)| Some(((*id, query.clone()), (driver.clone(), *value))));
+    let above = matched
+        .clone()
+        .filter(|((_, query), (_, value))| matches!(query, Query::Above { threshold_milli, .. } if value > threshold_milli))
+        .map(|((id, _), row)| (id, row));
+    let top = matched
+        .filter(|((_, query), _)| matches!(query, Query::TopK { .. }))
+        .map(|((id, query), (driver, value))| ((id, query), (Reverse(value), driver)))
+        .reduce(|(_, query), candidates, output| {
+            let Query::TopK { k, .. } = query else { return };
+            // Candidates come sorted: highest value first, then driver code.
+            for ((Reverse(value), driver), count) in candidates.iter().take(*k as usize) {
+                if *count > 0 {
+                    output.push(((driver.clone(), *value), 1_isize));
+                }
+            }
+        })
+        .map(|((id, _), row)| (id, row));
+    LiveQueries { input, results: above.concat(top) }
+}
+
+/// A change to a query's result: a row in (+1) or out (-1) at an event time.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub seq: u64,
+    pub time: EventTime,
+    pub driver: String,
+    pub value: f64,
+    pub diff: isize,
+}
+
+/// A query's spec, its current rows (driver, value), and the newest event time they reflect.
+pub type QueryResult = (QuerySpec, Vec<(String, f64)>, EventTime);
+
+/// What the HTTP side asks the dataflow to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Add(u64, Query),
+    Remove(u64, Query),
+}
+
+#[derive(Default)]
+struct Hub {
+    next_id: u64,
+    specs: BTreeMap<u64, (QuerySpec, Query)>,
+    pending: Vec<Command>,
+    rows: BTreeMap<u64, BTreeMap<Row, isize>>,
+    time: BTreeMap<u64, EventTime>,
+    changes: BTreeMap<u64, VecDeque<Change>>,
+    seq: u64,
+}
+
+/// Registered queries and their live results, shared by the bridge and the worker that owns
+/// the query input.
+#[derive(Clone, Default)]
+pub struct QueryHub(Arc<Mutex<Hub>>);
+
+/// Most queries registered at once.
+pub const MAX_QUERIES: usize = 1_000;
+/// Changes kept per query for streaming clients.
+const CHANGE_LOG: usize = 10_000;
+
+impl QueryHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a query; its results start flowing once a worker takes it in.
+    pub fn register(&self, spec: QuerySpec) -> Result<u64, String> {
+        let query = spec.compile()?;
+        let mut hub = self.lock();
+        if hub.specs.len() >= MAX_QUERIES {
+            return Err(format!("at most {MAX_QUERIES} queries may be registered"));
+        }
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.specs.insert(id, (spec, query.clone()));
+        hub.pending.push(Command::Add(id, query));
+        Ok(id)
+    }
+
+    /// Removes a query (its rows are retracted by the dataflow); false if unknown.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut hub = self.lock();
+        let Some((_, query)) = hub.specs.remove(&id) else { return false };
+        hub.pending.push(Command::Remove(id, query));
+        hub.rows.remove(&id);
+        hub.changes.remove(&id);
+        true
+    }
+
+    /// What the query-input worker inserts next.
+    pub fn take_pending(&self) -> Vec<Command> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    /// Applies result updates `((id, row), time, diff)` from the dataflow.
+    pub fn apply(&self, updates: &[((u64, Row), EventTime, isize)]) {
+        let mut hub = self.lock();
+        for ((id, (driver, value)), time, diff) in updates {
+            if !hub.specs.contains_key(id) {
+                continue;
+            }
+            let rows = hub.rows.entry(*id).or_default();
+            let count = rows.entry((driver.clone(), *value)).or_default();
+            *count += diff;
+            if *count == 0 {
+                rows.remove(&(driver.clone(), *value));
+            }
+            let latest = hub.time.entry(*id).or_default();
+            *latest = (*latest).max(*time);
+            hub.seq += 1;
+            let change = Change { seq: hub.seq, time: *time, driver: driver.clone(), value: *value as f64 / 1_000.0, diff: *diff };
+            let log = hub.changes.entry(*id).or_default();
+            if log.len() >= CHANGE_LOG {
+                log.pop_front();
+            }
+            log.push_back(change);
+        }
+    }
+
+    /// A query's spec and current rows (sorted by value, highest first), and the newest event
+    /// time reflected; `None` if unknown.
+    pub fn result(&self, id: u64) -> Option<QueryResult> {
+        let hub = self.lock();
+        let (spec, _) = hub.specs.get(&id)?;
+        let mut rows: Vec<(String, f64)> =
+            hub.rows.get(&id).map(|r| r.keys().map(|(d, v)| (d.clone(), *v as f64 / 1_000.0)).collect()).unwrap_or_default();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Some((spec.clone(), rows, hub.time.get(&id).copied().unwrap_or(0)))
+    }
+
+    /// Every registered query.
+    pub fn list(&self) -> Vec<(u64, QuerySpec)> {
+        self.lock().specs.iter().map(|(id, (spec, _))| (*id, spec.clone())).collect()
+    }
+
+    /// A query's changes after `seq` (`None`: unknown query).
+    pub fn changes_since(&self, id: u64, seq: u64) -> Option<Vec<Change>> {
+        let hub = self.lock();
+        hub.specs.get(&id)?;
+        Some(hub.changes.get(&id).map(|log| log.iter().filter(|c| c.seq > seq).cloned().collect()).unwrap_or_default())
+    }
+}
+
+/// Sends every result update to worker 0 and applies it to `hub` there.
+pub fn publish_results(results: VecCollection<'_, EventTime, (u64, Row), isize>, hub: QueryHub) {
+    results.inner.exchange(|_| 0).inspect_core(move |event| {
+        if let Ok((_, batch)) = event {
+            hub.apply(batch);
+        }
+    });
+}

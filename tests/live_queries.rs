@@ -1,0 +1,135 @@
+//! Live queries over HTTP on a two-process, four-worker job (`-n 2 -w 2`, Tansu): queries are
+//! registered on process 0's bridge before the race arrives, their results follow the windows
+//! (checked against the published `f1-windows`), the change stream pushes the snapshot then
+//! +/- rows, bad specs are refused, and a deleted query is gone.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+fn post(addr: &str, body: Value) -> (u16, Value) {
+    let (status, text) = http_post(addr, "/v1/queries", body.to_string().as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn queries_follow_the_windows_across_two_processes() {
+    let (tansu, dir, _) = tansu_with_race(6, 1);
+    let b = tansu.brokers.as_str();
+
+    let hosts = hostfile(dir.path(), "hosts", 2);
+    let bridges = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    let _processes: Vec<KillOnDrop> = (0..2)
+        .map(|p| {
+            let args = ["run", "--brokers", b, "-w", "2", "-n", "2", "-p", &p.to_string(), "-h", &path_str(&hosts), "--bridge", &bridges[p]];
+            KillOnDrop(pitwall_command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        })
+        .collect();
+    let addr = bridges[0].as_str();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "process 0's bridge never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Bad specs are refused with a message.
+    for (bad, words) in [
+        (json!({ "kind": "top_k", "metric": "boost", "k": 3 }), "unknown metric"),
+        (json!({ "kind": "top_k", "metric": "speed_mean", "k": 0 }), "k must be"),
+        (json!({ "kind": "median", "metric": "speed_mean" }), "invalid query spec"),
+        (json!({ "kind": "above", "metric": "speed_max", "threshold": "fast" }), "invalid query spec"),
+    ] {
+        let (status, answer) = post(addr, bad.clone());
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(words), "{bad}: {answer}");
+    }
+    let (status, top) = post(addr, json!({ "kind": "top_k", "metric": "speed_mean", "k": 3 }));
+    assert_eq!(status, 201, "{top}");
+    let top = top["id"].as_u64().unwrap();
+    let (_, fast) = post(addr, json!({ "kind": "above", "metric": "speed_max", "threshold": 300.0 }));
+    let fast = fast["id"].as_u64().unwrap();
+    // The other process does not serve queries (its workers feed process 0's worker 0).
+    let wait_other = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&bridges[1]).is_err() {
+        assert!(Instant::now() < wait_other, "process 1's bridge never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(&bridges[1], &format!("/v1/queries/{top}")).0, 404);
+
+    // The change stream, opened before any data: the snapshot first, then changes.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(stream, "GET /v1/queries/{top}/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut lines = BufReader::new(stream).lines();
+
+    produce_race(b, dir.path());
+
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let line = lines.next().expect("the stream stays open").expect("readable");
+        if let Some(data) = line.strip_prefix("data: ") {
+            events.push(serde_json::from_str::<Value>(data).unwrap());
+        }
+    }
+    assert!(events[0]["rows"].is_array(), "a snapshot first: {}", events[0]);
+    let changes = events[1]["changes"].as_array().unwrap();
+    assert!(changes.iter().any(|c| c["diff"] == 1), "rows come in as +1: {changes:?}");
+
+    // Each answer equals the query recomputed over the published windows up to the event time
+    // the answer says it reflects (results are final up to the sliding windows' frontier).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let milli = |v: &Value| (v.as_f64().unwrap() * 1_000.0).round() as i64;
+    loop {
+        let answer = |id: u64| -> (Vec<String>, u64) {
+            let (_, body) = http_get(addr, &format!("/v1/queries/{id}"));
+            let v: Value = serde_json::from_str(&body).unwrap();
+            (v["rows"].as_array().unwrap().iter().map(|r| r["driver"].as_str().unwrap().to_string()).collect(), v["time"].as_u64().unwrap())
+        };
+        let ((got_top, top_time), (mut got_fast, fast_time)) = (answer(top), answer(fast));
+        got_fast.sort();
+        let windows: Vec<Value> =
+            tail(b, "f1-windows").into_iter().map(|m| m["value"].clone()).filter(|w| w["window"]["type"] == "sliding").collect();
+        let newest_by = |t: u64| {
+            let mut newest: BTreeMap<String, &Value> = BTreeMap::new();
+            for w in windows.iter().filter(|w| w["end_ms"].as_u64().unwrap() <= t) {
+                let driver = w["driver"].as_str().unwrap().to_string();
+                if newest.get(&driver).is_none_or(|n| n["end_ms"].as_u64() < w["end_ms"].as_u64()) {
+                    newest.insert(driver, w);
+                }
+            }
+            newest
+        };
+        let newest = newest_by(top_time);
+        let mut ranked: Vec<(i64, String)> = newest.iter().map(|(d, w)| (-milli(&w["speed"]["mean"]), d.clone())).collect();
+        ranked.sort();
+        let expected_top: Vec<String> = ranked.into_iter().take(3).map(|(_, d)| d).collect();
+        let mut expected_fast: Vec<String> =
+            newest_by(fast_time).iter().filter(|(_, w)| milli(&w["speed"]["max"]) > 300_000).map(|(d, _)| d.clone()).collect();
+        expected_fast.sort();
+        // Well into the race: every driver has windows, and the answers match.
+        if newest.len() == 6 && top_time > 3_630_000 && got_top == expected_top && got_fast == expected_fast {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queries never matched the windows: top {got_top:?} vs {expected_top:?} at {top_time}, above {got_fast:?} vs {expected_fast:?} at {fast_time}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Listing, deleting.
+    let (_, list) = http_get(addr, "/v1/queries");
+    assert_eq!(serde_json::from_str::<Value>(&list).unwrap().as_array().unwrap().len(), 2);
+    let mut delete = std::net::TcpStream::connect(addr).unwrap();
+    write!(delete, "DELETE /v1/queries/{fast} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut delete, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert_eq!(http_get(addr, &format!("/v1/queries/{fast}")).0, 404);
+}
