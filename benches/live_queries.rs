@@ -33,7 +33,7 @@ fn run(records: &[pitwall_dataflows::records::TelemetryRecord], n: usize) -> (f6
         let (mut input, mut query_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, samples) = scope.new_input::<Vec<Sample>>();
             let outputs = telemetry_dataflow(samples, &TelemetryConfig::default());
-            let live = live_queries(outputs.sliding.clone());
+            let live = live_queries(outputs.sliding.clone(), outputs.alerts.clone());
             let probe = live
                 .results
                 .inspect(move |_| {

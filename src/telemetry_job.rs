@@ -440,7 +440,7 @@ fn build_telemetry(
         // Queries read the sliding windows, and their input follows the sliding windows'
         // frontier (lap windows hold theirs at the lap's start until the lap ends).
         let (query_clock, sliding) = outputs.sliding.clone().probe();
-        let live_query = live_queries(sliding);
+        let live_query = live_queries(sliding, outputs.alerts.clone());
         publish_results(live_query.results, live.as_ref().and_then(|l| l.queries()).cloned().unwrap_or_default());
         let queries = Some(live_query.input);
         let latency = metrics.alert_latency.clone();

@@ -54,6 +54,9 @@ fn queries_follow_the_windows_across_two_processes() {
     let top = top["id"].as_u64().unwrap();
     let (_, fast) = post(addr, json!({ "kind": "above", "metric": "speed_max", "threshold": 300.0 }));
     let fast = fast["id"].as_u64().unwrap();
+    let (status, counts) = post(addr, json!({ "kind": "alert_counts", "seconds": 600 }));
+    assert_eq!(status, 201, "{counts}");
+    let counts = counts["id"].as_u64().unwrap();
     // The other process does not serve queries (its workers feed process 0's worker 0).
     let wait_other = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&bridges[1]).is_err() {
@@ -123,9 +126,34 @@ fn queries_follow_the_windows_across_two_processes() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // Alert counts over 10 minutes: per kind/severity, never more than were published, and the
+    // alerts raised before the query's frontier are there (exactness is the oracle's job:
+    // dataflows/tests/queries_oracle.rs; the newest alerts wait for the frontier in live mode).
+    let alerts = tail(b, "f1-alerts");
+    let mut published: BTreeMap<String, f64> = BTreeMap::new();
+    for a in &alerts {
+        *published.entry(format!("{}/{}", a["value"]["kind"].as_str().unwrap(), a["value"]["severity"].as_str().unwrap())).or_default() += 1.0;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(addr, &format!("/v1/queries/{counts}"));
+        let rows: Value = serde_json::from_str(&body).unwrap();
+        let rows = rows["rows"].as_array().unwrap().clone();
+        for r in &rows {
+            let label = r["driver"].as_str().unwrap();
+            assert!(r["value"].as_f64().unwrap() <= published.get(label).copied().unwrap_or(0.0), "{label}: {r} vs {published:?}");
+        }
+        let total: f64 = rows.iter().map(|r| r["value"].as_f64().unwrap()).sum();
+        if total >= (alerts.len() as f64 - 2.0).max(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alert counts {total} of {} alerts: {rows:?}", alerts.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Listing, deleting.
     let (_, list) = http_get(addr, "/v1/queries");
-    assert_eq!(serde_json::from_str::<Value>(&list).unwrap().as_array().unwrap().len(), 2);
+    assert_eq!(serde_json::from_str::<Value>(&list).unwrap().as_array().unwrap().len(), 3);
     let mut delete = std::net::TcpStream::connect(addr).unwrap();
     write!(delete, "DELETE /v1/queries/{fast} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();

@@ -7,8 +7,10 @@
 //! query's result changes only where the windows it reads change.
 //!
 //! Queries: `top_k` (the k drivers with the highest current value of a window metric; ties by
-//! driver code) and `above` (drivers whose current value exceeds a threshold). Values are kept in
-//! thousandths (integers: differential data must be totally ordered).
+//! driver code), `above` (drivers whose current value exceeds a threshold) and `alert_counts`
+//! (alerts per `kind/severity` raised in the last T seconds of event time: each alert is counted
+//! from the event time it was raised and retracted T seconds later). Values are kept in thousandths (integers:
+//! differential data must be totally ordered).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -23,7 +25,7 @@ use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
 use crate::live::WINDOW_METRICS;
-use crate::records::{EventTime, WindowKind, WindowResult};
+use crate::records::{Alert, EventTime, WindowKind, WindowResult};
 
 /// What a user registers (`POST /v1/queries`), as JSON.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +35,8 @@ pub enum QuerySpec {
     TopK { metric: String, k: u32 },
     /// Drivers whose current `metric` is above `threshold`.
     Above { metric: String, threshold: f64 },
+    /// Alerts per kind and severity over the last `seconds` of event time (1..=3600).
+    AlertCounts { seconds: u32 },
 }
 
 /// A compiled query: metric index and integer parameters.
@@ -40,12 +44,15 @@ pub enum QuerySpec {
 pub enum Query {
     TopK { metric: u8, k: u32 },
     Above { metric: u8, threshold_milli: i64 },
+    AlertCounts { seconds: u32 },
 }
 
 impl Query {
-    fn metric(&self) -> u8 {
+    /// The window metric a window query reads (`None`: an alert query).
+    fn metric(&self) -> Option<u8> {
         match self {
-            Query::TopK { metric, .. } | Query::Above { metric, .. } => *metric,
+            Query::TopK { metric, .. } | Query::Above { metric, .. } => Some(*metric),
+            Query::AlertCounts { .. } => None,
         }
     }
 }
@@ -67,6 +74,8 @@ impl QuerySpec {
                 Ok(Query::Above { metric: metric(m)?, threshold_milli: milli(*threshold) })
             }
             QuerySpec::Above { threshold, .. } => Err(format!("threshold must be a finite number, got {threshold}")),
+            QuerySpec::AlertCounts { seconds } if (1..=3_600).contains(seconds) => Ok(Query::AlertCounts { seconds: *seconds }),
+            QuerySpec::AlertCounts { seconds } => Err(format!("seconds must be 1..=3600, got {seconds}")),
         }
     }
 }
@@ -122,16 +131,62 @@ pub struct LiveQueries<'s> {
     pub results: VecCollection<'s, EventTime, (u64, Row), isize>,
 }
 
-/// Builds the query dataflow over `windows` (see the module docs).
-pub fn live_queries(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> LiveQueries<'_> {
+/// Every alert as `(kind/severity label, time raised)` at the event time it was raised (its
+/// message time: an alert is raised when its condition is confirmed, after its start).
+fn alert_events(alerts: Stream<'_, EventTime, Vec<Alert>>) -> VecCollection<'_, EventTime, (String, EventTime), isize> {
+    alerts
+        .unary(Pipeline, "AlertEvents", |_initial, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    for alert in data.iter() {
+                        let time = alert.session_time_ms.max(*cap.time());
+                        let label = format!("{}/{}", alert.kind.name(), format!("{:?}", alert.severity).to_lowercase());
+                        output.session(&cap.delayed(&time)).give(((label, time), time, 1_isize));
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
+
+/// Builds the query dataflow over `windows` and `alerts` (see the module docs).
+pub fn live_queries<'s>(windows: Stream<'s, EventTime, Vec<WindowResult>>, alerts: Stream<'s, EventTime, Vec<Alert>>) -> LiveQueries<'s> {
     let scope = windows.scope();
     let by_metric = current_windows(windows)
         .flat_map(|(driver, values): (String, [i64; 6])| (0..values.len() as u8).map(move |m| (m, (driver.clone(), values[m as usize]))))
         .arrange_by_key();
     let (input, queries) = scope.new_collection::<(u64, Query), isize>();
     let matched = queries
-        .map(|(id, query)| (query.metric(), (id, query)))
+        .clone()
+        .flat_map(|(id, query)| query.metric().map(|metric| (metric, (id, query))))
         .join_core(by_metric, |_metric, (id, query), (driver, value)| Some(((*id, query.clone()), (driver.clone(), *value))));
+    // Alert counts: each alert joins each alert query and counts from its time until `seconds`
+    // later, when it is retracted again (an update at a future time).
+    let alert_queries = queries.flat_map(|(id, query)| match query {
+        Query::AlertCounts { seconds } => Some(((), (id, seconds))),
+        _ => None,
+    });
+    let counted = alert_queries
+        .join_core(alert_events(alerts).map(|event| ((), event)).arrange_by_key(), |_, (id, seconds), (label, at)| {
+            Some((*id, *seconds, label.clone(), *at))
+        })
+        .inner
+        .unary(Pipeline, "AlertWindow", |_initial, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    for ((id, seconds, label, at), time, diff) in data.drain(..) {
+                        let expires = (at + u64::from(seconds) * 1_000).max(time);
+                        output.session(&cap.delayed(&time)).give(((id, label.clone()), time, diff));
+                        output.session(&cap.delayed(&expires)).give(((id, label), expires, -diff));
+                    }
+                });
+            }
+        })
+        .as_collection()
+        .count()
+        .map(|((id, label), count): ((u64, String), isize)| (id, (label, count as i64 * 1_000)));
     let above = matched
         .clone()
         .filter(|((_, query), (_, value))| matches!(query, Query::Above { threshold_milli, .. } if value > threshold_milli))
@@ -149,7 +204,7 @@ pub fn live_queries(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> LiveQu
             }
         })
         .map(|((id, _), row)| (id, row));
-    LiveQueries { input, results: above.concat(top) }
+    LiveQueries { input, results: above.concat(top).concat(counted) }
 }
 
 /// A change to a query's result: a row in (+1) or out (-1) at an event time.
