@@ -80,6 +80,8 @@ struct JobMetrics {
     upload_bytes: IntCounter,
     /// Points the bridge's live view holds, per buffer.
     live_points: IntGaugeVec,
+    /// Records into and out of the main operators.
+    operator_records: IntCounterVec,
 }
 
 impl JobMetrics {
@@ -105,6 +107,11 @@ impl JobMetrics {
         registry.register(Box::new(uploads.clone()))?;
         let upload_bytes = IntCounter::new("pitwall_upload_bytes_total", "Bytes of overlayed videos stored")?;
         registry.register(Box::new(upload_bytes.clone()))?;
+        let operator_records = IntCounterVec::new(
+            Opts::new("pitwall_operator_records_total", "Records into (direction=in) and out of (out) the main operators"),
+            &["operator", "direction"],
+        )?;
+        registry.register(Box::new(operator_records.clone()))?;
         Ok(JobMetrics {
             source: SourceMetrics::register(registry)?,
             state_keys: gauge("pitwall_state_keys", "Keys (drivers) with state, per keyed operator and worker", &["operator", "worker"])?,
@@ -121,6 +128,7 @@ impl JobMetrics {
             uploads,
             upload_bytes,
             live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
+            operator_records,
         })
     }
 }
@@ -429,7 +437,9 @@ fn build_telemetry(
         // Every process builds the same operators whether or not it serves a bridge (timely
         // requires one dataflow shape across the cluster); without a live view they do nothing.
         let for_samples = live.clone();
+        let samples_in = metrics.operator_records.with_label_values(&["telemetry_dataflow", "in"]);
         let samples = feed(samples, move |batch: &[Sample]| {
+            samples_in.inc_by(batch.len() as u64);
             if let Some(live) = &for_samples {
                 live.push_samples(batch);
             }
@@ -451,12 +461,16 @@ fn build_telemetry(
             }
         });
         let (for_windows, for_alerts) = (live.clone(), live.clone());
+        let windows_out = metrics.operator_records.with_label_values(&["windows", "out"]);
+        let alerts_out = metrics.operator_records.with_label_values(&["anomaly_rules", "out"]);
         outputs.windows = feed(outputs.windows, move |batch: &[WindowResult]| {
+            windows_out.inc_by(batch.len() as u64);
             if let Some(live) = &for_windows {
                 live.push_windows(batch);
             }
         });
         outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| {
+            alerts_out.inc_by(batch.len() as u64);
             if let Some(live) = &for_alerts {
                 live.push_alerts(batch);
             }
@@ -563,6 +577,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
                 metrics: Some(metrics.source.clone()),
                 live: live.clone(),
                 board: boards.1.clone(),
+                operator_records: metrics.operator_records.clone(),
             };
             Some(build_video(worker, &settings, &producer, shutdown)?)
         }

@@ -155,6 +155,8 @@ pub struct VideoSettings<'a> {
     pub live: Option<LiveStore>,
     /// The video topic's watermark board (see `SourceConfig::board`).
     pub board: WatermarkBoard,
+    /// `pitwall_operator_records_total`.
+    pub operator_records: prometheus::IntCounterVec,
 }
 
 /// Builds the video dataflow on this worker.
@@ -208,12 +210,18 @@ pub fn build_video(
         let (mut completions, uploads) = upload_videos(outputs.finished, store);
         // The same operators with or without a live view (one dataflow shape across processes).
         let (for_detections, for_completions, for_frames) = (settings.live.clone(), settings.live.clone(), settings.live.clone());
+        let (detections_out, completions_out) = (
+            settings.operator_records.with_label_values(&["fire_model", "out"]),
+            settings.operator_records.with_label_values(&["assemble_videos", "out"]),
+        );
         outputs.detections = feed(outputs.detections, move |batch: &[FireDetection]| {
+            detections_out.inc_by(batch.len() as u64);
             if let Some(live) = &for_detections {
                 live.push_detections(batch);
             }
         });
         completions = feed(completions, move |batch: &[VideoCompletion]| {
+            completions_out.inc_by(batch.len() as u64);
             if let Some(live) = &for_completions {
                 live.push_completions(batch);
             }

@@ -106,7 +106,9 @@ fn the_dashboard_renders_drivers_alerts_and_videos_in_chromium() {
             && metric_sum(&m, "pitwall_uploads_total", "outcome=\"stored\"") == 1.0
             && metric_sum(&m, "pitwall_upload_bytes_total", "") > 10_000.0
             && metric_sum(&m, "pitwall_alert_latency_seconds_count", "") >= 1.0
-            && metric_sum(&m, "pitwall_bridge_points", "buffer=\"samples\"") > 1_000.0;
+            && metric_sum(&m, "pitwall_bridge_points", "buffer=\"samples\"") > 1_000.0
+            && metric_sum(&m, "pitwall_operator_records_total", "operator=\"fire_model\"") == 50.0
+            && metric_sum(&m, "pitwall_operator_records_total", "operator=\"telemetry_dataflow\"") > 1_000.0;
         if done {
             assert!(metric_sum(&m, "pitwall_inference_seconds_total", "pipeline=\"video\"") > 0.0);
             break;
