@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs the main job: sets up, builds in release mode and starts `pitwall demo` (embedded
-# broker, generated race, live alerts; Ctrl-C to stop). Extra arguments go to `pitwall demo`.
+# broker, generated race and fire clip, live alerts, the overlayed video stored; Ctrl-C to
+# stop) with the bridge on 127.0.0.1:8080: the live dashboard at http://127.0.0.1:8080/,
+# Grafana's datasource at /grafana, live queries at /v1/queries. Extra arguments go to
+# `pitwall demo` (pass your own --bridge ADDR to move it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PITWALL_SKIP_TANSU=1 scripts/setup.sh
+PITWALL_SKIP_TANSU=1 PITWALL_SKIP_S3S=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitwall/target}"
-exec cargo run --release --locked --bin pitwall -- demo "$@"
+bridge=(--bridge 127.0.0.1:8080)
+for arg in "$@"; do
+  case "$arg" in --bridge|--bridge=*) bridge=() ;; esac
+done
+exec cargo run --release --locked --bin pitwall -- demo "${bridge[@]}" "$@"
