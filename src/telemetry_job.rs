@@ -455,7 +455,7 @@ fn build_telemetry(
         let queries = Some(live_query.input);
         let latency = metrics.alert_latency.clone();
         outputs.alerts = feed(outputs.alerts, move |batch: &[Alert]| {
-            let now = pitwall_dataflows::video::assemble::now_ms();
+            let now = pitwall_dataflows::records::now_ms();
             for produced in batch.iter().filter_map(|a| a.produced_at_ms) {
                 latency.observe(now.saturating_sub(produced) as f64 / 1_000.0);
             }

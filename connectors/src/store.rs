@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use pitwall_dataflows::records::now_ms;
 use pitwall_dataflows::records::EventTime;
-use pitwall_dataflows::video::assemble::{now_ms, FinishedVideo, VideoCompletion};
+use pitwall_dataflows::video::assemble::{FinishedVideo, VideoCompletion};
 use thiserror::Error;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;

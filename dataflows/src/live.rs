@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use timely::dataflow::operators::core::Inspect;
 use timely::dataflow::Stream;
 
-use crate::records::{Alert, EventTime, Sample, WindowKind, WindowResult};
+use crate::records::{now_ms, Alert, EventTime, Sample, WindowKind, WindowResult};
 use crate::video::assemble::VideoCompletion;
 use crate::video::detect::FireDetection;
 
@@ -135,10 +135,6 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, bound: usize) {
     queue.push_back(item);
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 impl LiveStore {
     pub fn new(config: LiveConfig) -> LiveStore {
         LiveStore { inner: Arc::default(), config, queries: None }
@@ -256,7 +252,7 @@ impl LiveStore {
         let bound = self.config.events;
         let mut live = self.write();
         for c in completions {
-            push_bounded(&mut live.completions, (now_ms(), c.clone()), bound);
+            push_bounded(&mut live.completions, (now_ms() as i64, c.clone()), bound);
         }
     }
 
@@ -359,7 +355,7 @@ impl LiveStore {
             }
             // A video's own timeline (pts) is placed to end now.
             points.sort_by_key(|(t, _)| *t);
-            let shift = now_ms() - points.last().map(|(t, _)| *t).unwrap_or(0);
+            let shift = now_ms() as i64 - points.last().map(|(t, _)| *t).unwrap_or(0);
             points.into_iter().map(|(t, v)| (t + shift, v)).filter(|(t, _)| (from..=to).contains(t)).collect()
         } else {
             let (driver, metric) = target.split_once(':').ok_or_else(|| LiveError::UnknownTarget(target.into()))?;

@@ -271,3 +271,8 @@ impl DeadLetter {
         }
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch (latency fields, production stamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

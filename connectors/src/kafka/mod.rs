@@ -37,6 +37,4 @@ impl KafkaError {
 }
 
 /// Wall-clock Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use pitwall_dataflows::records::now_ms;

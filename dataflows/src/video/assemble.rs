@@ -19,7 +19,7 @@ use timely::dataflow::Stream;
 use super::detect::FireVerdict;
 use super::frame::{FrameHeader, RgbImage, VideoRecord};
 use super::overlay::{overlay_heatmap, OverlayStyle};
-use crate::records::EventTime;
+use crate::records::{now_ms, EventTime};
 
 /// Where one video's overlayed frames go, in order.
 pub trait VideoEncoder {
@@ -192,11 +192,6 @@ impl InFlight {
         };
         (self.hold, FinishedVideo { completion, file, end_produced_at_ms })
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// See the module docs. Input must hold each video's records in order on one worker (exchange

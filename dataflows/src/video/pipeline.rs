@@ -12,12 +12,12 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
-use super::assemble::{assemble_videos, now_ms, AssemblyConfig, EncoderFactory, FinishedVideo, InferredFrame};
+use super::assemble::{assemble_videos, AssemblyConfig, EncoderFactory, FinishedVideo, InferredFrame};
 use super::detect::{FireDetection, FireVerdict};
 use super::frame::VideoRecord;
 use crate::infer::{infer_batched, BatchModel, Batching, InferStats};
 use crate::partition::key_route;
-use crate::records::EventTime;
+use crate::records::{now_ms, EventTime};
 
 /// What the video dataflow computes.
 #[derive(Clone, Debug, Default)]
