@@ -34,8 +34,13 @@ impl Default for LiveConfig {
 
 /// Sample channels a target can name: `<driver>:<channel>`.
 pub const SAMPLE_CHANNELS: [&str; 6] = ["speed", "rpm", "throttle", "gear", "brake", "drs_open"];
-/// Window metrics a target can name: `<driver>:window.<metric>`.
+/// Window metrics a target can name (`<driver>:window.<metric>`) and a live query can read.
 pub const WINDOW_METRICS: [&str; 6] = ["speed_mean", "speed_max", "rpm_mean", "throttle_mean", "brake_pct", "gear_changes"];
+
+/// A sliding window's values of [`WINDOW_METRICS`], in that order.
+pub fn window_metrics(w: &WindowResult) -> [f64; 6] {
+    [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64]
+}
 /// Table targets.
 pub const TABLES: [&str; 2] = ["alerts", "video_completions"];
 
@@ -221,7 +226,7 @@ impl LiveStore {
         let mut live = self.write();
         for w in windows.into_iter().filter(|w| w.window == WindowKind::Sliding) {
             let t = w.end_ms as i64 + live.offsets.get(&w.driver).copied().unwrap_or(0);
-            let values = [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64].map(|v| v as f32);
+            let values = window_metrics(w).map(|v| v as f32);
             let queue = live.windows.entry(w.driver.clone()).or_default();
             let at = queue.partition_point(|p| p.t <= t);
             queue.insert(at, Point { t, values });

@@ -24,7 +24,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
-use crate::live::WINDOW_METRICS;
+use crate::live::{window_metrics, WINDOW_METRICS};
 use crate::records::{Alert, EventTime, WindowKind, WindowResult};
 
 /// What a user registers (`POST /v1/queries`), as JSON.
@@ -86,7 +86,7 @@ fn milli(value: f64) -> i64 {
 
 /// A window's metrics in thousandths, in [`WINDOW_METRICS`] order.
 pub fn window_values(w: &WindowResult) -> [i64; 6] {
-    [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64].map(milli)
+    window_metrics(w).map(milli)
 }
 
 /// Each driver's newest sliding window as a differential collection, at window-end times. Input
