@@ -51,19 +51,30 @@ impl ReplayReport {
     }
 }
 
-/// Counts deliveries that failed after librdkafka's own retries.
-#[derive(Default)]
-struct Counting {
+/// A producer context that counts (and logs) deliveries that failed after librdkafka's own
+/// retries; `what` names the records in the log line.
+pub struct DeliveryCounter {
+    what: &'static str,
     failed: AtomicU64,
 }
 
-impl ClientContext for Counting {}
-impl ProducerContext for Counting {
+impl DeliveryCounter {
+    pub fn new(what: &'static str) -> DeliveryCounter {
+        DeliveryCounter { what, failed: AtomicU64::new(0) }
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for DeliveryCounter {}
+impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "telemetry delivery failed");
+            tracing::error!(%error, "{} delivery failed", self.what);
         }
     }
 }
@@ -96,14 +107,14 @@ where
         let mut workers = Vec::new();
         for pool in pools.into_iter().filter(|p| !p.is_empty()) {
             let (encode, sent, failed) = (&encode, sent.clone(), &failed);
-            let producer: ThreadedProducer<Counting> = config
+            let producer: ThreadedProducer<DeliveryCounter> = config
                 .client(&[
                     ("linger.ms", "5"),
                     ("batch.num.messages", "10000"),
                     ("queue.buffering.max.messages", "1000000"),
                     ("message.max.bytes", "10000000"),
                 ])
-                .create_with_context(Counting::default())
+                .create_with_context(DeliveryCounter::new("telemetry"))
                 .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
             workers.push(scope.spawn(move || -> Result<(), KafkaError> {
                 let mut order: Vec<(u64, usize, usize)> =
@@ -138,7 +149,7 @@ where
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
                 producer.flush(Duration::from_secs(60)).map_err(KafkaError::client(format!("flushing `{topic}`")))?;
-                failed.fetch_add(producer.context().failed.load(Ordering::Relaxed), Ordering::Relaxed);
+                failed.fetch_add(producer.context().failed(), Ordering::Relaxed);
                 Ok(())
             }));
         }

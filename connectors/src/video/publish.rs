@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::video::frame::{encode_end, encode_frame, FrameHeader};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use super::decode::{read_video, ReadOptions, VideoInfo};
 use super::VideoError;
+use crate::kafka::replay::DeliveryCounter;
 use crate::kafka::{now_ms, KafkaConfig, KafkaError};
 
 /// How a video is published.
@@ -48,29 +48,13 @@ pub enum PublishError {
     Kafka(#[from] KafkaError),
 }
 
-#[derive(Default)]
-struct Counting {
-    failed: AtomicU64,
-}
-
-impl ClientContext for Counting {}
-impl ProducerContext for Counting {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "video frame delivery failed");
-        }
-    }
-}
-
 /// Decodes `file` and publishes it; `sent` counts frames for a progress display. The file is
 /// opened before the broker is asked anything, so a bad file is reported as such.
 pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
     super::decode::probe_video(file)?;
-    let producer: ThreadedProducer<Counting> = config
+    let producer: ThreadedProducer<DeliveryCounter> = config
         .client(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])
-        .create_with_context(Counting::default())
+        .create_with_context(DeliveryCounter::new("video frame"))
         .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
     let topic = options.topic.as_str();
     let key = options.video_id.as_bytes();
@@ -122,7 +106,7 @@ pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions
     Ok(PublishReport {
         video_id: options.video_id.clone(),
         frames,
-        failed: producer.context().failed.load(Ordering::Relaxed),
+        failed: producer.context().failed(),
         bytes,
         width: info.width,
         height: info.height,
