@@ -19,8 +19,8 @@ use differential_dataflow::input::InputSession;
 use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
-use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, SourceStats, WatermarkBoard};
+use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
+use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::{ObjectStore, UploadStats};
@@ -31,12 +31,12 @@ use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
-use pitwall_dataflows::records::{Alert, DeadLetter, LateRecord, Sample, WindowResult};
+use pitwall_dataflows::records::{Alert, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{OkErr, Probe};
+use timely::dataflow::operators::Probe;
 
 use crate::cli::{BridgeArgs, DataflowArgs, ModelArgs, Pipeline, TimelyArgs};
 use crate::topics::ALERT_PARTITIONS;
@@ -423,17 +423,7 @@ fn build_telemetry(
             decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
-        // A transient split of each batch: the large `Err` side is moved once, never stored.
-        #[allow(clippy::result_large_err)]
-        let (samples, rejected) = events.ok_err::<Vec<Sample>, _, Vec<SourceEvent<Sample>>, _, _>(|event| match event {
-            SourceEvent::Record(sample) => Ok(sample),
-            other => Err(other),
-        });
-        let (late, dead) = rejected.ok_err::<Vec<LateRecord>, _, Vec<DeadLetter>, _, _>(|event| match event {
-            SourceEvent::Late(late) => Ok(late),
-            SourceEvent::Dead(dead) => Err(dead),
-            SourceEvent::Record(_) => unreachable!("records were split off above"),
-        });
+        let SplitEvents { records: samples, late, dead } = split_events(events);
         // Every process builds the same operators whether or not it serves a bridge (timely
         // requires one dataflow shape across the cluster); without a live view they do nothing.
         let for_samples = live.clone();
@@ -501,12 +491,8 @@ fn build_telemetry(
             key: Some(w.driver.clone()),
             partition: None,
         });
-        let dlq_topic = args.dlq_topic.clone();
-        let (dead_done, dead_letters) =
-            publish(dead, producer, "DeadLetterSink", move |d: &DeadLetter| Route { topic: dlq_topic.clone(), key: d.key.clone(), partition: None });
-        let late_topic = args.late_topic.clone();
-        let (late_done, late_sink) =
-            publish(late, producer, "LateSink", move |l: &LateRecord| Route { topic: late_topic.clone(), key: l.key.clone(), partition: None });
+        let RejectSinks { dead: (dead_done, dead_letters), late: (late_done, late_sink) } =
+            publish_rejects(dead, late, producer, &args.dlq_topic, &args.late_topic, "");
         late_done.probe_with(&probe);
         alerts_done.probe_with(&probe);
         windows_done.probe_with(&probe);

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pitwall_connectors::kafka::metrics::SourceMetrics;
-use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, SourceConfig, SourceEvent, SourceHandle, WatermarkBoard};
+use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
+use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceConfig, SourceHandle, SplitEvents, WatermarkBoard};
 use pitwall_connectors::onnx::fire::{FireDetector, FireModelKind, FireOptions};
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::onnx::{init_runtime, ModelSource, BUILTIN_FIRE_MODEL, BUILTIN_PACE_MODEL};
@@ -26,14 +26,13 @@ use pitwall_connectors::store::{upload_videos, ObjectStore, S3Settings, UploadPo
 use pitwall_connectors::video::encode::{EncodeOptions, Mp4Spool};
 use pitwall_dataflows::infer::{Batching, InferStats};
 use pitwall_dataflows::live::{feed, LiveStore};
-use pitwall_dataflows::records::{DeadLetter, LateRecord};
 use pitwall_dataflows::video::assemble::{AssemblyConfig, VideoCompletion};
 use pitwall_dataflows::video::detect::{FireDetection, YoloDecode};
-use pitwall_dataflows::video::frame::{decode_video_record, VideoRecord};
+use pitwall_dataflows::video::frame::decode_video_record;
 use pitwall_dataflows::video::overlay::OverlayStyle;
 use pitwall_dataflows::video::pipeline::{video_dataflow, VideoConfig};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{OkErr, Probe};
+use timely::dataflow::operators::Probe;
 
 use crate::cli::{DataflowArgs, FireModelKindArg, ModelArgs};
 
@@ -196,16 +195,7 @@ pub fn build_video(
             decode_video_record(key, payload).map(|record| (record.header().produced_at_ms, record)).map_err(|e| e.to_string())
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
-        #[allow(clippy::result_large_err)]
-        let (records, rejected) = events.ok_err::<Vec<VideoRecord>, _, Vec<SourceEvent<VideoRecord>>, _, _>(|event| match event {
-            SourceEvent::Record(record) => Ok(record),
-            other => Err(other),
-        });
-        let (late, dead) = rejected.ok_err::<Vec<LateRecord>, _, Vec<DeadLetter>, _, _>(|event| match event {
-            SourceEvent::Late(late) => Ok(late),
-            SourceEvent::Dead(dead) => Err(dead),
-            SourceEvent::Record(_) => unreachable!("records were split off above"),
-        });
+        let SplitEvents { records, late, dead } = split_events(events);
         let mut outputs = video_dataflow(records, detector, spool, &config);
         let (mut completions, uploads) = upload_videos(outputs.finished, store);
         // The same operators with or without a live view (one dataflow shape across processes).
@@ -244,12 +234,8 @@ pub fn build_video(
             key: Some(c.video_id.clone()),
             partition: None,
         });
-        let topic = args.dlq_topic.clone();
-        let (dead_done, dead_letters) =
-            publish(dead, producer, "VideoDeadLetterSink", move |d: &DeadLetter| Route { topic: topic.clone(), key: d.key.clone(), partition: None });
-        let topic = args.late_topic.clone();
-        let (late_done, late_sink) =
-            publish(late, producer, "VideoLateSink", move |l: &LateRecord| Route { topic: topic.clone(), key: l.key.clone(), partition: None });
+        let RejectSinks { dead: (dead_done, dead_letters), late: (late_done, late_sink) } =
+            publish_rejects(dead, late, producer, &args.dlq_topic, &args.late_topic, "Video");
         detections_done.probe_with(&probe);
         completions_done.probe_with(&probe);
         dead_done.probe_with(&probe);

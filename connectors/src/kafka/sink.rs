@@ -20,6 +20,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use timely::scheduling::SyncActivator;
 
+use pitwall_dataflows::records::{DeadLetter, LateRecord};
+
 use super::{KafkaConfig, KafkaError};
 
 /// Where one output record goes.
@@ -220,4 +222,35 @@ where
         }
     });
     (out, handle)
+}
+
+/// What [`publish_rejects`] returns: each sink's completion stream and handle.
+pub struct RejectSinks<'s> {
+    pub dead: (Stream<'s, u64, Vec<()>>, SinkHandle),
+    pub late: (Stream<'s, u64, Vec<()>>, SinkHandle),
+}
+
+/// Publishes a source's rejects, each keyed by its original key: dead letters to `dlq_topic`,
+/// late records to `late_topic`. `name` prefixes the operators' names.
+pub fn publish_rejects<'s>(
+    dead: Stream<'s, u64, Vec<DeadLetter>>,
+    late: Stream<'s, u64, Vec<LateRecord>>,
+    producer: &KafkaProducer,
+    dlq_topic: &str,
+    late_topic: &str,
+    name: &str,
+) -> RejectSinks<'s> {
+    let dlq_topic = dlq_topic.to_string();
+    let dead = publish(dead, producer, &format!("{name}DeadLetterSink"), move |d: &DeadLetter| Route {
+        topic: dlq_topic.clone(),
+        key: d.key.clone(),
+        partition: None,
+    });
+    let late_topic = late_topic.to_string();
+    let late = publish(late, producer, &format!("{name}LateSink"), move |l: &LateRecord| Route {
+        topic: late_topic.clone(),
+        key: l.key.clone(),
+        partition: None,
+    });
+    RejectSinks { dead, late }
 }

@@ -33,7 +33,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::{Scope, Stream};
 
 use super::config::{Reader, METADATA_TIMEOUT};
@@ -118,6 +118,29 @@ pub enum SourceEvent<R> {
 
 /// The stream a source emits.
 pub type SourceStream<'s, R> = Stream<'s, EventTime, Vec<SourceEvent<R>>>;
+
+/// A source's events split three ways.
+pub struct SplitEvents<'s, R> {
+    pub records: Stream<'s, EventTime, Vec<R>>,
+    pub late: Stream<'s, EventTime, Vec<LateRecord>>,
+    pub dead: Stream<'s, EventTime, Vec<DeadLetter>>,
+}
+
+/// Splits what a source emits into records, late records and dead letters.
+pub fn split_events<R: Clone + 'static>(events: SourceStream<'_, R>) -> SplitEvents<'_, R> {
+    // A transient split of each batch: the large `Err` side is moved once, never stored.
+    #[allow(clippy::result_large_err)]
+    let (records, rejected) = events.ok_err::<Vec<R>, _, Vec<SourceEvent<R>>, _, _>(|event| match event {
+        SourceEvent::Record(record) => Ok(record),
+        other => Err(other),
+    });
+    let (late, dead) = rejected.ok_err::<Vec<LateRecord>, _, Vec<DeadLetter>, _, _>(|event| match event {
+        SourceEvent::Late(late) => Ok(late),
+        SourceEvent::Dead(dead) => Err(dead),
+        SourceEvent::Record(_) => unreachable!("records were split off above"),
+    });
+    SplitEvents { records, late, dead }
+}
 
 /// Read progress of one owned partition.
 #[derive(Debug)]
