@@ -96,6 +96,15 @@ pub enum Broker {
 }
 
 impl Broker {
+    /// The broker a harness run asked for: `--brokers`, else `--mock-broker`, else a Tansu it starts.
+    pub fn choose(brokers: Option<&String>, mock: bool) -> Result<Broker> {
+        Ok(match brokers {
+            Some(brokers) => Broker::External(brokers.clone()),
+            None if mock => Broker::Mock(rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?),
+            None => Broker::Tansu(Tansu::start()?),
+        })
+    }
+
     pub fn brokers(&self) -> String {
         match self {
             Broker::Tansu(tansu) => tansu.brokers.clone(),

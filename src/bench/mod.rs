@@ -37,11 +37,7 @@ const SHARED_OUTPUTS: [(&str, i32); 4] = [("bench-alerts", 3), ("bench-windows",
 /// The whole harness.
 pub fn scaling(args: &ScalingArgs) -> Result<()> {
     let args = args.effective();
-    let broker = match &args.brokers {
-        Some(brokers) => broker::Broker::External(brokers.clone()),
-        None if args.mock_broker => broker::Broker::Mock(rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?),
-        None => broker::Broker::Tansu(broker::Tansu::start()?),
-    };
+    let broker = broker::Broker::choose(args.brokers.as_ref(), args.mock_broker)?;
     let kafka = KafkaConfig { brokers: broker.brokers(), properties: args.property.clone() };
     let broker_name = broker.describe();
     let date = chrono::Local::now().format("%Y-%m-%d").to_string();

@@ -22,7 +22,7 @@ use pitwall_dataflows::video::assemble::VideoCompletion;
 use pitwall_dataflows::video::detect::FireDetection;
 use pitwall_dataflows::video::frame::{FrameHeader, VideoRecord};
 
-use super::broker::{self, Broker};
+use super::broker::Broker;
 use super::latency::percentiles;
 use super::process::Measured;
 use crate::cli::{ModelArgs, VideoBenchArgs};
@@ -45,11 +45,7 @@ struct VideoRow {
 
 pub fn video(args: &VideoBenchArgs) -> Result<()> {
     let (videos, seconds) = if args.smoke { (2, 2.0) } else { (args.videos, args.seconds) };
-    let broker = match &args.brokers {
-        Some(brokers) => Broker::External(brokers.clone()),
-        None if args.mock_broker => Broker::Mock(rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?),
-        None => Broker::Tansu(broker::Tansu::start()?),
-    };
+    let broker = Broker::choose(args.brokers.as_ref(), args.mock_broker)?;
     let kafka = KafkaConfig::new(broker.brokers());
     let date = chrono::Local::now().format("%Y-%m-%d").to_string();
     let dir = args.out.join(&date);
