@@ -241,27 +241,19 @@ fn png(image: &pitwall_dataflows::video::frame::RgbImage) -> Result<Vec<u8>, Str
 
 /// `%XX` escapes of a URL path or query part decoded (invalid escapes are kept as they are).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::Token;
+
+    #[test]
+    fn paths_are_percent_decoded_and_bad_escapes_kept() {
+        assert_eq!(super::percent_decode("cam%2D1%20a"), "cam-1 a");
+        assert_eq!(super::percent_decode("100%zz%4"), "100%zz%4");
+        assert_eq!(super::percent_decode("a+b"), "a+b");
+    }
 
     #[test]
     fn only_the_exact_bearer_token_is_admitted_and_debug_hides_it() {
