@@ -154,10 +154,7 @@ fn queries_follow_the_windows_across_two_processes() {
     // Listing, deleting.
     let (_, list) = http_get(addr, "/v1/queries");
     assert_eq!(serde_json::from_str::<Value>(&list).unwrap().as_array().unwrap().len(), 3);
-    let mut delete = std::net::TcpStream::connect(addr).unwrap();
-    write!(delete, "DELETE /v1/queries/{fast} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut delete, &mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let (status, _) = http_request(addr, "DELETE", &format!("/v1/queries/{fast}"), "", &[]);
+    assert_eq!(status, 204);
     assert_eq!(http_get(addr, &format!("/v1/queries/{fast}")).0, 404);
 }

@@ -159,13 +159,26 @@ pub fn http_get_with(addr: &str, path: &str, authorization: Option<&str>) -> (u1
 
 /// A plain HTTP/1.1 GET returning the body's bytes (images).
 pub fn http_get_bytes(addr: &str, path: &str, authorization: Option<&str>) -> (u16, Vec<u8>) {
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    http_request(addr, "GET", path, &auth, &[])
+}
+
+/// One HTTP/1.1 request on its own connection (tests only): `headers` are whole header lines;
+/// a body gets a JSON content type and its length. Returns the status code and the body bytes.
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let content = if body.is_empty() { String::new() } else { format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()) };
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}{content}Connection: close\r\n\r\n").unwrap();
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    if body.is_empty() {
+        stream.read_to_end(&mut response).unwrap();
+    } else {
+        // The server may answer (413) before reading the whole body; a reset is fine then.
+        let _ = stream.write_all(body);
+        let _ = stream.read_to_end(&mut response);
+    }
     let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(response.len());
     let head = String::from_utf8_lossy(&response[..head_end]);
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -192,23 +205,8 @@ impl Drop for KillOnDrop {
 
 /// A plain HTTP/1.1 POST of a JSON body (tests only); returns the status code and the body.
 pub fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    // The server may answer (413) before reading the whole body; a reset write is fine then.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let (status, body) = http_request(addr, "POST", path, "", body);
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A plain rdkafka producer for tests (1 ms linger, large messages allowed).
