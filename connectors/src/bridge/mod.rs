@@ -141,30 +141,19 @@ async fn respond(
             return Ok(text(StatusCode::NOT_FOUND, "application/json", message.to_vec()));
         };
         let (method, path) = (request.method().to_string(), request.uri().path().to_string());
-        let body = match Limited::new(request.into_body(), grafana::MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "application/json", br#"{"error":"request body over 1 MiB"}"#.to_vec())),
-        };
-        return Ok(queries::route(&hub, &method, &path, &body));
+        return Ok(match read_body(request.into_body()).await {
+            Ok(body) => queries::route(&hub, &method, &path, &body),
+            Err(refused) => refused,
+        });
     }
     if request.uri().path().starts_with("/grafana") {
         let Some(live) = live else {
             return Ok(text(StatusCode::NOT_FOUND, "application/json", br#"{"error":"this job keeps no live view"}"#.to_vec()));
         };
         let (method, path) = (request.method().to_string(), request.uri().path().to_string());
-        let body = match Limited::new(request.into_body(), grafana::MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                let message = format!(r#"{{"error":"request body over {} bytes"}}"#, grafana::MAX_BODY);
-                return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "application/json", message.into_bytes()));
-            }
-            Err(error) => {
-                return Ok(text(
-                    StatusCode::BAD_REQUEST,
-                    "application/json",
-                    serde_json::json!({ "error": error.to_string() }).to_string().into_bytes(),
-                ))
-            }
+        let body = match read_body(request.into_body()).await {
+            Ok(body) => body,
+            Err(refused) => return Ok(refused),
         };
         let (status, value) = grafana::answer(&live, &method, &path, &body);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -196,6 +185,21 @@ async fn respond(
             b"not found: the bridge serves GET /, /metrics, /health, /api/snapshot, /api/events and /grafana/\n".to_vec(),
         ),
     })
+}
+
+/// A request body of at most [`grafana::MAX_BODY`] bytes, or the answer refusing it: 413 when
+/// it is larger, 400 when it cannot be read.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, grafana::MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let message = format!(r#"{{"error":"request body over {} bytes"}}"#, grafana::MAX_BODY);
+            Err(text(StatusCode::PAYLOAD_TOO_LARGE, "application/json", message.into_bytes()))
+        }
+        Err(error) => {
+            Err(text(StatusCode::BAD_REQUEST, "application/json", serde_json::json!({ "error": error.to_string() }).to_string().into_bytes()))
+        }
+    }
 }
 
 /// The live dashboard: the page, its snapshot, its event stream and the video thumbnails.
