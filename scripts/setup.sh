@@ -13,10 +13,12 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 # fonts-dejavu-core: the font of the benchmark plots. libav*-dev + libclang-dev: ffmpeg-next
 # (FFmpeg's libraries, bindgen); Debian's libavcodec carries libx264 for H.264 encoding.
 # prometheus: the real Prometheus server a test has scrape the bridge; chromium: the headless
-# browser that loads the live dashboard in a test.
+# browser that loads the live dashboard in a test. ffmpeg: the command-line tool the video-format
+# tests use to write clips as phones, drones and stock sites do (H.265, VP8/VP9, AV1, MPEG-4 part 2,
+# MOV/MKV/WebM/AVI, rotation, odd sizes); pitwall itself only links the libraries.
 for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core \
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev \
-  prometheus chromium; do
+  prometheus chromium ffmpeg; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -57,5 +59,12 @@ if ! python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null \
   log "installing onnxruntime 1.32.0, onnx, numpy (pip)"
   python3 -m pip install --quiet "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
+fi
+# pandas + pyarrow: the tests write telemetry exactly as FastF1 users save it (DataFrame.to_csv,
+# DataFrame.to_parquet with duration[ns]/timestamp[ns] columns).
+if ! python3 -c "import pandas, pyarrow" 2>/dev/null; then
+  log "installing pandas, pyarrow (pip)"
+  python3 -m pip install --quiet "pandas==3.1.1" "pyarrow==26.0.1" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "pandas==3.1.1" "pyarrow==26.0.1"
 fi
 log "ready"

@@ -338,6 +338,11 @@ pub struct ModelArgs {
     /// Class names of a YOLO model, by index; the first is the fire class.
     #[arg(long, value_delimiter = ',', default_value = "fire,smoke")]
     pub fire_classes: Vec<String>,
+    /// How a YOLO model's class scores are read: `auto` (logits when a frame has scores below
+    /// -0.05, else probabilities with overshoot above 1.0 clamped, as quantized exports emit),
+    /// `probability`, `logit`, or `scale=MAX` for scores on 0..MAX (e.g. scale=255).
+    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<pitwall_dataflows::video::detect::ScoreScale>())]
+    pub fire_scores: pitwall_dataflows::video::detect::ScoreScale,
     /// Model input size WIDTHxHEIGHT frames are resized to (a model with a fixed size overrides it).
     #[arg(long, default_value = "128x128", value_parser = parse_size)]
     pub model_input: (u32, u32),
@@ -412,6 +417,7 @@ impl Default for ModelArgs {
             fire_model: None,
             fire_model_kind: FireModelKindArg::Heatmap,
             fire_classes: vec!["fire".into(), "smoke".into()],
+            fire_scores: pitwall_dataflows::video::detect::ScoreScale::Auto,
             model_input: (128, 128),
             fire_threshold: 0.5,
             infer_batch: 8,
@@ -462,6 +468,11 @@ pub struct BridgeArgs {
     /// environment variable: command lines are visible to other local users.
     #[arg(long, value_name = "TOKEN", env = "PITWALL_BRIDGE_TOKEN", hide_env_values = true)]
     pub bridge_token: Option<pitwall_connectors::bridge::Token>,
+    /// Allow cross-origin browser calls from these origins (comma-separated, e.g.
+    /// `https://grafana.example.com`; `*` for any): for Grafana's direct (browser) access mode.
+    /// Off by default: no CORS headers are sent.
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub bridge_cors_origin: Vec<String>,
     /// Samples and window results the bridge keeps per driver for Grafana (each); about 32
     /// bytes a point, so the default is ~77 MB for 20 drivers.
     #[arg(long, default_value_t = 60_000)]
@@ -471,7 +482,7 @@ pub struct BridgeArgs {
 impl Default for BridgeArgs {
     /// No bridge; the flags' defaults otherwise.
     fn default() -> Self {
-        BridgeArgs { bridge: None, bridge_token: None, bridge_points: 60_000 }
+        BridgeArgs { bridge: None, bridge_token: None, bridge_cors_origin: Vec::new(), bridge_points: 60_000 }
     }
 }
 
@@ -594,9 +605,13 @@ pub struct VideoBenchArgs {
     /// video is the unit of parallelism, so a few videos balance badly over workers).
     #[arg(long, default_value_t = 24)]
     pub videos: usize,
-    /// Length of the generated clip, seconds (25 fps, 320x180).
+    /// Length of the generated clip, seconds (25 fps).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Frame size of the generated clip, WIDTHxHEIGHT (e.g. 1920x1080 for 1080p input). The
+    /// producers scale frames down to `produce video`'s default --max-width (640) as in use.
+    #[arg(long, default_value = "320x180", value_parser = parse_size)]
+    pub size: (u32, u32),
     /// Cluster shapes of the throughput runs, WORKERSxPROCESSES (only single-process shapes).
     #[arg(long, value_delimiter = ',', default_value = "1x1,2x1")]
     pub configs: Vec<ClusterShape>,

@@ -9,7 +9,7 @@
 //!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard};
+use pitwall_connectors::kafka::source::{
+    kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard,
+};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::{ObjectStore, UploadStats};
@@ -30,6 +32,7 @@ use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
+use pitwall_dataflows::quality::{sample_flags, QualityFlag};
 use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
 use pitwall_dataflows::records::{Alert, Sample, WindowResult};
 use pitwall_dataflows::windows::SlidingWindows;
@@ -82,6 +85,8 @@ struct JobMetrics {
     live_points: IntGaugeVec,
     /// Records into and out of the main operators.
     operator_records: IntCounterVec,
+    /// Samples raising each data-quality flag (`dataflows/src/quality.rs`).
+    quality_flags: IntCounterVec,
 }
 
 impl JobMetrics {
@@ -112,6 +117,11 @@ impl JobMetrics {
             &["operator", "direction"],
         )?;
         registry.register(Box::new(operator_records.clone()))?;
+        let quality_flags = IntCounterVec::new(
+            Opts::new("pitwall_data_quality_flags_total", "Telemetry samples raising a data-quality flag (processed, not rejected), per flag"),
+            &["flag"],
+        )?;
+        registry.register(Box::new(quality_flags.clone()))?;
         Ok(JobMetrics {
             source: SourceMetrics::register(registry)?,
             state_keys: gauge("pitwall_state_keys", "Keys (drivers) with state, per keyed operator and worker", &["operator", "worker"])?,
@@ -127,6 +137,7 @@ impl JobMetrics {
             inference_seconds,
             uploads,
             upload_bytes,
+            quality_flags,
             live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
             operator_records,
         })
@@ -156,6 +167,8 @@ pub struct JobReport {
     pub stalls: u64,
     /// Offsets the broker never delivered (gaps in a partition); see `SourceStats`.
     pub skipped_offsets: u64,
+    /// Samples (of this process) raising each data-quality flag: processed, not rejected.
+    pub data_quality_flags: BTreeMap<String, u64>,
     pub seconds: f64,
     pub msg_per_s: f64,
 }
@@ -292,10 +305,17 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
             let sources = watched.lock().expect("health list lock");
             sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect()
         });
-        let bound = bridge::serve(addr, registry, health, config.bridge.bridge_token.clone(), live.clone())?;
+        let bound = bridge::serve(
+            addr,
+            registry,
+            health,
+            bridge::Access { token: config.bridge.bridge_token.clone(), cors_origins: config.bridge.bridge_cors_origin.clone() },
+            live.clone(),
+        )?;
         eprintln!("bridge: http://{bound}/metrics, http://{bound}/health and Grafana's JSON datasource at http://{bound}/grafana");
     }
     let config = Arc::new(config);
+    let quality_flags = metrics.quality_flags.clone();
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
         let shared = ProcessShared { store: store.clone(), live: live.clone(), boards: boards.clone(), metrics: &metrics, sources: &sources };
         run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
@@ -308,6 +328,8 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.msg_per_s = report.messages as f64 / report.seconds.max(1e-9);
+    report.data_quality_flags =
+        QualityFlag::ALL.iter().map(|f| (f.name().to_string(), quality_flags.with_label_values(&[f.name()]).get())).filter(|(_, n)| *n > 0).collect();
     Ok(report)
 }
 
@@ -419,8 +441,14 @@ fn build_telemetry(
     let probe = ProbeHandle::new();
     let mut inference = None;
     let parts = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
+        let flagged: Vec<_> = QualityFlag::ALL.iter().map(|f| metrics.quality_flags.with_label_values(&[f.name()])).collect();
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
-            decode_telemetry(key, payload, &policy).map(|record| (record.session_time_ms, Sample { at, record })).map_err(|e| e.to_string())
+            let record = decode_telemetry(key, payload, &policy).map_err(|e| e.to_string())?;
+            for flag in sample_flags(&record) {
+                // ALL lists the flags in declaration order.
+                flagged[flag as usize].inc();
+            }
+            Ok((record.session_time_ms, Sample { at, record }))
         };
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
         let SplitEvents { records: samples, late, dead } = split_events(events);
@@ -499,7 +527,15 @@ fn build_telemetry(
         dead_done.probe_with(&probe);
         let mut all = vec![("alerts", alerts), ("windows", windows), ("dead_letters", dead_letters), ("late", late_sink)];
         all.extend(sinks);
-        Ok(TelemetryParts { probe: probe.clone(), source: handle, state: outputs.state, sinks: all, inference: None, queries, query_clock })
+        Ok(TelemetryParts {
+            probe: probe.clone(),
+            source: handle,
+            state: outputs.state,
+            sinks: all,
+            inference: None,
+            queries,
+            query_clock,
+        })
     })?;
     Ok(TelemetryParts { inference, ..parts })
 }

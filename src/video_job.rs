@@ -55,7 +55,7 @@ pub fn fire_options(models: &ModelArgs) -> FireOptions {
         width: models.model_input.0,
         height: models.model_input.1,
         intra_threads: models.intra_threads,
-        yolo: YoloDecode { classes: models.fire_classes.clone(), ..YoloDecode::default() },
+        yolo: YoloDecode { classes: models.fire_classes.clone(), scores: models.fire_scores, ..YoloDecode::default() },
         ..FireOptions::default()
     }
 }

@@ -101,21 +101,21 @@ fn video_smoke_run_produces_every_figure() {
     // The last column (the note) is quoted and may hold commas: split off the first eight.
     let rows: Vec<HashMap<&str, &str>> = lines.map(|l| header.iter().copied().zip(l.splitn(header.len(), ',')).collect()).collect();
     let phases: Vec<&str> = rows.iter().map(|r| r["phase"]).collect();
-    assert_eq!(phases, ["model alone", "run -w 1", "run -w 2", "live -w 2: frame -> detection", "live -w 2: end of clip -> stored"]);
+    assert_eq!(phases, ["model alone", "produce", "run -w 1", "run -w 2", "live -w 2: frame -> detection", "live -w 2: end of clip -> stored"]);
     let number = |row: &HashMap<&str, &str>, column: &str| -> f64 {
         let value: f64 = row[column].parse().unwrap_or_else(|_| panic!("{column} of {row:?} is not a number"));
         assert!(value.is_finite() && value >= 0.0, "{column} of {row:?}");
         value
     };
     // 2 copies of a 2 s clip at 25 fps in the throughput runs; one clip live.
-    for row in &rows[..3] {
+    for row in &rows[..4] {
         assert!(number(row, "frames_per_s") > 0.0, "{row:?}");
         assert_eq!(number(row, "frames"), if row["phase"] == "model alone" { 50.0 } else { 100.0 }, "{row:?}");
     }
-    let live = &rows[3];
+    let live = &rows[4];
     assert_eq!(number(live, "frames"), 50.0);
     assert!(number(live, "p50_ms") <= number(live, "p99_ms") && number(live, "p99_ms") <= number(live, "max_ms"), "{live:?}");
-    assert!(number(&rows[4], "p50_ms") < 60_000.0, "{:?}", rows[4]);
+    assert!(number(&rows[5], "p50_ms") < 60_000.0, "{:?}", rows[5]);
     let markdown = std::fs::read_to_string(dated[0].join("video.md")).unwrap();
     assert!(markdown.contains("vs model alone"), "{markdown}");
 }

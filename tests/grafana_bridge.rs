@@ -2,6 +2,10 @@
 //! shaped like the ones Grafana sends: health, search, time series (checked against the
 //! generated race row by row), tables, annotations (checked against `f1-alerts`), down-sampling,
 //! and every kind of bad request answered with a 4xx and a message, the job still healthy after.
+//! A contract part sends the bodies both plugins send (the current "JSON" plugin,
+//! simpod-json-datasource, and the legacy SimpleJSON): test connection with and without the
+//! trailing slash, /metric-payload-options, /variable, /tag-keys, /tag-values, annotations through
+//! /query, ad hoc filters, intervalMs, and CORS for Grafana's browser access mode.
 
 mod support;
 
@@ -43,7 +47,7 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     let rows = rows_per_driver(dir.path());
 
     let bridge = format!("127.0.0.1:{}", free_port());
-    let job = pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge])
+    let job = pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge, "--bridge-cors-origin", "http://grafana.test:3000"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -153,6 +157,8 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
         }
     }
 
+    plugin_contract(&addr, from, to, &driver, alerts.len(), alerts.iter().filter(|a| a["key"] == driver.as_str()).count());
+
     // Bad requests: 4xx with a message, never a crash.
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("unknown target", query_body(from, to, 100, json!([{ "target": "NOBODY:speed", "refId": "A" }])), 400, "unknown target `NOBODY:speed`"),
@@ -175,6 +181,78 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     assert_eq!(http_get(&addr, "/health").0, 200, "the job is still up");
     assert!(job.0.try_wait().unwrap().is_none(), "the job is still running");
     terminate(&mut job);
+}
+
+/// What the current JSON plugin and the legacy SimpleJSON plugin send, beyond /query and /search.
+fn plugin_contract(addr: &str, from: &str, to: &str, driver: &str, alerts: usize, driver_alerts: usize) {
+    // Test connection: the base URL, with and without the trailing slash.
+    for path in ["/grafana", "/grafana/"] {
+        assert_eq!(http_get(addr, path).0, 200, "{path}");
+    }
+    // Payload options (pitwall's metrics take none) and the metric list's `payloads`.
+    let (status, body) = http_post(addr, "/grafana/metric-payload-options", br#"{"metric":"VER:speed","payload":{},"name":"driver"}"#);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (_, body) = http_post(addr, "/grafana/metrics", br#"{"metric":"","payload":{}}"#);
+    assert!(serde_json::from_str::<Vec<Value>>(&body).unwrap().iter().all(|m| m["payloads"] == json!([])));
+    // Template variables: the current plugin wraps the query in `payload`, older ones do not.
+    let range = json!({ "from": from, "to": to, "raw": { "from": "now-6h", "to": "now" } });
+    for request in [json!({ "payload": { "target": "drivers" }, "range": range }), json!({ "target": "drivers" })] {
+        let (status, body) = http_post(addr, "/grafana/variable", request.to_string().as_bytes());
+        let values: Vec<Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 200);
+        assert!(values.iter().any(|v| v["__text"] == driver && v["__value"] == driver), "{body}");
+    }
+    // Ad hoc filters: keys, values, and their effect on tables, annotations and series.
+    let (_, body) = http_post(addr, "/grafana/tag-keys", b"{}");
+    let keys: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(keys.iter().map(|k| k["text"].as_str().unwrap()).collect::<Vec<_>>(), ["driver", "kind", "severity"]);
+    let (_, body) = http_post(addr, "/grafana/tag-values", br#"{"key":"driver"}"#);
+    let drivers: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(drivers.iter().any(|d| d["text"] == driver), "{body}");
+    assert_eq!(http_post(addr, "/grafana/tag-values", br#"{"key":"colour"}"#).0, 400);
+    let query = |targets: Value, filters: Value, max_points: u64, interval_ms: u64| {
+        let body = json!({
+            "range": range, "interval": format!("{interval_ms}ms"), "intervalMs": interval_ms, "maxDataPoints": max_points,
+            "targets": targets, "adhocFilters": filters,
+        });
+        let (status, text) = http_post(addr, "/grafana/query", body.to_string().as_bytes());
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    // Annotations through /query (the current plugin): one row per published alert.
+    let answer = query(json!([{ "target": "annotations", "refId": "Anno" }]), json!([]), 1_000, 1_000);
+    let columns: Vec<&str> = answer[0]["columns"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(columns, ["time", "timeEnd", "title", "text", "tags"]);
+    assert_eq!(answer[0]["rows"].as_array().unwrap().len(), alerts);
+    let mine = json!([{ "key": "driver", "operator": "=", "value": driver }]);
+    let answer =
+        query(json!([{ "target": "annotations", "refId": "A" }, { "target": "alerts", "refId": "B", "type": "table" }]), mine.clone(), 1_000, 1_000);
+    assert_eq!(answer[0]["rows"].as_array().unwrap().len(), driver_alerts);
+    assert_eq!(answer[1]["rows"].as_array().unwrap().len(), driver_alerts);
+    let others = json!([{ "key": "driver", "operator": "!=", "value": driver }]);
+    let answer = query(json!([{ "target": format!("{driver}:speed"), "refId": "A" }]), others, 1_000, 1_000);
+    assert_eq!(answer[0]["datapoints"], json!([]), "a filtered-out driver's series is empty");
+    // Never more points than maxDataPoints, nor finer than intervalMs: the 2 h range at a
+    // 10-minute interval is 12 buckets at most, though maxDataPoints allows 1,000.
+    let answer = query(json!([{ "target": format!("{driver}:speed"), "refId": "A" }]), mine, 1_000, 600_000);
+    let points = answer[0]["datapoints"].as_array().unwrap();
+    assert!(!points.is_empty() && points.len() <= 12, "{} points", points.len());
+    assert!(points.windows(2).all(|w| w[0][1].as_f64() < w[1][1].as_f64()), "ascending time");
+    let answer = query(json!([{ "target": format!("{driver}:speed"), "refId": "A" }]), json!([]), 7, 1);
+    assert!(answer[0]["datapoints"].as_array().unwrap().len() <= 7);
+    // CORS: an allowed origin's preflight (no token) and calls get the headers; others do not.
+    let preflight = "Origin: http://grafana.test:3000\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\n";
+    let (status, head, _) = http_exchange(addr, "OPTIONS", "/grafana/query", preflight, &[]);
+    let head = head.to_ascii_lowercase();
+    assert_eq!(status, 204);
+    assert!(
+        head.contains("access-control-allow-origin: http://grafana.test:3000") && head.contains("access-control-allow-headers: authorization"),
+        "{head}"
+    );
+    let (_, head, _) = http_exchange(addr, "POST", "/grafana/search", "Origin: http://grafana.test:3000\r\n", b"{}");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: http://grafana.test:3000"), "{head}");
+    let (_, head, _) = http_exchange(addr, "POST", "/grafana/search", "Origin: http://evil.test\r\n", b"{}");
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
 }
 
 /// SIGTERM, then wait for a clean exit.

@@ -11,6 +11,7 @@ pub mod live;
 pub mod partition;
 pub mod pipeline;
 pub mod predict;
+pub mod quality;
 pub mod queries;
 pub mod records;
 pub mod sim;

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use timely::dataflow::operators::core::Inspect;
 use timely::dataflow::Stream;
 
-use crate::records::{now_ms, Alert, EventTime, Sample, WindowKind, WindowResult};
+use crate::records::{now_ms, Alert, AnomalyKind, EventTime, Sample, WindowKind, WindowResult};
 use crate::video::assemble::VideoCompletion;
 use crate::video::detect::FireDetection;
 
@@ -340,6 +340,22 @@ impl LiveStore {
         let videos: std::collections::BTreeSet<&str> = live.detections.iter().map(|d| d.video_id.as_str()).collect();
         out.extend(videos.into_iter().map(|v| format!("video:{v}:fire_score")));
         out.retain(|t| t.contains(filter));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The values of one tag (`driver`, `video`, `kind`, `severity`), sorted: for Grafana's
+    /// template variables and ad hoc filters.
+    pub fn tag_values(&self, key: &str) -> Vec<String> {
+        let live = self.read();
+        let mut out: Vec<String> = match key {
+            "driver" => live.samples.keys().chain(live.windows.keys()).cloned().chain(live.alerts.iter().map(|(_, a)| a.driver.clone())).collect(),
+            "video" => live.detections.iter().map(|d| d.video_id.clone()).collect(),
+            "kind" => AnomalyKind::ALL.iter().map(|k| k.name().to_string()).collect(),
+            "severity" => ["high", "medium", "low"].map(String::from).to_vec(),
+            _ => Vec::new(),
+        };
         out.sort();
         out.dedup();
         out

@@ -9,7 +9,7 @@ pub type EventTime = u64;
 /// One telemetry sample in the FastF1 schema, as carried in a Kafka message value (JSON).
 ///
 /// Field names are the wire format documented in the README ("Telemetry record").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryRecord {
     /// Driver code (`VER`) or number, the Kafka key.
     pub driver: String,

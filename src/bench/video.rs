@@ -56,7 +56,8 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
     let clip = work.path().join("clip.mp4");
     let fps = 25;
     let frames_per_clip = (seconds * f64::from(fps)).round() as u64;
-    write_clip(&clip, SceneConfig { frames: frames_per_clip, fps, ..SceneConfig::default() })?;
+    let (width, height) = args.size;
+    write_clip(&clip, SceneConfig { frames: frames_per_clip, fps, width, height, ..SceneConfig::default() })?;
     let models = ModelArgs::default();
     let mut rows = Vec::new();
 
@@ -69,9 +70,21 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
     wanted.extend(outputs.iter().map(|(t, p)| (t.to_string(), *p)));
     broker.create_topics(&kafka, &wanted)?;
     eprintln!("preloading {videos} copies of a {seconds} s clip ({} frames) into {topic}", videos as u64 * frames_per_clip);
+    let preload = Instant::now();
+    let mut produce_rss: f64 = 0.0;
     for v in 0..videos {
-        produce(&kafka, &clip, &topic, &format!("clip-{v}"), false, &logs)?.finish(args.timeout())?;
+        produce_rss = produce_rss.max(produce(&kafka, &clip, &topic, &format!("clip-{v}"), false, &logs)?.finish(args.timeout())?.peak_rss_mb);
     }
+    let preload_s = preload.elapsed().as_secs_f64();
+    rows.push(VideoRow {
+        phase: "produce".into(),
+        frames: videos as u64 * frames_per_clip,
+        seconds: preload_s,
+        frames_per_s: (videos as u64 * frames_per_clip) as f64 / preload_s,
+        peak_rss_mb: produce_rss,
+        note: format!("`produce video`, one clip at a time: decode {width}x{height}, scale to --max-width 640, publish"),
+        ..VideoRow::default()
+    });
     for shape in &args.configs {
         eprintln!("pitwall run --pipelines video {shape} --exit-at-end");
         let mut command = run_command(&kafka, &topic, &format!("bench-video-{nonce}-{}", shape.slug()), shape.workers, work.path());
@@ -96,7 +109,7 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
 
     eprintln!("latency: one {seconds} s clip in real time into a running job (-w {})", args.latency_workers);
     rows.extend(live_latency(&kafka, &clip, &format!("{topic}-live"), frames_per_clip, args, work.path(), &logs)?);
-    let (csv, markdown) = render(&rows, &broker.describe());
+    let (csv, markdown) = render(&rows, &broker.describe(), args.size);
     std::fs::write(dir.join("video.csv"), csv)?;
     std::fs::write(dir.join("video.md"), &markdown)?;
     println!("{markdown}");
@@ -109,7 +122,8 @@ fn model_alone(clip: &Path, models: &ModelArgs) -> Result<VideoRow> {
     init_runtime(models.onnxruntime.as_deref())?;
     let mut detector = FireDetector::load(&fire_source(models), fire_options(models))?;
     let mut records = Vec::new();
-    read_video(clip, ReadOptions::default(), |info, frame| -> Result<(), String> {
+    // Frames as the job gets them: `produce video` scales to its default --max-width (640).
+    read_video(clip, ReadOptions { max_width: Some(640), fps_limit: None }, |info, frame| -> Result<(), String> {
         let header = FrameHeader {
             video_id: "alone".into(),
             frame_index: frame.index,
@@ -264,11 +278,11 @@ fn live_latency(
     ])
 }
 
-fn render(rows: &[VideoRow], broker: &str) -> (String, String) {
+fn render(rows: &[VideoRow], broker: &str, (width, height): (u32, u32)) -> (String, String) {
     let mut csv = String::from("phase,frames,seconds,frames_per_s,peak_rss_mb,p50_ms,p99_ms,max_ms,note\n");
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_default();
     let mut md = format!(
-        "# pitwall bench video\n\nMachine: {}. Broker: {broker}. Clip: generated 320x180 at 25 fps; model: built-in fire_colour at 128x128, batches of 8.\n\n",
+        "# pitwall bench video\n\nMachine: {}. Broker: {broker}. Clip: generated {width}x{height} at 25 fps; model: built-in fire_colour at 128x128, batches of 8.\n\n",
         super::report::machine()
     );
     md.push_str("| phase | frames | seconds | frames/s | vs model alone | peak RSS MB | p50 ms | p99 ms | max ms | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");

@@ -166,6 +166,12 @@ pub fn http_get_bytes(addr: &str, path: &str, authorization: Option<&str>) -> (u
 /// One HTTP/1.1 request on its own connection (tests only): `headers` are whole header lines;
 /// a body gets a JSON content type and its length. Returns the status code and the body bytes.
 pub fn http_request(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_exchange(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_request`] that also returns the response head (status line and headers) as text.
+pub fn http_exchange(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -182,7 +188,7 @@ pub fn http_request(addr: &str, method: &str, path: &str, headers: &str, body: &
     let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(response.len());
     let head = String::from_utf8_lossy(&response[..head_end]);
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response[head_end..].to_vec())
+    (status, head.into_owned(), response[head_end..].to_vec())
 }
 
 /// Sum of every sample of a Prometheus metric whose label set contains `labels`.

@@ -1,9 +1,21 @@
-//! Grafana's JSON datasource protocol (the SimpleJSON / "JSON API" shape) under `/grafana`:
-//! `GET /grafana/` (health), `POST /grafana/search` (the target list; `POST /grafana/metrics`
-//! gives it in the JSON API plugin's `{label, value}` shape), `POST /grafana/query`
-//! (time series and tables over `range`, down-sampled to `maxDataPoints`) and
-//! `POST /grafana/annotations` (alerts). Requests are parsed here; the answers come from the
-//! dataflow's [`LiveStore`]. A bad request is a 4xx with a one-line JSON message, never a panic.
+//! Grafana's JSON datasource protocol under `/grafana`, for both plugins people install: the
+//! current "JSON" plugin (`simpod-json-datasource`) and the legacy SimpleJSON one.
+//!
+//! - `GET /grafana` and `GET /grafana/`: test connection (200).
+//! - `POST /grafana/search` (legacy) and `POST /grafana/metrics` (current: `{label, value,
+//!   payloads}`): the target list. `POST /grafana/metric-payload-options`: pitwall's metrics take
+//!   no payloads, so always `[]`. `POST /grafana/variable`: template-variable values
+//!   (`drivers`, `videos`, `kinds`, `severities`, or a filter over the targets) as
+//!   `[{__text, __value}]`.
+//! - `POST /grafana/query`: time series (`[[value, epoch_ms], ...]`, ascending, never NaN, never
+//!   more than `maxDataPoints` points, and no finer than `intervalMs`), tables (columns + rows),
+//!   and the `annotations` target, which the current plugin's annotation queries send here (a
+//!   table with time, timeEnd, title, text, tags). `adhocFilters` on driver/kind/severity apply.
+//! - `POST /grafana/annotations` (legacy annotations), `POST /grafana/tag-keys` and
+//!   `POST /grafana/tag-values` (ad hoc filters).
+//!
+//! Requests are parsed here; the answers come from the dataflow's [`LiveStore`]. A bad request is
+//! a 4xx with a one-line JSON message, never a panic.
 
 use chrono::DateTime;
 use pitwall_dataflows::live::{LiveError, LiveStore, TABLES};
@@ -55,8 +67,48 @@ struct Target {
 struct QueryRequest {
     range: Range,
     max_data_points: Option<u64>,
+    interval_ms: Option<f64>,
     targets: Vec<Target>,
+    #[serde(default)]
+    adhoc_filters: Vec<AdhocFilter>,
 }
+
+/// An ad hoc filter (`key` driver, kind or severity; operator `=` or `!=`).
+#[derive(Deserialize)]
+struct AdhocFilter {
+    key: String,
+    #[serde(default)]
+    operator: String,
+    value: String,
+}
+
+impl AdhocFilter {
+    /// Whether a row with these tags passes. Keys pitwall does not tag by are refused earlier.
+    fn admits(&self, driver: &str, kind: &str, severity: &str) -> bool {
+        let value = match self.key.as_str() {
+            "driver" => driver,
+            "kind" => kind,
+            "severity" => severity,
+            _ => return true,
+        };
+        (value == self.value) != (self.operator == "!=")
+    }
+}
+
+fn check_filters(filters: &[AdhocFilter]) -> Result<(), Answer> {
+    for filter in filters {
+        if !TAG_KEYS.contains(&filter.key.as_str()) {
+            return Err(bad(format!("ad hoc filter key `{}` is not one of {TAG_KEYS:?}", filter.key)));
+        }
+        if !matches!(filter.operator.as_str(), "" | "=" | "!=") {
+            return Err(bad(format!("ad hoc filter operator `{}` is not supported (use = or !=)", filter.operator)));
+        }
+    }
+    Ok(())
+}
+
+/// What ad hoc filters can key on.
+const TAG_KEYS: [&str; 3] = ["driver", "kind", "severity"];
 
 #[derive(Deserialize, Default)]
 struct SearchRequest {
@@ -78,6 +130,19 @@ fn live_error(error: LiveError) -> Answer {
     bad(error)
 }
 
+const ENDPOINTS: [&str; 10] = [
+    "/grafana",
+    "/grafana/search",
+    "/grafana/metrics",
+    "/grafana/metric-payload-options",
+    "/grafana/variable",
+    "/grafana/query",
+    "/grafana/annotations",
+    "/grafana/tag-keys",
+    "/grafana/tag-values",
+    "/grafana/",
+];
+
 /// Routes one `/grafana...` request.
 pub fn answer(store: &LiveStore, method: &str, path: &str, body: &[u8]) -> Answer {
     let result = match (method, path.trim_end_matches('/')) {
@@ -86,10 +151,12 @@ pub fn answer(store: &LiveStore, method: &str, path: &str, body: &[u8]) -> Answe
         ("POST", "/grafana/metrics") => metrics(store, body),
         ("POST", "/grafana/query") => query(store, body),
         ("POST", "/grafana/annotations") => annotations(store, body),
-        (_, "/grafana" | "/grafana/search" | "/grafana/metrics" | "/grafana/query" | "/grafana/annotations") => {
-            Err((405, json!({ "error": format!("{method} is not allowed on {path}") })))
-        }
-        _ => Err((404, json!({ "error": format!("no such endpoint {path}: /grafana/, /grafana/search, /grafana/query, /grafana/annotations") }))),
+        ("POST", "/grafana/metric-payload-options") => Ok((200, json!([]))),
+        ("POST", "/grafana/variable") => variable(store, body),
+        ("POST", "/grafana/tag-keys") => Ok((200, json!(TAG_KEYS.iter().map(|k| json!({ "type": "string", "text": k })).collect::<Vec<_>>()))),
+        ("POST", "/grafana/tag-values") => tag_values(store, body),
+        (_, p) if ENDPOINTS.contains(&p) => Err((405, json!({ "error": format!("{method} is not allowed on {path}") }))),
+        _ => Err((404, json!({ "error": format!("no such endpoint {path}: {}", ENDPOINTS.join(", ")) }))),
     };
     result.unwrap_or_else(|answer| answer)
 }
@@ -106,14 +173,23 @@ fn metrics(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
         metric: Option<String>,
     }
     let request: MetricsRequest = if body.iter().all(u8::is_ascii_whitespace) { MetricsRequest::default() } else { parse(body)? };
-    let list: Vec<Value> = store.targets(request.metric.as_deref().unwrap_or("")).into_iter().map(|t| json!({ "label": t, "value": t })).collect();
+    let list: Vec<Value> =
+        store.targets(request.metric.as_deref().unwrap_or("")).into_iter().map(|t| json!({ "label": t, "value": t, "payloads": [] })).collect();
     Ok((200, Value::Array(list)))
 }
 
 fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
     let request: QueryRequest = parse(body)?;
     let (from, to) = request.range.millis()?;
-    let max_points = request.max_data_points.unwrap_or(1_000);
+    check_filters(&request.adhoc_filters)?;
+    let mut max_points = request.max_data_points.unwrap_or(1_000);
+    // Buckets no narrower than intervalMs: fewer points when the interval says so, never more.
+    // (An out-of-range maxDataPoints is left for the view to refuse.)
+    let valid = (1..=pitwall_dataflows::live::MAX_DATA_POINTS).contains(&max_points);
+    if let Some(interval) = request.interval_ms.filter(|i| valid && i.is_finite() && *i >= 1.0) {
+        max_points = max_points.min((((to - from) as f64 / interval).ceil() as u64).max(1));
+    }
+    let admits = |driver: &str, kind: &str, severity: &str| request.adhoc_filters.iter().all(|f| f.admits(driver, kind, severity));
     let mut out = Vec::new();
     for target in request.targets.iter().filter(|t| !t.hide) {
         let name = target
@@ -121,17 +197,82 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| bad(format!("target {} names no metric", target.ref_id.as_deref().unwrap_or("?"))))?;
-        if target.kind.as_deref() == Some("table") || TABLES.contains(&name) {
-            let table = store.table(name, from, to, TABLE_ROWS).map_err(live_error)?;
+        if name == "annotations" {
+            let mut value = annotation_table(store, from, to, &admits)?;
+            value["refId"] = json!(target.ref_id);
+            out.push(value);
+        } else if target.kind.as_deref() == Some("table") || TABLES.contains(&name) {
+            let mut table = store.table(name, from, to, TABLE_ROWS).map_err(live_error)?;
+            if name == "alerts" {
+                // Columns: time, driver, kind, severity, message.
+                let cell = |row: &[Value], i: usize| row.get(i).and_then(Value::as_str).unwrap_or("").to_string();
+                table.rows.retain(|row| admits(&cell(row, 1), &cell(row, 2), &cell(row, 3)));
+            }
             let mut value = serde_json::to_value(table).expect("tables serialise");
             value["refId"] = json!(target.ref_id);
             out.push(value);
         } else {
-            let points = store.series(name, from, to, max_points).map_err(live_error)?;
+            let driver = name.split_once(':').map_or("", |(d, _)| d);
+            let mut points =
+                if admits(driver, "", "") || driver == "video" { store.series(name, from, to, max_points).map_err(live_error)? } else { Vec::new() };
+            // JSON has no NaN: a point without a finite value is left out, not sent as null.
+            points.retain(|[value, time]| value.is_finite() && time.is_finite());
             out.push(json!({ "target": name, "refId": target.ref_id, "datapoints": points }));
         }
     }
     Ok((200, Value::Array(out)))
+}
+
+/// Alerts as the table the current plugin's annotation queries read.
+fn annotation_table(store: &LiveStore, from: i64, to: i64, admits: &dyn Fn(&str, &str, &str) -> bool) -> Result<Value, Answer> {
+    let alerts = store.alerts(from, to, "").map_err(live_error)?;
+    let rows: Vec<Value> = alerts
+        .into_iter()
+        .filter_map(|(time, alert)| {
+            let severity = format!("{:?}", alert.severity).to_lowercase();
+            admits(&alert.driver, alert.kind.name(), &severity).then(|| {
+                let title = format!("{} {} ({severity})", alert.driver, alert.kind.name());
+                json!([time, time, title, alert.message, format!("{},{},{severity}", alert.driver, alert.kind.name())])
+            })
+        })
+        .collect();
+    Ok(json!({
+        "type": "table",
+        "columns": [
+            { "text": "time", "type": "time" },
+            { "text": "timeEnd", "type": "time" },
+            { "text": "title", "type": "string" },
+            { "text": "text", "type": "string" },
+            { "text": "tags", "type": "string" },
+        ],
+        "rows": rows,
+    }))
+}
+
+/// `/variable`: `{"payload": {"target": "drivers"}}` (the current plugin) or `{"target": ...}`.
+fn variable(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
+    let request: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse(body)? };
+    let target = request.pointer("/payload/target").or_else(|| request.get("target")).and_then(Value::as_str).unwrap_or("").trim();
+    let values = match target {
+        "drivers" => store.tag_values("driver"),
+        "videos" => store.tag_values("video"),
+        "kinds" => store.tag_values("kind"),
+        "severities" => store.tag_values("severity"),
+        filter => store.targets(filter),
+    };
+    Ok((200, Value::Array(values.into_iter().map(|v| json!({ "__text": v, "__value": v })).collect())))
+}
+
+fn tag_values(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
+    #[derive(Deserialize)]
+    struct TagValuesRequest {
+        key: String,
+    }
+    let request: TagValuesRequest = parse(body)?;
+    if !TAG_KEYS.contains(&request.key.as_str()) {
+        return Err(bad(format!("tag key `{}` is not one of {TAG_KEYS:?}", request.key)));
+    }
+    Ok((200, Value::Array(store.tag_values(&request.key).into_iter().map(|v| json!({ "text": v })).collect())))
 }
 
 fn annotations(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {

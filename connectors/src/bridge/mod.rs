@@ -4,7 +4,9 @@
 //! from the dataflow's live view. Request bodies over 1 MiB are refused (413).
 //! It binds where it is told; the CLI defaults to loopback. With a token, every endpoint but
 //! `/health` wants `Authorization: Bearer <token>`, compared in constant time; anything else is
-//! 401 without a hint of the token.
+//! 401 without a hint of the token. CORS is off unless origins are allowed ([`Access`]): then a
+//! listed `Origin` gets `Access-Control-Allow-Origin` (Grafana's browser access mode) and its
+//! preflight `OPTIONS` is answered without the token (browsers send none there).
 
 pub mod grafana;
 pub mod queries;
@@ -60,6 +62,22 @@ impl std::str::FromStr for Token {
     }
 }
 
+/// Who may call the bridge: the bearer token, and the browser origins allowed cross-origin
+/// calls (`*` allows any; empty: no CORS headers at all, the safe default).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub token: Option<Token>,
+    pub cors_origins: Vec<String>,
+}
+
+impl Access {
+    /// The origin to echo in `Access-Control-Allow-Origin`, when this request's is allowed.
+    fn allowed_origin(&self, origin: Option<&[u8]>) -> Option<String> {
+        let origin = std::str::from_utf8(origin?).ok()?.trim();
+        self.cors_origins.iter().any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin).then(|| origin.to_string())
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum BridgeError {
     #[error("binding the bridge to {addr}: {source}")]
@@ -70,13 +88,7 @@ pub enum BridgeError {
 
 /// Serves the bridge on `addr` from a background thread until the process ends. Returns the
 /// bound address (useful with port 0).
-pub fn serve(
-    addr: SocketAddr,
-    registry: Registry,
-    health: HealthCheck,
-    token: Option<Token>,
-    live: Option<LiveStore>,
-) -> Result<SocketAddr, BridgeError> {
+pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, access: Access, live: Option<LiveStore>) -> Result<SocketAddr, BridgeError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BridgeError::Runtime)?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| BridgeError::Bind { addr, source })?;
@@ -86,9 +98,13 @@ pub fn serve(
             runtime.block_on(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (registry, health, token, live) = (registry.clone(), health.clone(), token.clone(), live.clone());
+                    let (registry, health, access, live) = (registry.clone(), health.clone(), access.clone(), live.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |request| respond(request, registry.clone(), health.clone(), token.clone(), live.clone()));
+                        let service = service_fn(move |request| {
+                            let origin = access.allowed_origin(request.headers().get(hyper::header::ORIGIN).map(|v| v.as_bytes()));
+                            let answer = respond(request, registry.clone(), health.clone(), access.token.clone(), live.clone());
+                            async move { answer.await.map(|response| with_cors(response, origin)) }
+                        });
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             tracing::debug!(%error, "bridge connection ended with an error");
                         }
@@ -111,6 +127,19 @@ pub(crate) fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Res
     response
 }
 
+/// Adds the CORS headers for an allowed origin.
+fn with_cors(mut response: Response<Body>, origin: Option<String>) -> Response<Body> {
+    if let Some(origin) = origin.and_then(|o| o.parse().ok()) {
+        let headers = response.headers_mut();
+        headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(hyper::header::VARY, hyper::header::HeaderValue::from_static("Origin"));
+        headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_METHODS, hyper::header::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+        headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_HEADERS, hyper::header::HeaderValue::from_static("authorization, content-type"));
+        headers.insert(hyper::header::ACCESS_CONTROL_MAX_AGE, hyper::header::HeaderValue::from_static("600"));
+    }
+    response
+}
+
 async fn respond(
     request: Request<Incoming>,
     registry: Registry,
@@ -120,6 +149,11 @@ async fn respond(
 ) -> Result<Response<Body>, Infallible> {
     // The health check and the dashboard page itself (which holds no data) are open; the page
     // passes `?access_token=` on to its API calls, since a browser's EventSource cannot send headers.
+    // A CORS preflight carries no credentials: it is answered (204) before the token check, and
+    // gets its Access-Control-* headers only when the origin is allowed (see `with_cors`).
+    if request.method() == Method::OPTIONS {
+        return Ok(text(StatusCode::NO_CONTENT, "text/plain", Vec::new()));
+    }
     let open = matches!(request.uri().path(), "/health" | "/");
     if let Some(token) = token.filter(|_| !open) {
         let from_query = request
@@ -250,7 +284,19 @@ fn percent_decode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Token;
+    use super::{Access, Token};
+
+    #[test]
+    fn cors_is_off_by_default_and_echoes_only_listed_origins() {
+        let origin = Some(&b"https://grafana.example.com"[..]);
+        assert_eq!(Access::default().allowed_origin(origin), None);
+        let listed = Access { token: None, cors_origins: vec!["https://grafana.example.com/".into()] };
+        assert_eq!(listed.allowed_origin(origin).as_deref(), Some("https://grafana.example.com"));
+        assert_eq!(listed.allowed_origin(Some(b"https://evil.example.com")), None);
+        assert_eq!(listed.allowed_origin(None), None);
+        let any = Access { token: None, cors_origins: vec!["*".into()] };
+        assert_eq!(any.allowed_origin(Some(b"http://localhost:3000")).as_deref(), Some("http://localhost:3000"));
+    }
 
     #[test]
     fn paths_are_percent_decoded_and_bad_escapes_kept() {

@@ -12,11 +12,11 @@ use arrow::datatypes::{DataType, Field, Schema};
 use pitwall_dataflows::records::TelemetryRecord;
 
 use super::fastf1::{format_date, format_timedelta, FileOptions};
-use super::{batch_to_records, FileError};
+use super::{batch_to_records, Channels, FileError, TelemetryFile};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-pub fn read(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+pub fn read(path: &Path, options: &FileOptions) -> Result<TelemetryFile, FileError> {
     let io = |source| FileError::Io { path: path.to_path_buf(), source };
     let arrow = |source| FileError::Arrow { path: path.to_path_buf(), source };
     let bytes = std::fs::read(path).map_err(io)?;
@@ -24,13 +24,14 @@ pub fn read(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, 
     let format = CsvFormat::default().with_header(true);
     let (inferred, _) = format.infer_schema(Cursor::new(bytes), Some(0)).map_err(arrow)?;
     let text_schema = Schema::new(inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>());
+    let channels = Channels::of(path, &text_schema)?;
     let reader = ReaderBuilder::new(Arc::new(text_schema)).with_format(format).with_batch_size(65_536).build(Cursor::new(bytes)).map_err(arrow)?;
     let mut records = Vec::new();
     for batch in reader {
         let batch = batch.map_err(arrow)?;
         records.extend(batch_to_records(path, &batch, records.len(), options)?);
     }
-    Ok(records)
+    Ok(TelemetryFile { path: path.to_path_buf(), channels, records })
 }
 
 pub fn write(path: &Path, records: &[TelemetryRecord]) -> Result<(), FileError> {

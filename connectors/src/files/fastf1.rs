@@ -2,9 +2,12 @@
 //! [`TelemetryRecord`]s and back.
 //!
 //! Columns are found by name; unknown extra columns (the pandas index, `DriverAhead`, ...) are
-//! ignored. Required: SessionTime, RPM, Speed, nGear, Throttle, Brake, and Driver unless a
-//! driver is given. Each value may come typed (Parquet: duration[ns], timestamp[ns], numbers,
-//! booleans) or as pandas text (`0 days 00:57:56.706000`, `2023-03-05 15:00:00.123000`, `True`).
+//! ignored. Required: SessionTime, and Driver unless a driver is given; then either the car
+//! channels (RPM, Speed, nGear, Throttle, Brake: `get_car_data()` or merged `get_telemetry()`)
+//! or only the position channels (X, Y, Z: `get_pos_data()`, which `merge.rs` merges with the
+//! same driver's car data). Each value may come typed (Parquet: duration[ns], timestamp[ns],
+//! numbers, booleans) or as pandas text (`0 days 00:57:56.706000`, `2023-03-05 15:00:00.123000`,
+//! `True`); empty cells in optional columns are simply absent.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +29,37 @@ pub struct FileOptions {
     pub driver: Option<String>,
     /// Lap number of every row, for files without `LapNumber`.
     pub lap: Option<u32>,
+}
+
+/// The channels of FastF1's car data, required unless a file is position data only.
+pub const CAR_CHANNELS: [&str; 5] = ["RPM", "Speed", "nGear", "Throttle", "Brake"];
+/// The channels of FastF1's position data.
+pub const POS_CHANNELS: [&str; 3] = ["X", "Y", "Z"];
+
+/// Which FastF1 frame a file holds, told by its columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channels {
+    /// `get_telemetry()` (car and position channels, merged by FastF1).
+    Merged,
+    /// `get_car_data()`: car channels, no X/Y/Z.
+    Car,
+    /// `get_pos_data()`: X/Y/Z and Status only; needs the same driver's car data.
+    Pos,
+}
+
+impl Channels {
+    /// Tells a file's frame by its column names; an error names every missing car channel.
+    pub fn of(path: &Path, schema: &Schema) -> Result<Channels, FileError> {
+        let has = |name: &str| schema.index_of(name).is_ok();
+        let missing: Vec<&str> = CAR_CHANNELS.iter().copied().filter(|c| !has(c)).collect();
+        let position = POS_CHANNELS.iter().all(|c| has(c));
+        match (missing.len(), position) {
+            (0, true) => Ok(Channels::Merged),
+            (0, false) => Ok(Channels::Car),
+            (n, true) if n == CAR_CHANNELS.len() => Ok(Channels::Pos),
+            _ => Err(FileError::MissingChannels { path: path.to_path_buf(), missing: missing.join(", ") }),
+        }
+    }
 }
 
 struct Columns<'a> {
@@ -201,12 +235,25 @@ pub fn format_date(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()).unwrap_or_default()
 }
 
-/// Converts one batch; `first_row` numbers rows in error messages.
+/// Converts one batch; `first_row` numbers rows in error messages. Rows of a position-only
+/// batch ([`Channels::Pos`]) carry zeros in the car channels until `merge.rs` fills them.
 pub fn batch_to_records(path: &Path, batch: &RecordBatch, first_row: usize, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
     let c = Columns { batch, path, first_row };
+    let channels = Channels::of(path, &batch.schema())?;
     let session_time = c.required("SessionTime")?;
-    let (rpm, speed, gear, throttle, brake) =
-        (c.required("RPM")?, c.required("Speed")?, c.required("nGear")?, c.required("Throttle")?, c.required("Brake")?);
+    let zeros: ArrayRef = Arc::new(Float64Array::from(vec![0.0; batch.num_rows()]));
+    let car = |name: &'static str| -> Result<&ArrayRef, FileError> {
+        match channels {
+            Channels::Pos => Ok(&zeros),
+            _ => c.required(name),
+        }
+    };
+    let (rpm, speed, gear, throttle, brake) = (car("RPM")?, car("Speed")?, car("nGear")?, car("Throttle")?, car("Brake")?);
+    let default_source = match channels {
+        Channels::Pos => Some("pos"),
+        Channels::Car => Some("car"),
+        Channels::Merged => None,
+    };
     let driver = c.get("Driver");
     if driver.is_none() && options.driver.is_none() {
         return Err(FileError::NoDriver { path: path.to_path_buf() });
@@ -256,7 +303,7 @@ pub fn batch_to_records(path: &Path, batch: &RecordBatch, first_row: usize, opti
             distance: optional(distance, "Distance")?.unwrap_or(0.0),
             relative_distance: optional(relative, "RelativeDistance")?,
             status: status.and_then(|a| text(a, row)).map(str::to_string),
-            source: source.and_then(|a| text(a, row)).map(str::to_string),
+            source: source.and_then(|a| text(a, row)).or(default_source).map(str::to_string),
             produced_at_ms: None,
         });
     }

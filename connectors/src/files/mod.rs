@@ -1,9 +1,11 @@
 //! FastF1 telemetry files: reading CSV (pandas `to_csv`) and Parquet (pandas/pyarrow) into
 //! telemetry records through Arrow record batches (`fastf1.rs`), and writing both formats.
-//! `csv.rs` and `parquet.rs` only move bytes to and from batches.
+//! `csv.rs` and `parquet.rs` only move bytes to and from batches; `merge.rs` merges a driver's
+//! car_data and pos_data files on SessionTime the way FastF1 merges them.
 
 pub mod csv;
 pub mod fastf1;
+pub mod merge;
 pub mod parquet;
 
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use pitwall_dataflows::records::TelemetryRecord;
 use thiserror::Error;
 
-pub use fastf1::{batch_to_records, records_to_batch, FileOptions};
+pub use fastf1::{batch_to_records, records_to_batch, Channels, FileOptions};
 
 /// A telemetry file that could not be read or written, with where and why.
 #[derive(Debug, Error)]
@@ -24,6 +26,13 @@ pub enum FileError {
     Parquet { path: PathBuf, source: ::parquet::errors::ParquetError },
     #[error("{path}: missing required column `{column}`")]
     MissingColumn { path: PathBuf, column: &'static str },
+    #[error("{path}: missing channels {missing} (car_data and merged telemetry files carry RPM, Speed, nGear, Throttle, Brake)")]
+    MissingChannels { path: PathBuf, missing: String },
+    #[error(
+        "{path}: position data only (X, Y, Z): missing the car channels RPM, Speed, nGear, Throttle, Brake of driver {driver}; \
+         give that driver's car_data file too (both are merged on SessionTime, as FastF1 merges them)"
+    )]
+    PositionOnly { path: PathBuf, driver: String },
     #[error("{path}: row {row}, column `{column}`: cannot read {value:?} as {expected}")]
     BadValue { path: PathBuf, row: usize, column: &'static str, value: String, expected: &'static str },
     #[error("{path}: no `Driver` column and no driver given (use --driver)")]
@@ -56,13 +65,33 @@ impl Format {
     }
 }
 
-/// Reads one telemetry file (by extension).
-pub fn read_telemetry(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+/// One file's rows and which FastF1 frame they came from.
+#[derive(Clone, Debug)]
+pub struct TelemetryFile {
+    pub path: PathBuf,
+    pub channels: Channels,
+    pub records: Vec<TelemetryRecord>,
+}
+
+/// Reads one file (by extension) as it is: position-only rows are not merged yet.
+pub fn read_file(path: &Path, options: &FileOptions) -> Result<TelemetryFile, FileError> {
     match Format::of(path) {
         Some(Format::Csv) => csv::read(path, options),
         Some(Format::Parquet) => parquet::read(path, options),
         None => Err(FileError::UnknownFormat { path: path.to_path_buf() }),
     }
+}
+
+/// Reads telemetry files into records: merged telemetry and car_data files as they are, and
+/// each driver's pos_data merged into that driver's car_data ([`merge::merge_car_and_pos`]).
+pub fn read_telemetry_files(paths: &[PathBuf], options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+    let files = paths.iter().map(|p| read_file(p, options)).collect::<Result<Vec<_>, _>>()?;
+    merge::merge_files(files)
+}
+
+/// Reads one telemetry file (by extension); a position-only file alone is an error.
+pub fn read_telemetry(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+    read_telemetry_files(&[path.to_path_buf()], options)
 }
 
 /// Writes one telemetry file in `format`.
@@ -136,7 +165,7 @@ mod tests {
         let path = dir.path().join("broken.csv");
         std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Driver\n0 days 00:00:01,1,2,3,4,VER\n").unwrap();
         let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("broken.csv") && err.contains("missing required column `Brake`"), "{err}");
+        assert!(err.contains("broken.csv") && err.contains("missing channels Brake"), "{err}");
         std::fs::write(&path, "SessionTime,RPM,Speed,nGear,Throttle,Brake,Driver\n0 days 00:00:01,1,2,3,4,True,VER\nlater,1,2,3,4,False,VER\n")
             .unwrap();
         let err = read_telemetry(&path, &FileOptions::default()).unwrap_err().to_string();

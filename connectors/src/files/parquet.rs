@@ -9,18 +9,20 @@ use ::parquet::arrow::ArrowWriter;
 use pitwall_dataflows::records::TelemetryRecord;
 
 use super::fastf1::FileOptions;
-use super::{batch_to_records, records_to_batch, FileError};
+use super::{batch_to_records, records_to_batch, Channels, FileError, TelemetryFile};
 
-pub fn read(path: &Path, options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
+pub fn read(path: &Path, options: &FileOptions) -> Result<TelemetryFile, FileError> {
     let parquet = |source| FileError::Parquet { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?.with_batch_size(65_536).build().map_err(parquet)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    let channels = Channels::of(path, builder.schema())?;
+    let reader = builder.with_batch_size(65_536).build().map_err(parquet)?;
     let mut records = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|source| FileError::Arrow { path: path.to_path_buf(), source })?;
         records.extend(batch_to_records(path, &batch, records.len(), options)?);
     }
-    Ok(records)
+    Ok(TelemetryFile { path: path.to_path_buf(), channels, records })
 }
 
 pub fn write(path: &Path, records: &[TelemetryRecord]) -> Result<(), FileError> {

@@ -1,5 +1,14 @@
 //! Reads a video file into RGB frames, scaled down to a maximum width and thinned to a maximum
 //! frame rate if asked.
+//!
+//! Whatever FFmpeg decodes is accepted, found by probing the content (a WebM named `.mp4` reads
+//! as WebM): H.264, H.265, VP8, VP9, AV1, MPEG-4 part 2, ... in MP4 (moov first or last,
+//! fragmented), MOV, MKV/WebM, AVI. The video stream is chosen by [`pick_video_stream`] (audio,
+//! data and attached cover pictures are never chosen, even when they come first). Rotation
+//! metadata (a display matrix, as phones write) is applied, so frames come out as the clip is
+//! shown: a portrait phone clip stored as 1920x1080 with a 90 degree rotation gives 1080x1920
+//! frames. Sizes are made even (H.264 4:2:0 needs it) by scaling odd ones down by one pixel:
+//! 853x481 reads as 852x480.
 
 use std::path::Path;
 
@@ -58,7 +67,8 @@ where
     init()?;
     let shown = path.display().to_string();
     let mut input = ffmpeg_next::format::input(&path).map_err(VideoError::ffmpeg(format!("opening video {shown}")))?;
-    let stream = input.streams().best(Type::Video).ok_or_else(|| VideoError::Invalid(format!("{shown} has no video stream")))?;
+    let stream = pick_video_stream(&input).ok_or_else(|| VideoError::Invalid(format!("{shown} has no video stream")))?;
+    let rotation = rotation_of(&stream);
     let index = stream.index();
     let time_base = stream.time_base();
     let rate = if stream.avg_frame_rate().numerator() > 0 { stream.avg_frame_rate() } else { stream.rate() };
@@ -70,11 +80,15 @@ where
     if sw == 0 || sh == 0 {
         return Err(VideoError::Invalid(format!("{shown}: video stream has no frame size")));
     }
+    // The size as shown (after rotation), then scaled; the scaler works in the stored orientation.
+    let turned = rotation % 180 != 0;
+    let (dw, dh) = if turned { (sh, sw) } else { (sw, sh) };
     let (width, height) = match options.max_width {
-        Some(max) if sw > max => (even(max), even((u64::from(sh) * u64::from(max) / u64::from(sw)) as u32)),
-        _ => (even(sw), even(sh)),
+        Some(max) if dw > max => (even(max), even((u64::from(dh) * u64::from(max) / u64::from(dw)) as u32)),
+        _ => (even(dw), even(dh)),
     };
-    let mut scaler = Scaler::get(decoder.format(), sw, sh, Pixel::RGB24, width, height, Flags::BILINEAR)
+    let (scaled_w, scaled_h) = if turned { (height, width) } else { (width, height) };
+    let mut scaler = Scaler::get(decoder.format(), sw, sh, Pixel::RGB24, scaled_w, scaled_h, Flags::BILINEAR)
         .map_err(VideoError::ffmpeg(format!("setting up the RGB scaler for {shown}")))?;
     let source_fps = if rate.numerator() > 0 && rate.denominator() > 0 { f64::from(rate) } else { 25.0 };
     let keep_every = match options.fps_limit {
@@ -91,8 +105,8 @@ where
     let info = VideoInfo {
         width,
         height,
-        source_width: sw,
-        source_height: sh,
+        source_width: dw,
+        source_height: dh,
         fps_num,
         fps_den,
         total_frames: total.map(|t| (t as f64 / keep_every).ceil() as u64),
@@ -117,7 +131,7 @@ where
                 .timestamp()
                 .map(|t| (t as f64 * f64::from(time_base) * 1000.0).round() as i64)
                 .unwrap_or((n as f64 * 1000.0 / source_fps) as i64);
-            let image = packed_rgb(&rgb, width, height);
+            let image = rotate(packed_rgb(&rgb, scaled_w, scaled_h), rotation);
             if let Err(e) = on_frame(&info, DecodedFrame { index: returned, pts_ms, image }) {
                 *failure = Some(e.to_string());
             }
@@ -168,11 +182,67 @@ pub fn probe_video(path: &Path) -> Result<(), VideoError> {
     init()?;
     let shown = path.display().to_string();
     let input = ffmpeg_next::format::input(&path).map_err(VideoError::ffmpeg(format!("opening video {shown}")))?;
-    let stream = input.streams().best(Type::Video).ok_or_else(|| VideoError::Invalid(format!("{shown} has no video stream")))?;
+    let stream = pick_video_stream(&input).ok_or_else(|| VideoError::Invalid(format!("{shown} has no video stream")))?;
     ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().video())
         .map_err(VideoError::ffmpeg(format!("opening the video decoder for {shown}")))?;
     Ok(())
+}
+
+/// The video stream to read: never an attached picture (cover art is a one-frame "video"
+/// stream); among the others the default-disposition one first, then the largest frame, then
+/// the highest bit rate, then the first.
+pub fn pick_video_stream(input: &ffmpeg_next::format::context::Input) -> Option<ffmpeg_next::format::stream::Stream<'_>> {
+    use ffmpeg_next::format::stream::Disposition;
+    input.streams().filter(|s| s.parameters().medium() == Type::Video && !s.disposition().contains(Disposition::ATTACHED_PIC)).max_by_key(|s| {
+        // SAFETY: reads plain fields of the stream's codec parameters, alive while `input` is.
+        let (width, height, bit_rate) = unsafe {
+            let p = &*s.parameters().as_ptr();
+            (i64::from(p.width.max(0)), i64::from(p.height.max(0)), p.bit_rate)
+        };
+        (s.disposition().contains(Disposition::DEFAULT), width * height, bit_rate, std::cmp::Reverse(s.index()))
+    })
+}
+
+/// Degrees to turn the stored frames clockwise to show them upright (0, 90, 180 or 270), from
+/// the stream's display matrix (what FFmpeg's command-line tool applies by default).
+fn rotation_of(stream: &ffmpeg_next::format::stream::Stream) -> u32 {
+    use ffmpeg_next::codec::packet::side_data::Type as SideType;
+    for side in stream.side_data() {
+        if side.kind() == SideType::DisplayMatrix && side.data().len() >= 36 {
+            // SAFETY: a display matrix is nine i32s (36 bytes), checked above; the read does
+            // not outlive `side`. Unaligned data is copied first.
+            let matrix: Vec<i32> = side.data()[..36].chunks_exact(4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let counter_clockwise = unsafe { ffmpeg_next::ffi::av_display_rotation_get(matrix.as_ptr()) };
+            if counter_clockwise.is_finite() {
+                return ((-counter_clockwise).round() as i64).rem_euclid(360) as u32 / 90 * 90;
+            }
+        }
+    }
+    0
+}
+
+/// `image` turned clockwise by `degrees` (0, 90, 180, 270).
+pub fn rotate(image: RgbImage, degrees: u32) -> RgbImage {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let at = |x: usize, y: usize| &image.pixels[(y * w + x) * 3..(y * w + x) * 3 + 3];
+    let (out_w, out_h) = match degrees {
+        90 | 270 => (h, w),
+        180 => (w, h),
+        _ => return image,
+    };
+    let mut pixels = Vec::with_capacity(image.pixels.len());
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let (sx, sy) = match degrees {
+                90 => (y, h - 1 - x),
+                180 => (w - 1 - x, h - 1 - y),
+                _ => (w - 1 - y, x),
+            };
+            pixels.extend_from_slice(at(sx, sy));
+        }
+    }
+    RgbImage { width: out_w as u32, height: out_h as u32, pixels }
 }
 
 /// Copies an RGB24 frame (rows padded to its stride) into tightly packed pixels.
@@ -185,4 +255,23 @@ fn packed_rgb(frame: &VideoFrame, width: u32, height: u32) -> RgbImage {
         pixels.extend_from_slice(&data[y * stride..y * stride + row]);
     }
     RgbImage { width, height, pixels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_turns_frames_clockwise() {
+        // 3x2: pixels numbered 1..6 row by row (one byte per channel, all channels equal).
+        let image = RgbImage { width: 3, height: 2, pixels: (1..=6).flat_map(|v| [v, v, v]).collect() };
+        let values = |i: &RgbImage| i.pixels.chunks(3).map(|p| p[0]).collect::<Vec<u8>>();
+        let turned = rotate(image.clone(), 90);
+        assert_eq!((turned.width, turned.height, values(&turned)), (2, 3, vec![4, 1, 5, 2, 6, 3]));
+        let turned = rotate(image.clone(), 180);
+        assert_eq!((turned.width, turned.height, values(&turned)), (3, 2, vec![6, 5, 4, 3, 2, 1]));
+        let turned = rotate(image.clone(), 270);
+        assert_eq!((turned.width, turned.height, values(&turned)), (2, 3, vec![3, 6, 2, 5, 1, 4]));
+        assert_eq!(rotate(image.clone(), 0).pixels, image.pixels);
+    }
 }

@@ -44,11 +44,68 @@ pub struct YoloDecode {
     pub classes: Vec<String>,
     /// Most boxes kept per frame.
     pub max_boxes: usize,
+    /// How the model's class scores become probabilities.
+    pub scores: ScoreScale,
 }
 
 impl Default for YoloDecode {
     fn default() -> Self {
-        YoloDecode { confidence: 0.25, iou: 0.45, classes: vec!["fire".into(), "smoke".into()], max_boxes: 100 }
+        YoloDecode { confidence: 0.25, iou: 0.45, classes: vec!["fire".into(), "smoke".into()], max_boxes: 100, scores: ScoreScale::Auto }
+    }
+}
+
+/// How a YOLO model's class scores are read. Nothing assumes they lie in [0, 1]: quantized
+/// exports overshoot 1.0, some exports leave the final sigmoid out (logits), and integer-style
+/// exports score on 0..255.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScoreScale {
+    /// Per frame: scores below [`AUTO_LOGIT_BELOW`] mean the model emits logits (sigmoid is
+    /// applied); otherwise they are probabilities and overshoot is clamped (1.02 counts as 1.0).
+    Auto,
+    /// Probabilities, clamped to [0, 1].
+    Probability,
+    /// Logits: `1 / (1 + e^-s)`.
+    Logit,
+    /// Scores on `0..=max` (e.g. 255): divided by `max`, then clamped to [0, 1].
+    Scale(f32),
+}
+
+/// Under [`ScoreScale::Auto`], a class score below this marks a frame's scores as logits
+/// (probabilities with quantization noise do not go this far below zero).
+pub const AUTO_LOGIT_BELOW: f32 = -0.05;
+
+impl ScoreScale {
+    /// Scores of one image (`scores` are the class rows), normalised to [0, 1] in place; NaN stays NaN.
+    fn normalise(self, scores: &mut [f32]) {
+        let logits = match self {
+            ScoreScale::Auto => scores.iter().any(|s| *s < AUTO_LOGIT_BELOW),
+            ScoreScale::Logit => true,
+            ScoreScale::Probability | ScoreScale::Scale(_) => false,
+        };
+        let divisor = match self {
+            ScoreScale::Scale(max) if max.is_finite() && max > 0.0 => max,
+            _ => 1.0,
+        };
+        for s in scores.iter_mut() {
+            *s = if logits { 1.0 / (1.0 + (-*s).exp()) } else { (*s / divisor).clamp(0.0, 1.0) };
+        }
+    }
+}
+
+impl std::str::FromStr for ScoreScale {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ScoreScale, String> {
+        match text.trim() {
+            "auto" => Ok(ScoreScale::Auto),
+            "probability" => Ok(ScoreScale::Probability),
+            "logit" => Ok(ScoreScale::Logit),
+            other => other
+                .strip_prefix("scale=")
+                .and_then(|m| m.parse::<f32>().ok())
+                .filter(|m| m.is_finite() && *m > 0.0)
+                .map(ScoreScale::Scale)
+                .ok_or_else(|| format!("expected auto, probability, logit or scale=MAX (e.g. scale=255), got {other:?}")),
+        }
     }
 }
 
@@ -62,14 +119,16 @@ pub enum DetectError {
 /// Decodes one image of a YOLO (v5u/v8/v11 export) output `[N, 4 + C, K]`: for each of the K
 /// candidates, rows 0..4 are the box centre x, y, width and height in model-input pixels and rows
 /// 4.. are the class scores. Boxes are scaled by (`scale_x`, `scale_y`) to frame pixels, then
-/// non-maximum suppression runs per class. Sorted by score, highest first.
+/// non-maximum suppression runs per class. Scores are first normalised by `config.scores`
+/// ([`ScoreScale`]). Sorted by score, highest first.
 pub fn decode_yolo(output: &[f32], shape: &[i64], image: usize, scale_x: f32, scale_y: f32, config: &YoloDecode) -> Result<Vec<Region>, DetectError> {
     let [n, rows, k] = shape else { return Err(DetectError::Shape(shape.to_vec())) };
     let (n, rows, k) = (*n as usize, *rows as usize, *k as usize);
     if rows < 5 || image >= n || output.len() < n * rows * k {
         return Err(DetectError::Shape(shape.to_vec()));
     }
-    let data = &output[image * rows * k..(image + 1) * rows * k];
+    let mut data = output[image * rows * k..(image + 1) * rows * k].to_vec();
+    config.scores.normalise(&mut data[4 * k..]);
     let at = |row: usize, j: usize| data[row * k + j];
     let mut candidates: Vec<(usize, Region)> = Vec::new();
     for j in 0..k {
@@ -178,6 +237,29 @@ mod tests {
         assert_eq!(boxes[1].label, "smoke");
         let loose = YoloDecode { iou: 0.95, ..YoloDecode::default() };
         assert_eq!(decode_yolo(&data, &shape, 0, 1.0, 1.0, &loose).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn scores_outside_zero_one_are_normalised() {
+        let (data, shape) = output();
+        // Quantized overshoot: 1.08 is a sure fire, clamped to 1.0, and ranks first.
+        let mut overshoot = data.clone();
+        overshoot[4 * 4 + 1] = 1.08;
+        let boxes = decode_yolo(&overshoot, &shape, 0, 1.0, 1.0, &YoloDecode::default()).unwrap();
+        assert_eq!((boxes[0].score, boxes[0].x), (1.0, 42.0));
+        assert!(boxes.iter().all(|b| (0.0..=1.0).contains(&b.score)));
+        // Logits (a sigmoid left out of the export): auto sees the negatives and applies it.
+        let logit = |p: f32| (p / (1.0 - p)).ln();
+        let logits: Vec<f32> = data.iter().enumerate().map(|(i, v)| if i >= 16 { logit(*v) } else { *v }).collect();
+        let boxes = decode_yolo(&logits, &shape, 0, 1.0, 1.0, &YoloDecode::default()).unwrap();
+        assert_eq!(boxes.len(), 2);
+        assert!((boxes[0].score - 0.9).abs() < 1e-5 && (boxes[1].score - 0.7).abs() < 1e-5, "{boxes:?}");
+        // 0..255 scores, told explicitly.
+        let bytes: Vec<f32> = data.iter().enumerate().map(|(i, v)| if i >= 16 { v * 255.0 } else { *v }).collect();
+        let config = YoloDecode { scores: "scale=255".parse().unwrap(), ..YoloDecode::default() };
+        let boxes = decode_yolo(&bytes, &shape, 0, 1.0, 1.0, &config).unwrap();
+        assert!((boxes[0].score - 0.9).abs() < 1e-5 && boxes.len() == 2, "{boxes:?}");
+        assert!("scale=0".parse::<ScoreScale>().is_err() && "sigmoid".parse::<ScoreScale>().is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::records::{ChannelStats, EventTime, TelemetryRecord, WindowKind, Windo
 
 #[derive(Clone, Copy, Debug)]
 struct Channel {
+    count: u64,
     sum: f64,
     min: f64,
     max: f64,
@@ -11,23 +12,29 @@ struct Channel {
 
 impl Default for Channel {
     fn default() -> Self {
-        Channel { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Channel { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
     }
 }
 
 impl Channel {
     fn push(&mut self, value: f64) {
+        self.count += 1;
         self.sum += value;
         self.min = self.min.min(value);
         self.max = self.max.max(value);
     }
 
-    fn stats(&self, count: u64) -> ChannelStats {
-        ChannelStats { mean: self.sum / count as f64, min: self.min, max: self.max }
+    /// Mean, min and max of the values pushed; all 0 when there were none.
+    fn stats(&self) -> ChannelStats {
+        if self.count == 0 {
+            return ChannelStats { mean: 0.0, min: 0.0, max: 0.0 };
+        }
+        ChannelStats { mean: self.sum / self.count as f64, min: self.min, max: self.max }
     }
 }
 
 /// Count, mean/min/max of speed, RPM and throttle, % braking, gear changes and DRS-open time.
+/// Throttle statistics leave out FastF1's invalid-throttle sentinel (values above 100).
 #[derive(Clone, Debug, Default)]
 pub struct WindowAccumulator {
     count: u64,
@@ -48,7 +55,9 @@ impl WindowAccumulator {
         self.count += 1;
         self.speed.push(record.speed);
         self.rpm.push(record.rpm);
-        self.throttle.push(record.throttle);
+        if record.throttle <= crate::anomalies::brake_throttle::MAX_VALID_THROTTLE {
+            self.throttle.push(record.throttle);
+        }
         self.braking += u64::from(record.brake);
         if let Some((previous_time, previous_gear, previous_drs_open)) = self.previous {
             self.gear_changes += u64::from(previous_gear != record.gear);
@@ -76,9 +85,9 @@ impl WindowAccumulator {
             start_ms,
             end_ms,
             count: self.count,
-            speed: self.speed.stats(self.count),
-            rpm: self.rpm.stats(self.count),
-            throttle: self.throttle.stats(self.count),
+            speed: self.speed.stats(),
+            rpm: self.rpm.stats(),
+            throttle: self.throttle.stats(),
             brake_pct: 100.0 * self.braking as f64 / self.count as f64,
             gear_changes: self.gear_changes,
             drs_open_ms: self.drs_open_ms,
