@@ -9,7 +9,9 @@
 //!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
 //! ```
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
 use pitwall_connectors::kafka::source::{
-    kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard,
+    delivered_before, kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard,
 };
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
@@ -30,11 +32,13 @@ use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::infer::InferStats;
 use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
+use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::quality::{sample_flags, QualityFlag};
 use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
 use pitwall_dataflows::records::{Alert, Sample, WindowResult};
+use pitwall_dataflows::restart::drop_delivered;
 use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
@@ -154,6 +158,8 @@ pub struct JobReport {
     pub late: u64,
     pub alerts: u64,
     pub windows: u64,
+    /// Alerts and windows a restart re-derived that the crashed run had delivered: not sent again.
+    pub already_delivered: u64,
     pub predictions: u64,
     /// Video frames run through the fire model, detections and completed videos published.
     pub frames: u64,
@@ -185,6 +191,7 @@ impl JobReport {
         self.skipped_offsets += worker.source.skipped_offsets;
         self.alerts += worker.alerts;
         self.windows += worker.windows;
+        self.already_delivered += worker.already_delivered;
         self.predictions += worker.predictions;
         if let Some((source, video)) = &worker.video {
             self.messages += source.messages;
@@ -207,6 +214,7 @@ struct WorkerReport {
     source: SourceStats,
     alerts: u64,
     windows: u64,
+    already_delivered: u64,
     predictions: u64,
     video: Option<(SourceStats, VideoReport)>,
 }
@@ -403,6 +411,8 @@ struct TelemetryParts {
     queries: Option<InputSession<u64, (u64, Query), isize>>,
     /// The sliding windows' frontier.
     query_clock: ProbeHandle<u64>,
+    /// Outputs of a replay that the crashed run had delivered, dropped before the sinks.
+    already_delivered: Vec<Rc<Cell<u64>>>,
 }
 
 fn build_telemetry(
@@ -440,6 +450,9 @@ fn build_telemetry(
 
     let probe = ProbeHandle::new();
     let mut inference = None;
+    // After a crash: the commit metadata's delivered-before marks, per partition.
+    let marks = delivered_before(&config.kafka, &args.telemetry_topic, &args.group)?;
+    let first_worker = worker.index() == 0;
     let parts = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let flagged: Vec<_> = QualityFlag::ALL.iter().map(|f| metrics.quality_flags.with_label_values(&[f.name()])).collect();
         let decode = move |at, key: Option<&[u8]>, payload: &[u8]| {
@@ -493,6 +506,19 @@ fn build_telemetry(
                 live.push_alerts(batch);
             }
         });
+        // After a crash: what the crashed run had delivered is not sent again (the marks come
+        // from the commit metadata of the driver's partition; `dataflows/src/restart.rs`).
+        let marks = Rc::new(marks);
+        if first_worker && marks.iter().any(Option::is_some) {
+            tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
+        }
+        let mark = move |driver: &str| marks.get(key_partition(driver.as_bytes(), marks.len().max(1) as i32) as usize).copied().flatten();
+        let (alert_mark, window_mark) = (mark.clone(), mark);
+        let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver));
+        let (windows_in, dropped_windows) = drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver));
+        outputs.alerts = alerts_in;
+        outputs.windows = windows_in;
+        let already_delivered = vec![dropped_alerts, dropped_windows];
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts) = publish(outputs.alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),
@@ -535,6 +561,7 @@ fn build_telemetry(
             inference: None,
             queries,
             query_clock,
+            already_delivered,
         })
     })?;
     Ok(TelemetryParts { inference, ..parts })
@@ -654,6 +681,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         report.source = t.source.stats();
         report.alerts = t.sinks[0].1.delivered();
         report.windows = t.sinks[1].1.delivered();
+        report.already_delivered = t.already_delivered.iter().map(|c| c.get()).sum();
         report.predictions = t.sinks.get(4).map(|(_, s)| s.delivered()).unwrap_or(0);
     }
     report.video = video.as_ref().map(|v| (v.source.stats(), v.report()));

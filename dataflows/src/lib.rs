@@ -14,6 +14,7 @@ pub mod predict;
 pub mod quality;
 pub mod queries;
 pub mod records;
+pub mod restart;
 pub mod sim;
 pub mod video;
 pub mod windows;

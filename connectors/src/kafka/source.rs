@@ -17,6 +17,16 @@
 //! after the sinks passes a time only once every output derived from earlier records has been
 //! delivered, so for each partition the source commits the offset after the last record whose
 //! event time the probe has passed. This is at-least-once: a crash replays from the last commit.
+//!
+//! Each commit is preceded by a record of the probe's frontier T at that moment: every output
+//! at a time before T had been delivered. It is kept where any Kafka-protocol broker keeps it,
+//! as the committed "offset" T of the same partition in a companion consumer group
+//! `<group>.delivered-before` (commit metadata would be the natural place, but not every broker
+//! keeps it: Tansu drops it). It is committed, synchronously, before the offsets, so a crash
+//! between the two leaves a newer mark with older offsets, which is safe. A restarted job reads
+//! the marks back ([`delivered_before`]) and drops the outputs it re-derives at times before
+//! them instead of sending them again. A clean end (everything delivered and committed) writes
+//! mark 0: nothing is replayed from there.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -158,6 +168,9 @@ struct PartitionState {
     /// (latest event time emitted, offset after it), oldest first, not yet committed.
     checkpoints: VecDeque<(EventTime, i64)>,
     committed: Option<i64>,
+    /// The delivered-before mark found at start: marks this run commits never go below it (early
+    /// in a replay the probe is behind it, and a worker still starting may not have read it).
+    mark_floor: EventTime,
     metrics: Option<PartitionMetrics>,
 }
 
@@ -227,6 +240,8 @@ pub struct SourceStats {
 
 struct SourceInner {
     consumer: Reader,
+    /// Commits the delivered-before marks (group `<group>.delivered-before`).
+    marks: Reader,
     health: SourceHealth,
     topic: String,
     partitions: Vec<PartitionState>,
@@ -255,24 +270,44 @@ impl SourceInner {
         }
     }
 
-    /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says is done.
-    fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, mode: CommitMode) -> Result<(), KafkaError> {
+    /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says
+    /// is done, after `delivered` (the probe's frontier; `None` at a clean end) as its mark.
+    fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, delivered: Option<EventTime>, mode: CommitMode) -> Result<(), KafkaError> {
         let mut list = TopicPartitionList::new();
-        for state in &mut self.partitions {
+        let mut marks = TopicPartitionList::new();
+        let mut updated = Vec::new();
+        for (index, state) in self.partitions.iter_mut().enumerate() {
             let mut newest = None;
             while state.checkpoints.front().is_some_and(|(time, _)| passed(*time)) {
                 newest = state.checkpoints.pop_front().map(|(_, offset)| offset);
             }
+            // A clean end (`delivered` is None) rewrites every committed offset with mark 0, so
+            // an older mark cannot outlive this run.
+            let newest = newest.or(if delivered.is_none() { state.committed } else { None });
             if let Some(offset) = newest {
-                if state.committed != Some(offset) {
+                if state.committed != Some(offset) || delivered.is_none() {
                     list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset))
                         .map_err(KafkaError::client("building a commit"))?;
-                    state.committed = Some(offset);
+                    // Mark 0 (a clean end) drops nothing on a later start.
+                    let mark = delivered.map_or(0, |time| time.max(state.mark_floor));
+                    marks
+                        .add_partition_offset(&self.topic, state.partition, Offset::Offset(mark as i64))
+                        .map_err(KafkaError::client("building a commit"))?;
+                    updated.push((index, offset));
                 }
             }
         }
+        if marks.count() > 0 {
+            // Synchronously and first: offsets are never committed past a mark not yet stored.
+            self.marks
+                .commit(&marks, CommitMode::Sync)
+                .map_err(KafkaError::client(format!("committing delivered-before marks of `{}`", self.topic)))?;
+        }
         if list.count() > 0 {
             self.consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
+            for (index, offset) in updated {
+                self.partitions[index].committed = Some(offset);
+            }
             self.stats.commits += 1;
         }
         Ok(())
@@ -288,7 +323,7 @@ pub struct SourceHandle {
 impl SourceHandle {
     /// Commits every offset read. Call once the probe after the sinks is done.
     pub fn commit_all(&self) -> Result<(), KafkaError> {
-        self.inner.borrow_mut().commit_passed(|_| true, CommitMode::Sync)
+        self.inner.borrow_mut().commit_passed(|_| true, None, CommitMode::Sync)
     }
 
     pub fn stats(&self) -> SourceStats {
@@ -305,6 +340,32 @@ impl SourceHandle {
     pub fn partitions(&self) -> Vec<i32> {
         self.inner.borrow().partitions.iter().map(|p| p.partition).collect()
     }
+}
+
+/// The companion group that keeps `group`'s delivered-before marks (see the module docs).
+pub fn marks_group(group: &str) -> String {
+    format!("{group}.delivered-before")
+}
+
+/// Per partition of `topic` (by index): the time before which every output of the job that
+/// last committed for `group` had been delivered; `None` where there is no mark (a fresh group)
+/// or it is 0 (a clean end).
+pub fn delivered_before(kafka: &super::KafkaConfig, topic: &str, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
+    let consumer = kafka.plain_consumer(&marks_group(group))?;
+    let count = kafka.partition_count(&consumer, topic)?;
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..count {
+        partitions.add_partition_offset(topic, p, Offset::Stored).map_err(KafkaError::client("building a partition list"))?;
+    }
+    let committed = consumer
+        .committed_offsets(partitions, METADATA_TIMEOUT)
+        .map_err(KafkaError::client(format!("reading committed offsets of group `{group}`")))?;
+    Ok((0..count)
+        .map(|p| match committed.find_partition(topic, p)?.offset() {
+            Offset::Offset(mark) if mark > 0 => Some(mark as EventTime),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Builds the source for this worker. `decode` turns a message into an event time and record.
@@ -339,6 +400,7 @@ where
     };
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
 
+    let floors = if owned.is_empty() { Vec::new() } else { delivered_before(&config.kafka, &topic, &config.group)? };
     let mut partitions = Vec::new();
     for &p in &owned {
         let (low, high) = consumer
@@ -357,13 +419,15 @@ where
             eof_since: None,
             checkpoints: VecDeque::new(),
             committed: Some(start),
+            mark_floor: floors.get(p as usize).copied().flatten().unwrap_or(0),
             metrics: config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &topic, p)),
         });
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
 
     let health = SourceHealth::start(&config.kafka, &topic, &owned);
-    let inner = Rc::new(RefCell::new(SourceInner { consumer, health, topic: topic.clone(), partitions, stats: SourceStats::default() }));
+    let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
+    let inner = Rc::new(RefCell::new(SourceInner { consumer, marks, health, topic: topic.clone(), partitions, stats: SourceStats::default() }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
         let activator = scope.activator_for(info.address);
@@ -446,7 +510,8 @@ where
             if last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
                 inner.refresh_gauges(*cap.time());
-                if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), CommitMode::Async) {
+                let delivered = probe.with_frontier(|f| f.first().copied());
+                if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), delivered, CommitMode::Async) {
                     tracing::warn!(%error, "offset commit failed; will retry");
                 }
             }
@@ -587,6 +652,7 @@ mod tests {
             eof_since: None,
             checkpoints: checkpoints.into_iter().collect(),
             committed: None,
+            mark_floor: 0,
             metrics: None,
         }
     }

@@ -1,5 +1,8 @@
-//! Event-time sliding windows per driver: `[k*slide, k*slide + length)`, emitted at their end
-//! time once the watermark has passed it. Windows without samples are not emitted.
+//! Event-time sliding windows per driver: `[k*slide, k*slide + length)`, emitted once the
+//! watermark has passed their end. Windows without samples are not emitted. A window's result
+//! carries the timely time of its first sample: the operator holds its capability there while
+//! the window is open, so a probe after the sink passes that time only once the window is
+//! delivered, and a restart that replays from a commit made then sees the whole window.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -73,9 +76,9 @@ impl KeyedLogic for SlidingWindows {
                     acc.push(&sample.record);
                 }
             }
-            if acc.count() > 0 {
+            if let Some((first, _)) = acc.span() {
                 let driver = &state.samples.front().expect("non-empty window").record.driver;
-                out.push((end, acc.finish(driver, WindowKind::Sliding, start, end)));
+                out.push((first, acc.finish(driver, WindowKind::Sliding, start, end)));
             }
             let next = start + self.slide_ms;
             while state.samples.front().is_some_and(|s| s.record.session_time_ms < next) {

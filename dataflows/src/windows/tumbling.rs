@@ -1,7 +1,7 @@
 //! Tumbling windows per driver over the lap structure: one window per lap (`LapNumber`) and one
 //! per sector (a third of the lap by `RelativeDistance`). A window closes when the driver's next
-//! sample belongs to another lap/sector, or when the input ends; it is emitted at its last
-//! sample's time. Samples without a lap (or relative distance, for sectors) are skipped.
+//! sample belongs to another lap/sector, or when the input ends; its result carries the timely
+//! time of its first sample (held until then, see `sliding.rs`). Samples without a lap (or relative distance, for sectors) are skipped.
 
 use std::rc::Rc;
 
@@ -44,7 +44,7 @@ impl SegmentState {
     fn close(&mut self, out: &mut Vec<(EventTime, WindowResult)>) {
         if let Some((driver, window, acc)) = self.open.take() {
             let (first, last) = acc.span().expect("an open window has a sample");
-            out.push((last, acc.finish(&driver, window, first, last)));
+            out.push((first, acc.finish(&driver, window, first, last)));
         }
     }
 }
