@@ -195,3 +195,53 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
     );
     drop(tansu);
 }
+
+/// A producer that hits a librdkafka fatal error (what an idempotent producer gets when its
+/// broker loses the producer state) is rebuilt by the sink's `KafkaProducer`, and what the old
+/// one held is sent again: against Tansu, every record arrives, and the sink's progress goes on.
+#[test]
+fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
+    use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route};
+    use pitwall_connectors::kafka::KafkaConfig;
+    use timely::dataflow::operators::{Input, Probe};
+
+    let tansu = start_tansu();
+    let brokers = tansu.brokers.clone();
+    // Idempotent, as `-X enable.idempotence=true` makes it: librdkafka stops such a producer for
+    // good on a fatal error.
+    let kafka = KafkaConfig { properties: vec![("enable.idempotence".into(), "true".into())], ..KafkaConfig::new(&brokers) };
+    pitwall_connectors::kafka::admin::create_topics(&kafka, &[("fatal-out".to_string(), 1)], 1).unwrap();
+    let producer = KafkaProducer::new(&kafka).unwrap();
+    let total: u64 = 20_000;
+    let (delivered, rebuilds) = timely::execute_directly(move |worker| {
+        let (mut input, probe, sink) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<u64>>();
+            let (done, sink) = publish(stream, &producer, "FatalSink", |_: &u64| Route { topic: "fatal-out".into(), key: None, partition: Some(0) });
+            (input, done.probe().0, sink)
+        });
+        for i in 0..total {
+            input.send(i);
+            if i % 1_000 == 999 {
+                input.advance_to(i + 1);
+                worker.step();
+            }
+            // Mid-stream, with messages queued and in flight: the producer fails for good.
+            if i == total / 2 {
+                producer.inject_fatal_error();
+            }
+        }
+        input.advance_to(total);
+        input.close();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !probe.done() {
+            assert!(std::time::Instant::now() < deadline, "the sink never finished: {} delivered", sink.delivered());
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        (sink.delivered(), producer.rebuilds())
+    });
+    assert_eq!(rebuilds, 1, "the fatal error rebuilt the producer once");
+    assert!(delivered >= total, "{delivered} of {total} acknowledged");
+    let messages = tail(&brokers, "fatal-out");
+    let values: std::collections::BTreeSet<u64> = messages.iter().map(|m| m["value"].as_u64().unwrap_or_else(|| panic!("{m}"))).collect();
+    assert_eq!(values.len() as u64, total, "every record is in the topic (duplicates allowed)");
+}

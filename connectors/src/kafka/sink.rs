@@ -5,9 +5,16 @@
 //! after it passes a time only when everything before it is delivered: the source commits
 //! offsets on that. Messages whose delivery fails are sent again (no loss while the broker is
 //! down; librdkafka also retries within `message.timeout.ms`).
+//!
+//! A producer that hits a librdkafka *fatal* error (an idempotent producer whose broker lost
+//! its state, for one) never sends again. The worker's [`KafkaProducer`] then builds a new
+//! producer from the same settings; dropping the old one purges what it still held, and those
+//! messages come back through their delivery reports into the ledgers' resend lists, so the
+//! sinks send them again through the new producer: nothing is lost and the job goes on.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -98,6 +105,9 @@ impl ProducerContext for TrackingContext {
             Err((error, message)) => {
                 ledger.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
+                // The payload travelled with the message, not the opaque: take it back from there.
+                let mut delivery = delivery;
+                delivery.payload = message.payload().unwrap_or_default().to_vec();
                 ledger.retries.lock().expect("ledger lock").push(delivery);
             }
         }
@@ -105,10 +115,14 @@ impl ProducerContext for TrackingContext {
     }
 }
 
-/// One producer per worker, shared by that worker's sinks.
+type TrackedProducer = ThreadedProducer<TrackingContext>;
+
+/// One producer per worker, shared by that worker's sinks; rebuilt after a fatal error.
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: Arc<ThreadedProducer<TrackingContext>>,
+    current: Arc<RwLock<Arc<TrackedProducer>>>,
+    config: KafkaConfig,
+    rebuilds: Arc<AtomicU64>,
 }
 
 /// How long a full local queue is waited on before trying again.
@@ -116,7 +130,12 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 
 impl KafkaProducer {
     pub fn new(config: &KafkaConfig) -> Result<KafkaProducer, KafkaError> {
-        let producer = config
+        let producer = Self::build(config)?;
+        Ok(KafkaProducer { current: Arc::new(RwLock::new(Arc::new(producer))), config: config.clone(), rebuilds: Arc::default() })
+    }
+
+    fn build(config: &KafkaConfig) -> Result<TrackedProducer, KafkaError> {
+        config
             .client(&[
                 ("linger.ms", "5"),
                 ("queue.buffering.max.messages", "1000000"),
@@ -127,13 +146,61 @@ impl KafkaProducer {
                 // never recovers. `-X enable.idempotence=true` turns it on for brokers that keep it.
             ])
             .create_with_context(TrackingContext)
-            .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
-        Ok(KafkaProducer { producer: Arc::new(producer) })
+            .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))
+    }
+
+    fn producer(&self) -> Arc<TrackedProducer> {
+        self.current.read().expect("producer lock").clone()
+    }
+
+    /// How many times a fatal error made this producer be rebuilt.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// Replaces `failed` (if it is still the current producer) with a new one. The old one is
+    /// dropped here: its purged messages come back as failed deliveries, to be resent.
+    fn rebuild(&self, failed: Arc<TrackedProducer>, reason: &str) {
+        let old = {
+            let mut current = self.current.write().expect("producer lock");
+            if !Arc::ptr_eq(&current, &failed) {
+                return;
+            }
+            match Self::build(&self.config) {
+                Ok(fresh) => std::mem::replace(&mut *current, Arc::new(fresh)),
+                Err(error) => {
+                    tracing::error!(%error, "could not rebuild the producer after a fatal error; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                    return;
+                }
+            }
+        };
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(reason, "the Kafka producer hit a fatal error: built a new one; what it held is sent again");
+        drop(failed);
+        drop(old);
+    }
+
+    /// Makes the current producer fail for good, as a broker that lost an idempotent producer's
+    /// state does (librdkafka's test hook); for tests of the rebuild.
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        let producer = self.producer();
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: a valid producer handle, an error code and a NUL-terminated string.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
     }
 
     fn send(&self, delivery: Box<Delivery>) {
         let mut delivery = delivery;
         loop {
+            let producer = self.producer();
             let (topic, key, partition, payload) =
                 (delivery.topic.clone(), delivery.key.clone(), delivery.partition, std::mem::take(&mut delivery.payload));
             let mut record = BaseRecord::with_opaque_to(&topic, delivery).payload(&payload);
@@ -143,12 +210,14 @@ impl KafkaProducer {
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return,
                 Err((error, record)) => {
                     delivery = record.delivery_opaque;
                     delivery.payload = payload;
-                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                    if let Some((_, reason)) = producer.client().fatal_error() {
+                        self.rebuild(producer, &reason);
+                    } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                         std::thread::sleep(QUEUE_FULL_BACKOFF);
                     } else {
                         tracing::warn!(%error, topic = %topic, "send failed; retrying");
@@ -161,7 +230,7 @@ impl KafkaProducer {
 
     /// Waits for every queued message (used at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout).map_err(KafkaError::client("flushing the producer"))
+        self.producer().flush(timeout).map_err(KafkaError::client("flushing the producer"))
     }
 }
 
