@@ -221,6 +221,12 @@ pub struct ProduceTelemetryArgs {
     /// Driver of every row, for FastF1 exports without a `Driver` column.
     #[arg(long)]
     pub driver: Option<String>,
+    /// For files without a `Driver` column: each file's driver is its name up to the first `_`
+    /// or `.` (VER.csv, VER_car.parquet, VER_pos.csv). Produce a whole session in one command
+    /// this way: records of one partition must come in event-time order, and drivers produced
+    /// one after another into the same partition would make the later ones late.
+    #[arg(long, conflicts_with = "driver")]
+    pub driver_from_name: bool,
     /// Lap number of every row, for files without `LapNumber`.
     #[arg(long)]
     pub lap: Option<u32>,

@@ -3,7 +3,7 @@
 //! index column, no Driver column, naive dates, fraction-less whole-second timedeltas, empty
 //! optional cells, fractional or integer channels, sentinels, DRS codes, backward Distance,
 //! jitter, gaps of several seconds) and adds a crash. Checked: the Parquet export replays the
-//! same records as the CSV; car_data + pos_data merge; a pos_data file alone is a clear error;
+//! same records as the CSV; car_data + pos_data merge; a whole session in one command with drivers named by the files; a pos_data file alone is a clear error;
 //! every row is processed (none in the DLQ), the sentinels are counted as data-quality flags,
 //! and the crash is alerted while the gaps, sentinels and codes raise nothing.
 
@@ -31,8 +31,14 @@ fn exports(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap()
 }
 
-fn produce(brokers: &str, inputs: &[&Path], driver: &str) -> String {
-    let mut args = vec!["produce".to_string(), "telemetry".into(), "--brokers".into(), brokers.into(), "--driver".into(), driver.into()];
+/// `produce telemetry --max-rate` of `inputs`, with `--driver` or else `--driver-from-name`;
+/// returns what it printed on stderr.
+fn produce(brokers: &str, inputs: &[&Path], driver: Option<&str>) -> String {
+    let mut args = vec!["produce".to_string(), "telemetry".into(), "--brokers".into(), brokers.into()];
+    match driver {
+        Some(driver) => args.extend(["--driver".to_string(), driver.into()]),
+        None => args.push("--driver-from-name".into()),
+    }
     for input in inputs {
         args.extend(["--input".to_string(), path_str(input)]);
     }
@@ -52,7 +58,7 @@ fn fastf1_exports_replay_every_row_and_the_crash_is_alerted() {
     let file = |name: &str| dir.path().join(name);
 
     // The Parquet file pandas wrote replays exactly the records of the CSV it wrote.
-    let options = FileOptions { driver: Some("VER".into()), lap: None };
+    let options = FileOptions { driver: Some("VER".into()), ..FileOptions::default() };
     let csv = read_telemetry(&file("telemetry.csv"), &options).unwrap();
     let parquet = read_telemetry(&file("telemetry.parquet"), &options).unwrap();
     assert_eq!(csv.len() as u64, n("rows"));
@@ -70,10 +76,21 @@ fn fastf1_exports_replay_every_row_and_the_crash_is_alerted() {
     assert!(!alone.status.success(), "a pos_data file alone must be refused");
     assert!(message.contains("pos_data.csv") && message.contains("RPM, Speed, nGear, Throttle, Brake") && message.contains("car_data"), "{message}");
 
-    // The merged export as VER; car_data + pos_data of the same laps as LEC (another partition), merged on SessionTime.
-    let said = produce(b, &[&file("telemetry.csv")], "VER");
-    assert!(said.contains(&format!("throttle_invalid={}", n("throttle_invalid"))) && said.contains("sampling_gap="), "{said}");
-    produce(b, &[&file("car_data.csv"), &file("pos_data.csv")], "LEC");
+    // A whole session in one command, drivers named by the files: the merged export as VER,
+    // car_data + pos_data of the same laps as HAM (merged on SessionTime). HAM shares VER's
+    // partition: one replay keeps the partition in event-time order, so nothing is late.
+    let session = dir.path().join("session");
+    std::fs::create_dir(&session).unwrap();
+    for (from, to) in [("telemetry.csv", "VER.csv"), ("car_data.csv", "HAM_car.csv"), ("pos_data.csv", "HAM_pos.csv")] {
+        std::fs::copy(file(from), session.join(to)).unwrap();
+    }
+    let said = produce(b, &[&session], None);
+    let flagged = |name: &str| -> u64 {
+        let at = said.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {said}")) + name.len() + 1;
+        said[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    // VER's sentinels, plus HAM's car samples' and the position samples filled from them.
+    assert!(flagged("throttle_invalid") >= n("throttle_invalid") && flagged("sampling_gap") >= 2 * n("gaps"), "{said}");
     let report = run_report(&pitwall(&["run", "--brokers", b, "-w", "2", "--exit-at-end"]));
     assert_eq!(report["records"].as_u64().unwrap(), n("rows") + n("car_rows") + n("pos_rows"), "every row processed: {report}");
     assert_eq!((report["dead_letters"].as_u64(), report["late"].as_u64()), (Some(0), Some(0)), "{report}");
@@ -84,7 +101,7 @@ fn fastf1_exports_replay_every_row_and_the_crash_is_alerted() {
     // DRS codes, jitter and backward Distance are not anomalies).
     let crash = truth["crash_start_ms"].as_u64().unwrap();
     let alerts: Vec<Value> = tail(b, "f1-alerts").into_iter().map(|m| m["value"].clone()).collect();
-    for driver in ["VER", "LEC"] {
+    for driver in ["VER", "HAM"] {
         let mine: Vec<&Value> = alerts.iter().filter(|a| a["driver"] == driver).collect();
         let crash_alert =
             mine.iter().find(|a| a["kind"] == "sudden_speed_drop" && (crash..crash + 2_500).contains(&a["session_time_ms"].as_u64().unwrap()));

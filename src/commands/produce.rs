@@ -80,7 +80,7 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     if !args.max_rate && !positive(args.rate.unwrap_or(args.speed)) {
         bail!("--speed and --rate must be positive numbers");
     }
-    let options = FileOptions { driver: args.driver.clone(), lap: args.lap };
+    let options = FileOptions { driver: args.driver.clone(), lap: args.lap, driver_from_name: args.driver_from_name };
     let files = telemetry_files(&args.input)?;
     if files.is_empty() {
         bail!("no .csv or .parquet files under {:?}", args.input);

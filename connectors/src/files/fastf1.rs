@@ -29,6 +29,9 @@ pub struct FileOptions {
     pub driver: Option<String>,
     /// Lap number of every row, for files without `LapNumber`.
     pub lap: Option<u32>,
+    /// For files without a `Driver` column and no `driver`: the driver is the file name up to
+    /// its first `_` or `.` (`VER.csv`, `VER_car.parquet`, `VER_pos.csv` -> `VER`).
+    pub driver_from_name: bool,
 }
 
 /// The channels of FastF1's car data, required unless a file is position data only.

@@ -35,8 +35,10 @@ pub enum FileError {
     PositionOnly { path: PathBuf, driver: String },
     #[error("{path}: row {row}, column `{column}`: cannot read {value:?} as {expected}")]
     BadValue { path: PathBuf, row: usize, column: &'static str, value: String, expected: &'static str },
-    #[error("{path}: no `Driver` column and no driver given (use --driver)")]
+    #[error("{path}: no `Driver` column and no driver given (use --driver, or --driver-from-name for files named like VER.csv)")]
     NoDriver { path: PathBuf },
+    #[error("{path}: the file name does not start with a driver code (1-8 letters or digits before the first `_` or `.`)")]
+    NoDriverInName { path: PathBuf },
     #[error("{path}: unsupported file type (expected .csv or .parquet)")]
     UnknownFormat { path: PathBuf },
 }
@@ -85,8 +87,25 @@ pub fn read_file(path: &Path, options: &FileOptions) -> Result<TelemetryFile, Fi
 /// Reads telemetry files into records: merged telemetry and car_data files as they are, and
 /// each driver's pos_data merged into that driver's car_data ([`merge::merge_car_and_pos`]).
 pub fn read_telemetry_files(paths: &[PathBuf], options: &FileOptions) -> Result<Vec<TelemetryRecord>, FileError> {
-    let files = paths.iter().map(|p| read_file(p, options)).collect::<Result<Vec<_>, _>>()?;
+    let files = paths
+        .iter()
+        .map(|path| {
+            if options.driver.is_none() && options.driver_from_name {
+                let driver = driver_from_name(path).ok_or_else(|| FileError::NoDriverInName { path: path.clone() })?;
+                read_file(path, &FileOptions { driver: Some(driver), ..options.clone() })
+            } else {
+                read_file(path, options)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     merge::merge_files(files)
+}
+
+/// The driver code a file name starts with: `VER.csv`, `VER_car.parquet` -> `VER`.
+pub fn driver_from_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let code = name.split(['_', '.']).next()?;
+    (!code.is_empty() && code.len() <= 8 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| code.to_string())
 }
 
 /// Reads one telemetry file (by extension); a position-only file alone is an error.
@@ -149,7 +168,7 @@ mod tests {
                     0,2023-03-05 15:03:27.123000,0 days 00:57:56.706000,44,0 days 00:00:00,10955.5,281.0,7,99.8,False,12,car,0.5,1,2,3\n\
                     1,2023-03-05 15:03:27.400000,0 days 00:57:57,,0 days 00:00:00.294000,11012,283,7,104,True,8,pos,-0.2,4,5,6\n";
         std::fs::write(&path, text).unwrap();
-        let options = FileOptions { driver: Some("LEC".into()), lap: Some(12) };
+        let options = FileOptions { driver: Some("LEC".into()), lap: Some(12), ..FileOptions::default() };
         let rows = read_telemetry(&path, &options).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].session_time_ms, rows[1].session_time_ms), (3_476_706, 3_477_000));
@@ -157,6 +176,27 @@ mod tests {
         assert_eq!((rows[0].rpm, rows[0].gear, rows[0].drs, rows[0].brake), (10_955.5, 7, 12, false));
         assert_eq!((rows[1].throttle, rows[1].brake, rows[1].distance), (104.0, true, -0.2));
         assert!(rows.iter().all(|r| r.driver == "LEC" && r.lap == Some(12) && r.relative_distance.is_none()));
+    }
+
+    #[test]
+    fn drivers_come_from_file_names_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let car = "SessionTime,RPM,Speed,nGear,Throttle,Brake\n0 days 00:00:01,10000,100,3,50,False\n0 days 00:00:02,10000,140,4,60,False\n";
+        let pos = "SessionTime,X,Y,Z,Status\n0 days 00:00:01.500000,10,20,0,OnTrack\n";
+        std::fs::write(dir.path().join("VER.csv"), car).unwrap();
+        std::fs::write(dir.path().join("LEC_car.csv"), car).unwrap();
+        std::fs::write(dir.path().join("LEC_pos.csv"), pos).unwrap();
+        let files = telemetry_files(&[dir.path().to_path_buf()]).unwrap();
+        let options = FileOptions { driver_from_name: true, ..FileOptions::default() };
+        let rows = read_telemetry_files(&files, &options).unwrap();
+        let count = |d: &str| rows.iter().filter(|r| r.driver == d).count();
+        assert_eq!((count("VER"), count("LEC")), (2, 3), "LEC's car and pos data merged");
+        let merged = rows.iter().find(|r| r.driver == "LEC" && r.session_time_ms == 1_500).unwrap();
+        assert_eq!((merged.speed, merged.x), (120.0, 10.0));
+        assert_eq!(driver_from_name(Path::new("x/HAM_pos.parquet")).as_deref(), Some("HAM"));
+        assert_eq!(driver_from_name(Path::new("x/_odd.csv")), None);
+        let err = read_telemetry_files(&[dir.path().join("VER.csv")], &FileOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("--driver-from-name"), "{err}");
     }
 
     #[test]
