@@ -3,7 +3,8 @@
 //! video -w 2` -> the overlayed MP4). Checked per clip with ffprobe (independent of pitwall):
 //! the overlayed MP4 keeps the input's frame count and frame rate, and its shown size (rounded
 //! down to even, see the README). Also: the format is found from the content (a WebM named
-//! `.mp4`), audio and cover pictures are never taken for the video, and rotation metadata is
+//! `.mp4`), audio and cover pictures are never taken for the video (a song with cover art is
+//! refused as having no video stream), and rotation metadata is
 //! applied the way FFmpeg's own tool applies it (frames compared pixel by pixel).
 
 mod support;
@@ -194,6 +195,36 @@ fn clips_as_people_have_them_keep_frame_count_rate_and_size() {
     let tansu = start_tansu();
     let b = tansu.brokers.as_str();
     pitwall(&["topics", "create", "--brokers", b]);
+
+    // A song with cover art has a one-frame "video" stream (attached picture): it is no video.
+    let song = dir.path().join("song.mp3");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:s=64x64:d=1",
+        "-map",
+        "0:a",
+        "-map",
+        "1:v",
+        "-c:a",
+        "libmp3lame",
+        "-c:v:0",
+        "mjpeg",
+        "-frames:v:0",
+        "1",
+        "-disposition:v:0",
+        "attached_pic",
+        song.to_str().unwrap(),
+    ]);
+    let refused = pitwall_command(&["produce", "video", &path_str(&song), "--id", "song", "--brokers", b, "--quiet"]).output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("song.mp3 has no video stream"), "{said}");
+
     for clip in &clips {
         pitwall(&["produce", "video", &path_str(&clip.file), "--id", clip.id, "--brokers", b, "--quiet"]);
     }
