@@ -232,6 +232,16 @@ fn plugin_contract(addr: &str, from: &str, to: &str, driver: &str, alerts: usize
     let others = json!([{ "key": "driver", "operator": "!=", "value": driver }]);
     let answer = query(json!([{ "target": format!("{driver}:speed"), "refId": "A" }]), others, 1_000, 1_000);
     assert_eq!(answer[0]["datapoints"], json!([]), "a filtered-out driver's series is empty");
+    // Kind and severity filters narrow alerts, not a driver's series.
+    let high = json!([{ "key": "severity", "operator": "=", "value": "high" }]);
+    let answer = query(
+        json!([{ "target": format!("{driver}:speed"), "refId": "A" }, { "target": "alerts", "refId": "B", "type": "table" }]),
+        high,
+        1_000,
+        1_000,
+    );
+    assert!(!answer[0]["datapoints"].as_array().unwrap().is_empty(), "a severity filter keeps the series");
+    assert!(answer[1]["rows"].as_array().unwrap().iter().all(|row| row[3] == "high"), "{}", answer[1]);
     // Never more points than maxDataPoints, nor finer than intervalMs: the 2 h range at a
     // 10-minute interval is 12 buckets at most, though maxDataPoints allows 1,000.
     let answer = query(json!([{ "target": format!("{driver}:speed"), "refId": "A" }]), mine, 1_000, 600_000);

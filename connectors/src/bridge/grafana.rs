@@ -130,7 +130,7 @@ fn live_error(error: LiveError) -> Answer {
     bad(error)
 }
 
-const ENDPOINTS: [&str; 10] = [
+const ENDPOINTS: [&str; 9] = [
     "/grafana",
     "/grafana/search",
     "/grafana/metrics",
@@ -140,7 +140,6 @@ const ENDPOINTS: [&str; 10] = [
     "/grafana/annotations",
     "/grafana/tag-keys",
     "/grafana/tag-values",
-    "/grafana/",
 ];
 
 /// Routes one `/grafana...` request.
@@ -214,7 +213,8 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
         } else {
             let driver = name.split_once(':').map_or("", |(d, _)| d);
             let mut points =
-                if admits(driver, "", "") || driver == "video" { store.series(name, from, to, max_points).map_err(live_error)? } else { Vec::new() };
+                // Series are per driver: only driver filters apply to them.
+                if driver == "video" || request.adhoc_filters.iter().filter(|f| f.key == "driver").all(|f| f.admits(driver, "", "")) { store.series(name, from, to, max_points).map_err(live_error)? } else { Vec::new() };
             // JSON has no NaN: a point without a finite value is left out, not sent as null.
             points.retain(|[value, time]| value.is_finite() && time.is_finite());
             out.push(json!({ "target": name, "refId": target.ref_id, "datapoints": points }));
