@@ -344,6 +344,61 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
 /// How long a parked worker sleeps when nothing activates it.
 const PARK: Duration = Duration::from_millis(20);
 
+/// How often each worker shares its watermark-board entries with the other processes.
+const BOARD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One board entry on the wire: (board: 0 telemetry, 1 video; worker; watermark; active).
+type BoardPost = (u8, usize, u64, bool);
+
+/// Shares every worker's watermark-board entries with every process (a timely broadcast), so a
+/// worker whose partitions never carried a record follows the other workers of the whole
+/// cluster, not only of its process: a process whose partitions all stay empty no longer holds
+/// every live window open.
+struct BoardShare {
+    input: Option<timely::dataflow::operators::core::input::Handle<u64, timely::container::CapacityContainerBuilder<Vec<BoardPost>>>>,
+    boards: [WatermarkBoard; 2],
+    round: u64,
+    last: Instant,
+}
+
+impl BoardShare {
+    fn build(worker: &mut timely::worker::Worker, boards: &(WatermarkBoard, WatermarkBoard)) -> BoardShare {
+        use timely::dataflow::operators::vec::Broadcast;
+        use timely::dataflow::operators::{Input, Inspect};
+        let boards = [boards.0.clone(), boards.1.clone()];
+        let receiving = boards.clone();
+        let input = worker.dataflow::<u64, _, _>(move |scope| {
+            let (input, posts) = scope.new_input::<Vec<BoardPost>>();
+            posts.broadcast().inspect(move |(board, worker, watermark, active)| {
+                receiving[usize::from(*board).min(1)].post_remote(*worker, *watermark, *active);
+            });
+            input
+        });
+        BoardShare { input: Some(input), boards, round: 0, last: Instant::now() }
+    }
+
+    /// Sends this worker's entries, at most every [`BOARD_INTERVAL`].
+    fn tick(&mut self, worker: usize) {
+        let Some(input) = self.input.as_mut() else { return };
+        if self.last.elapsed() < BOARD_INTERVAL {
+            return;
+        }
+        self.last = Instant::now();
+        for (index, board) in self.boards.iter().enumerate() {
+            if let Some((watermark, active)) = board.entry(worker) {
+                input.send((index as u8, worker, watermark, active));
+            }
+        }
+        self.round += 1;
+        input.advance_to(self.round);
+    }
+
+    /// Closes the input so the sharing dataflow can finish with the job.
+    fn close(&mut self) {
+        self.input = None;
+    }
+}
+
 /// Copies this worker's state gauges and sink counts into the process's metrics.
 fn refresh_worker_metrics(metrics: &JobMetrics, worker: &str, state: &[(&str, StateGauge)], sinks: &[(&str, SinkHandle)], reported: &mut Vec<u64>) {
     for (operator, gauge) in state {
@@ -632,6 +687,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         }
         None => None,
     };
+    let mut board_share = BoardShare::build(worker, &boards);
     let mut query_input = telemetry.as_mut().and_then(|t| t.queries.take());
     let telemetry_probe = telemetry.as_ref().map(|t| t.query_clock.clone());
     let mut health = sources.lock().expect("health list lock");
@@ -663,6 +719,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         if let (Some(probe), true) = (&telemetry_probe, query_input.is_some()) {
             feed_queries(&mut query_input, probe, hub.as_ref(), worker.index() == 0);
         }
+        board_share.tick(worker.index());
         worker.step_or_park(Some(PARK));
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             last_metrics = Instant::now();
@@ -670,6 +727,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
             refresh_work(&mut work);
         }
     }
+    board_share.close();
     refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
     refresh_work(&mut work);
     for source in telemetry.iter().map(|t| &t.source).chain(video.iter().map(|v| &v.source)) {

@@ -227,3 +227,63 @@ fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
         "without broker idleness they wait for the silent partition: {timeout_only:?}"
     );
 }
+
+/// Two processes (`-n 2 -w 1`) over a 2-partition topic whose second partition never carries a
+/// record: process 1's only worker has nothing to read, and follows process 0's watermark
+/// through the cluster-wide board (a timely broadcast), so windows close while the job runs
+/// instead of waiting for its shutdown.
+#[test]
+fn a_process_whose_partitions_stay_empty_does_not_hold_live_windows_open() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    create_topics(b, &[("sparse", 2), ("alerts-sparse", 3), ("windows-sparse", 2), ("pitwall-dlq", 1), ("pitwall-late", 1)]);
+    let race = Race::generate(&RaceConfig { drivers: 12, laps: 1, seed: 8, inject_anomalies: false });
+    // Only drivers that land on partition 0.
+    let records: Vec<TelemetryRecord> = race.all_records().into_iter().filter(|r| key_partition(r.driver.as_bytes(), 2) == 0).collect();
+    assert!(!records.is_empty());
+    let producer = test_producer(b);
+    for record in &records {
+        send_record(&producer, "sparse", 2, record);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = temp_dir();
+    let hosts = path_str(&hostfile(dir.path(), "sparse.txt", 2));
+    let processes: Vec<KillOnDrop> = (0..2)
+        .map(|p| {
+            let index = p.to_string();
+            let args = [
+                "run",
+                "--brokers",
+                b,
+                "-n",
+                "2",
+                "-p",
+                &index,
+                "-h",
+                &hosts,
+                "--telemetry-topic",
+                "sparse",
+                "--group",
+                "sparse",
+                "--alerts-topic",
+                "alerts-sparse",
+                "--windows-topic",
+                "windows-sparse",
+            ];
+            KillOnDrop(pitwall_command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        })
+        .collect();
+    // Live: the job never ends by itself; windows must arrive while it runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let windows = loop {
+        let windows = tail(b, "windows-sparse");
+        if windows.len() > 10 {
+            break windows;
+        }
+        assert!(Instant::now() < deadline, "no live windows after 60 s: process 1 held the watermark ({} so far)", windows.len());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(windows.iter().all(|w| key_partition(w["value"]["driver"].as_str().unwrap().as_bytes(), 2) == 0));
+    drop(processes);
+}

@@ -78,20 +78,45 @@ pub struct SourceConfig {
     pub board: Option<WatermarkBoard>,
 }
 
-/// The watermarks of one topic's sources in this process, by worker: `(watermark, active)`.
+/// The watermarks of one topic's sources, by (global) worker: `(watermark, active)`. This
+/// process's workers report directly; the other processes' workers arrive through
+/// [`WatermarkBoard::post_remote`] (the job broadcasts each worker's entry through timely).
 #[derive(Clone, Debug, Default)]
-pub struct WatermarkBoard(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, (EventTime, bool)>>>);
+pub struct WatermarkBoard(Arc<std::sync::Mutex<BoardEntries>>);
+
+#[derive(Debug, Default)]
+struct BoardEntries {
+    entries: std::collections::BTreeMap<usize, (EventTime, bool)>,
+    /// Workers of this process: their own reports win over broadcast copies.
+    local: std::collections::BTreeSet<usize>,
+}
 
 impl WatermarkBoard {
     fn report(&self, worker: usize, watermark: EventTime, active: bool) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(worker, (watermark, active));
+        let mut board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        board.local.insert(worker);
+        board.entries.insert(worker, (watermark, active));
+    }
+
+    /// This process's worker `worker`'s entry, to broadcast to the other processes.
+    pub fn entry(&self, worker: usize) -> Option<(EventTime, bool)> {
+        let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        board.local.contains(&worker).then(|| board.entries.get(&worker).copied()).flatten()
+    }
+
+    /// Another process's worker's entry, as broadcast (ignored for this process's workers).
+    pub fn post_remote(&self, worker: usize, watermark: EventTime, active: bool) {
+        let mut board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !board.local.contains(&worker) {
+            board.entries.insert(worker, (watermark, active));
+        }
     }
 
     /// Where an idle worker may go: the slowest other worker that still has active partitions,
     /// or, when every other worker is idle too, the furthest of them.
     fn follow(&self, worker: usize) -> Option<EventTime> {
         let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let others = board.iter().filter(|(w, _)| **w != worker).map(|(_, v)| *v);
+        let others = board.entries.iter().filter(|(w, _)| **w != worker).map(|(_, v)| *v);
         let active = others.clone().filter(|(_, a)| *a).map(|(t, _)| t).min();
         active.or_else(|| others.map(|(t, _)| t).max())
     }
