@@ -22,9 +22,7 @@ use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{
-    delivered_before, kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard,
-};
+use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::{ObjectStore, UploadStats};
@@ -505,8 +503,6 @@ fn build_telemetry(
 
     let probe = ProbeHandle::new();
     let mut inference = None;
-    // After a crash: the commit metadata's delivered-before marks, per partition.
-    let marks = delivered_before(&config.kafka, &args.telemetry_topic, &args.group)?;
     let first_worker = worker.index() == 0;
     let parts = worker.dataflow::<u64, _, _>(|scope| -> Result<_> {
         let flagged: Vec<_> = QualityFlag::ALL.iter().map(|f| metrics.quality_flags.with_label_values(&[f.name()])).collect();
@@ -562,8 +558,8 @@ fn build_telemetry(
             }
         });
         // After a crash: what the crashed run had delivered is not sent again (the marks come
-        // from the commit metadata of the driver's partition; `dataflows/src/restart.rs`).
-        let marks = Rc::new(marks);
+        // from the companion group, per partition, read by the source at start; `dataflows/src/restart.rs`).
+        let marks = Rc::new(handle.delivered_before());
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }

@@ -24,7 +24,7 @@
 //! `<group>.delivered-before` (commit metadata would be the natural place, but not every broker
 //! keeps it: Tansu drops it). It is committed, synchronously, before the offsets, so a crash
 //! between the two leaves a newer mark with older offsets, which is safe. A restarted job reads
-//! the marks back ([`delivered_before`]) and drops the outputs it re-derives at times before
+//! the marks back ([`SourceHandle::delivered_before`]) and drops the outputs it re-derives at times before
 //! them instead of sending them again. A clean end (everything delivered and committed) writes
 //! mark 0: nothing is replayed from there.
 
@@ -267,6 +267,8 @@ struct SourceInner {
     consumer: Reader,
     /// Commits the delivered-before marks (group `<group>.delivered-before`).
     marks: Reader,
+    /// Every partition's delivered-before mark as found at start (see [`read_marks`]).
+    delivered_before: Vec<Option<EventTime>>,
     health: SourceHealth,
     topic: String,
     partitions: Vec<PartitionState>,
@@ -351,6 +353,12 @@ impl SourceHandle {
         self.inner.borrow_mut().commit_passed(|_| true, None, CommitMode::Sync)
     }
 
+    /// Per partition of the topic (by index): the delivered-before mark found at start, before
+    /// which the outputs of the previous run were all delivered (`None`: no mark).
+    pub fn delivered_before(&self) -> Vec<Option<EventTime>> {
+        self.inner.borrow().delivered_before.clone()
+    }
+
     pub fn stats(&self) -> SourceStats {
         let inner = self.inner.borrow();
         SourceStats { stalls: inner.health.episodes(), ..inner.stats.clone() }
@@ -368,23 +376,21 @@ impl SourceHandle {
 }
 
 /// The companion group that keeps `group`'s delivered-before marks (see the module docs).
-pub fn marks_group(group: &str) -> String {
+fn marks_group(group: &str) -> String {
     format!("{group}.delivered-before")
 }
 
-/// Per partition of `topic` (by index): the time before which every output of the job that
-/// last committed for `group` had been delivered; `None` where there is no mark (a fresh group)
-/// or it is 0 (a clean end).
-pub fn delivered_before(kafka: &super::KafkaConfig, topic: &str, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
-    let consumer = kafka.plain_consumer(&marks_group(group))?;
-    let count = kafka.partition_count(&consumer, topic)?;
+/// Per partition of `topic` (by index), as `marks` (a consumer of [`marks_group`]) finds them:
+/// the time before which every output of the job that last committed had been delivered; `None`
+/// where there is no mark (a fresh group) or it is 0 (a clean end).
+fn read_marks(marks: &Reader, topic: &str, count: i32, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
     let mut partitions = TopicPartitionList::new();
     for p in 0..count {
         partitions.add_partition_offset(topic, p, Offset::Stored).map_err(KafkaError::client("building a partition list"))?;
     }
-    let committed = consumer
+    let committed = marks
         .committed_offsets(partitions, METADATA_TIMEOUT)
-        .map_err(KafkaError::client(format!("reading committed offsets of group `{group}`")))?;
+        .map_err(KafkaError::client(format!("reading committed offsets of group `{}`", marks_group(group))))?;
     Ok((0..count)
         .map(|p| match committed.find_partition(topic, p)?.offset() {
             Offset::Offset(mark) if mark > 0 => Some(mark as EventTime),
@@ -425,7 +431,10 @@ where
     };
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
 
-    let floors = if owned.is_empty() { Vec::new() } else { delivered_before(&config.kafka, &topic, &config.group)? };
+    // Read once per worker: the floors of this worker's own marks, and (through the handle)
+    // every partition's mark for the operators that drop re-derived outputs.
+    let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
+    let delivered_before = read_marks(&marks, &topic, count, &config.group)?;
     let mut partitions = Vec::new();
     for &p in &owned {
         let (low, high) = consumer
@@ -444,15 +453,22 @@ where
             eof_since: None,
             checkpoints: VecDeque::new(),
             committed: Some(start),
-            mark_floor: floors.get(p as usize).copied().flatten().unwrap_or(0),
+            mark_floor: delivered_before.get(p as usize).copied().flatten().unwrap_or(0),
             metrics: config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &topic, p)),
         });
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
 
     let health = SourceHealth::start(&config.kafka, &topic, &owned);
-    let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
-    let inner = Rc::new(RefCell::new(SourceInner { consumer, marks, health, topic: topic.clone(), partitions, stats: SourceStats::default() }));
+    let inner = Rc::new(RefCell::new(SourceInner {
+        consumer,
+        marks,
+        delivered_before,
+        health,
+        topic: topic.clone(),
+        partitions,
+        stats: SourceStats::default(),
+    }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
         let activator = scope.activator_for(info.address);
