@@ -111,39 +111,8 @@ fn clips(dir: &Path) -> Vec<Clip> {
     );
     // Audio first, then a cover picture larger than the video (attached_pic), then the video.
     let cover = dir.join("cover.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=d=1",
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=red:s=320x320:d=1",
-        "-f",
-        "lavfi",
-        "-i",
-        &lavfi("128x72", "25", "1"),
-        "-map",
-        "0:a",
-        "-map",
-        "1:v",
-        "-map",
-        "2:v",
-        "-c:a",
-        "aac",
-        "-c:v:0",
-        "mjpeg",
-        "-frames:v:0",
-        "1",
-        "-disposition:v:0",
-        "attached_pic",
-        "-c:v:1",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        cover.to_str().unwrap(),
-    ]);
+    let video = lavfi("128x72", "25", "1");
+    with_audio_and_cover(&cover, "320x320", "aac", Some((&video, &["-c:v:1", "libx264", "-pix_fmt", "yuv420p"])));
     clips.push(Clip { id: "audio-and-cover", file: cover, shown: (128, 72) });
     // A phone's portrait clip: stored 160x96 with a display matrix (rotation), shown 96x160.
     let stored = dir.join("stored.mp4");
@@ -152,6 +121,26 @@ fn clips(dir: &Path) -> Vec<Clip> {
     ffmpeg(&["-i", stored.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", portrait.to_str().unwrap()]);
     clips.push(Clip { id: "portrait-rotated", file: portrait, shown: (96, 160) });
     clips
+}
+
+/// Writes `out`: a 1 s tone, then a red cover picture of `cover_size` (one MJPEG frame marked
+/// `attached_pic`), then, if given, a video input with its codec arguments (`-c:v:1 ...`).
+fn with_audio_and_cover(out: &Path, cover_size: &str, audio_codec: &str, video: Option<(&str, &[&str])>) {
+    let cover = format!("color=c=red:s={cover_size}:d=1");
+    let mut args = vec!["-f", "lavfi", "-i", "sine=d=1", "-f", "lavfi", "-i", &cover];
+    if let Some((input, _)) = video {
+        args.extend(["-f", "lavfi", "-i", input]);
+    }
+    args.extend(["-map", "0:a", "-map", "1:v"]);
+    if video.is_some() {
+        args.extend(["-map", "2:v"]);
+    }
+    args.extend(["-c:a", audio_codec, "-c:v:0", "mjpeg", "-frames:v:0", "1", "-disposition:v:0", "attached_pic"]);
+    if let Some((_, codec)) = video {
+        args.extend_from_slice(codec);
+    }
+    args.push(out.to_str().unwrap());
+    ffmpeg(&args);
 }
 
 /// The first frame as FFmpeg's own tool shows it (autorotation on), as packed RGB.
@@ -198,29 +187,7 @@ fn clips_as_people_have_them_keep_frame_count_rate_and_size() {
 
     // A song with cover art has a one-frame "video" stream (attached picture): it is no video.
     let song = dir.path().join("song.mp3");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=d=1",
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=red:s=64x64:d=1",
-        "-map",
-        "0:a",
-        "-map",
-        "1:v",
-        "-c:a",
-        "libmp3lame",
-        "-c:v:0",
-        "mjpeg",
-        "-frames:v:0",
-        "1",
-        "-disposition:v:0",
-        "attached_pic",
-        song.to_str().unwrap(),
-    ]);
+    with_audio_and_cover(&song, "64x64", "libmp3lame", None);
     let refused = pitwall_command(&["produce", "video", &path_str(&song), "--id", "song", "--brokers", b, "--quiet"]).output().unwrap();
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && said.contains("song.mp3 has no video stream"), "{said}");
