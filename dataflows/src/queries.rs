@@ -25,7 +25,10 @@ use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
 use crate::live::{window_metrics, WINDOW_METRICS};
-use crate::records::{Alert, EventTime, WindowKind, WindowResult};
+use crate::records::{Alert, DriverCode, EventTime, WindowKind, WindowResult};
+
+/// Shards of the current-windows arrangement (see [`live_queries`]).
+const SHARDS: u64 = 16;
 
 /// What a user registers (`POST /v1/queries`), as JSON.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -40,7 +43,7 @@ pub enum QuerySpec {
 }
 
 /// A compiled query: metric index and integer parameters.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Query {
     TopK { metric: u8, k: u32 },
     Above { metric: u8, threshold_milli: i64 },
@@ -91,29 +94,31 @@ pub fn window_values(w: &WindowResult) -> [i64; 6] {
 
 /// Each driver's newest sliding window as a differential collection, at window-end times. Input
 /// must hold each driver's windows on one worker (as the window operators emit them).
-pub fn current_windows(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> VecCollection<'_, EventTime, (String, [i64; 6]), isize> {
+pub fn current_windows(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> VecCollection<'_, EventTime, (DriverCode, [i64; 6]), isize> {
     windows
         .unary(Pipeline, "CurrentWindows", |_initial, _info| {
-            let mut newest: HashMap<String, (EventTime, [i64; 6])> = HashMap::new();
+            let mut newest: HashMap<DriverCode, (EventTime, [i64; 6])> = HashMap::new();
+            let mut sliding: Vec<(EventTime, DriverCode, [i64; 6])> = Vec::new();
             move |input, output| {
                 input.for_each(|cap, data| {
                     let Some(cap) = cap.retain_least(0) else { return };
-                    let mut sliding: Vec<&WindowResult> = data.iter().filter(|w| w.window == WindowKind::Sliding).collect();
-                    sliding.sort_by_key(|w| w.end_ms);
-                    for w in sliding {
-                        let values = window_values(w);
-                        let previous = newest.get(&w.driver).copied();
-                        if previous.is_some_and(|(end, _)| end >= w.end_ms) {
+                    sliding.extend(
+                        data.iter().filter(|w| w.window == WindowKind::Sliding).map(|w| (w.end_ms, DriverCode::new(&w.driver), window_values(w))),
+                    );
+                    sliding.sort_by_key(|(end, _, _)| *end);
+                    for (end, driver, values) in sliding.drain(..) {
+                        let previous = newest.get(&driver).copied();
+                        if previous.is_some_and(|(newest_end, _)| newest_end >= end) {
                             continue;
                         }
-                        let time = w.end_ms.max(*cap.time());
+                        let time = end.max(*cap.time());
                         let at = cap.delayed(&time);
                         let mut session = output.session(&at);
                         if let Some((_, old)) = previous {
-                            session.give(((w.driver.clone(), old), time, -1_isize));
+                            session.give(((driver, old), time, -1_isize));
                         }
-                        session.give(((w.driver.clone(), values), time, 1_isize));
-                        newest.insert(w.driver.clone(), (w.end_ms, values));
+                        session.give(((driver, values), time, 1_isize));
+                        newest.insert(driver, (end, values));
                     }
                 });
             }
@@ -153,14 +158,15 @@ fn alert_events(alerts: Stream<'_, EventTime, Vec<Alert>>) -> VecCollection<'_, 
 /// Builds the query dataflow over `windows` and `alerts` (see the module docs).
 pub fn live_queries<'s>(windows: Stream<'s, EventTime, Vec<WindowResult>>, alerts: Stream<'s, EventTime, Vec<Alert>>) -> LiveQueries<'s> {
     let scope = windows.scope();
-    let by_metric = current_windows(windows)
-        .flat_map(|(driver, values): (String, [i64; 6])| (0..values.len() as u8).map(move |m| (m, (driver.clone(), values[m as usize]))))
-        .arrange_by_key();
+    // Arranged by a shard of the driver, not by metric: two updates per window (its values in,
+    // the driver's previous ones out) instead of one per metric, spread over the workers; each
+    // window query is joined against every shard (queries are few).
+    let current = current_windows(windows).map(|(driver, values)| (driver.shard(SHARDS), (driver, values))).arrange_by_key();
     let (input, queries) = scope.new_collection::<(u64, Query), isize>();
     let matched = queries
         .clone()
-        .flat_map(|(id, query)| query.metric().map(|metric| (metric, (id, query))))
-        .join_core(by_metric, |_metric, (id, query), (driver, value)| Some(((*id, query.clone()), (driver.clone(), *value))));
+        .flat_map(|(id, query)| query.metric().into_iter().flat_map(move |_| (0..SHARDS).map(move |shard| (shard, (id, query)))))
+        .join_core(current, |_shard, (id, query), (driver, values)| query.metric().map(|m| ((*id, *query), (*driver, values[usize::from(m)]))));
     // Alert counts: each alert joins each alert query and counts from its time until `seconds`
     // later, when it is retracted again (an update at a future time).
     let alert_queries = queries.flat_map(|(id, query)| match query {
@@ -190,7 +196,7 @@ pub fn live_queries<'s>(windows: Stream<'s, EventTime, Vec<WindowResult>>, alert
     let above = matched
         .clone()
         .filter(|((_, query), (_, value))| matches!(query, Query::Above { threshold_milli, .. } if value > threshold_milli))
-        .map(|((id, _), row)| (id, row));
+        .map(|((id, _), (driver, value))| (id, (driver.to_string(), value)));
     let top = matched
         .filter(|((_, query), _)| matches!(query, Query::TopK { .. }))
         .map(|((id, query), (driver, value))| ((id, query), (Reverse(value), driver)))
@@ -199,7 +205,7 @@ pub fn live_queries<'s>(windows: Stream<'s, EventTime, Vec<WindowResult>>, alert
             // Candidates come sorted: highest value first, then driver code.
             for ((Reverse(value), driver), count) in candidates.iter().take(*k as usize) {
                 if *count > 0 {
-                    output.push(((driver.clone(), *value), 1_isize));
+                    output.push(((driver.to_string(), *value), 1_isize));
                 }
             }
         })
@@ -262,7 +268,7 @@ impl QueryHub {
         }
         hub.next_id += 1;
         let id = hub.next_id;
-        hub.specs.insert(id, (spec, query.clone()));
+        hub.specs.insert(id, (spec, query));
         hub.pending.push(Command::Add(id, query));
         Ok(id)
     }

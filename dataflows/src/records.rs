@@ -62,6 +62,47 @@ impl TelemetryRecord {
     }
 }
 
+/// A driver id packed into a `u64`: its bytes big-endian, zero-padded. Driver ids are at most 8
+/// ASCII letters or digits (checked at decode, `decode::validate`), so the packing is exact, and
+/// codes order as the ids do (`"AB" < "ABC" < "B"`). `Copy` and compared as one integer, so
+/// operators that hold or sort many driver-tagged updates (the live queries' arrangement) do so
+/// without allocating or comparing strings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DriverCode(u64);
+
+impl DriverCode {
+    /// The code of `driver`'s first 8 bytes (all of a valid id).
+    pub fn new(driver: &str) -> DriverCode {
+        let mut bytes = [0u8; 8];
+        let len = driver.len().min(8);
+        bytes[..len].copy_from_slice(&driver.as_bytes()[..len]);
+        DriverCode(u64::from_be_bytes(bytes))
+    }
+
+    /// The id's bytes, without the padding.
+    fn bytes(&self) -> ([u8; 8], usize) {
+        let bytes = self.0.to_be_bytes();
+        (bytes, bytes.iter().position(|b| *b == 0).unwrap_or(8))
+    }
+
+    /// A number in `0..shards` that spreads codes evenly (for sharding an arrangement).
+    pub fn shard(&self, shards: u64) -> u64 {
+        // splitmix64's finalizer: every input bit moves every output bit, so codes that differ
+        // only in their last letter ("VER", "VES") land far apart.
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (x ^ (x >> 31)) % shards.max(1)
+    }
+}
+
+impl std::fmt::Display for DriverCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (bytes, len) = self.bytes();
+        f.write_str(&String::from_utf8_lossy(&bytes[..len]))
+    }
+}
+
 /// Where a record came from: the position that orders ties and that offsets are committed for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourcePosition {
@@ -275,4 +316,27 @@ impl DeadLetter {
 /// Wall-clock milliseconds since the Unix epoch (latency fields, production stamps).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DriverCode;
+
+    #[test]
+    fn driver_codes_round_trip_and_order_as_the_ids_do() {
+        let ids = ["1", "44", "AB", "ABC", "B", "HAM", "VER", "VES", "ZZZZZZZZ", "a1", "A"];
+        for id in ids {
+            assert_eq!(DriverCode::new(id).to_string(), id);
+        }
+        for a in ids {
+            for b in ids {
+                assert_eq!(DriverCode::new(a).cmp(&DriverCode::new(b)), a.cmp(b), "{a} vs {b}");
+            }
+        }
+        let mut shards = [0usize; 4];
+        for n in 0..400 {
+            shards[DriverCode::new(&n.to_string()).shard(4) as usize] += 1;
+        }
+        assert!(shards.iter().all(|n| *n > 50), "uneven shards: {shards:?}");
+    }
 }
