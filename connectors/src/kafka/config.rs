@@ -13,6 +13,12 @@ use super::KafkaError;
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time (ms) a fetch waits for data before the broker answers; librdkafka's default is 500.
 pub const FETCH_WAIT_MS: &str = "10";
+/// How long (ms) a partition whose local queue is over librdkafka's thresholds waits before it
+/// is fetched again; librdkafka's default is 1000. A broker that answers one fetch with more than
+/// `queued.min.messages` (Tansu does, with ~15,000 records per partition) otherwise leaves a
+/// consumer that has drained its queue idle for up to a second: the raw consume+decode ceiling
+/// went from ~240k to ~410k msg/s on the benchmark VM with this alone.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// Consumer context that treats end-of-partition as the news it is, not as an error.
 pub struct ReaderContext;
@@ -61,7 +67,8 @@ impl KafkaConfig {
     /// A consumer that is never subscribed: used for metadata, watermarks and assigned reads.
     /// End-of-partition events are on: readers use them to know they have caught up. Fetches
     /// wait at most [`FETCH_WAIT_MS`] for data, for latency (and because some brokers hold a
-    /// fetch for the whole wait even when data is ready).
+    /// fetch for the whole wait even when data is ready), and a full local queue is re-checked
+    /// after [`FETCH_QUEUE_BACKOFF_MS`].
     pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
         self.client(&[
             ("group.id", group),
@@ -70,6 +77,7 @@ impl KafkaConfig {
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "true"),
             ("fetch.wait.max.ms", FETCH_WAIT_MS),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])
         .create_with_context(ReaderContext)
         .map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
