@@ -62,8 +62,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    fn add(&self, time: u64) {
-        *self.outstanding.lock().expect("ledger lock").entry(time).or_default() += 1;
+    /// `count` more messages in flight at `time` (one lock per batch, not per message: the
+    /// delivery thread takes the same lock for every acknowledgement).
+    fn add(&self, time: u64, count: usize) {
+        if count > 0 {
+            *self.outstanding.lock().expect("ledger lock").entry(time).or_default() += count;
+        }
     }
 
     fn settle(&self, time: u64) {
@@ -105,8 +109,11 @@ impl ProducerContext for TrackingContext {
             Err((error, message)) => {
                 ledger.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
-                // The payload travelled with the message, not the opaque: take it back from there.
+                // Topic, key and payload travelled with the message, not the opaque: take them
+                // back from there.
                 let mut delivery = delivery;
+                delivery.topic = message.topic().to_string();
+                delivery.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 delivery.payload = message.payload().unwrap_or_default().to_vec();
                 ledger.retries.lock().expect("ledger lock").push(delivery);
             }
@@ -197,32 +204,39 @@ impl KafkaProducer {
         }
     }
 
-    fn send(&self, delivery: Box<Delivery>) {
-        let mut delivery = delivery;
-        loop {
-            let producer = self.producer();
-            let (topic, key, partition, payload) =
-                (delivery.topic.clone(), delivery.key.clone(), delivery.partition, std::mem::take(&mut delivery.payload));
-            let mut record = BaseRecord::with_opaque_to(&topic, delivery).payload(&payload);
-            if let Some(key) = &key {
-                record = record.key(key);
-            }
-            if let Some(partition) = partition {
-                record = record.partition(partition);
-            }
-            match producer.send(record) {
-                Ok(()) => return,
-                Err((error, record)) => {
-                    delivery = record.delivery_opaque;
-                    delivery.payload = payload;
-                    if let Some((_, reason)) = producer.client().fatal_error() {
-                        self.rebuild(producer, &reason);
-                    } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
-                        std::thread::sleep(QUEUE_FULL_BACKOFF);
-                    } else {
-                        tracing::warn!(%error, topic = %topic, "send failed; retrying");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+    /// Sends every delivery (in order), each until the producer has taken it.
+    fn send_all(&self, deliveries: impl IntoIterator<Item = Box<Delivery>>) {
+        // One producer handle per batch (a lock and an atomic count per message otherwise);
+        // refreshed only when a fatal error replaced it.
+        let mut producer = self.producer();
+        for delivery in deliveries {
+            let mut delivery = delivery;
+            loop {
+                // librdkafka copies topic, key and payload: the opaque keeps its own for a resend.
+                let (topic, key, partition, payload) =
+                    (std::mem::take(&mut delivery.topic), delivery.key.take(), delivery.partition, std::mem::take(&mut delivery.payload));
+                let mut record = BaseRecord::with_opaque_to(&topic, delivery).payload(&payload);
+                if let Some(key) = &key {
+                    record = record.key(key);
+                }
+                if let Some(partition) = partition {
+                    record = record.partition(partition);
+                }
+                let outcome = producer.send(record);
+                let (error, record) = match outcome {
+                    Ok(()) => break,
+                    Err(failed) => failed,
+                };
+                delivery = record.delivery_opaque;
+                (delivery.topic, delivery.key, delivery.payload) = (topic, key, payload);
+                if let Some((_, reason)) = producer.client().fatal_error() {
+                    self.rebuild(producer, &reason);
+                    producer = self.producer();
+                } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                    std::thread::sleep(QUEUE_FULL_BACKOFF);
+                } else {
+                    tracing::warn!(%error, topic = %delivery.topic, "send failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
@@ -267,17 +281,16 @@ where
             input.for_each(|cap, data| {
                 // Messages sent under no capability (an empty stamp) are tracked conservatively at 0.
                 let time = cap.least().copied().unwrap_or(0);
-                for record in data.drain(..) {
+                // Counted before any is sent, so no acknowledgement can come first.
+                ledger.add(time, data.len());
+                producer.send_all(data.drain(..).map(|record| {
                     let Route { topic, key, partition } = route(&record);
                     let payload = serde_json::to_vec(&record).expect("output records serialize to JSON");
-                    ledger.add(time);
-                    producer.send(Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload }));
-                }
+                    Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload })
+                }));
             });
             let retries: Vec<Box<Delivery>> = std::mem::take(&mut *ledger.retries.lock().expect("ledger lock"));
-            for delivery in retries {
-                producer.send(delivery);
-            }
+            producer.send_all(retries);
             let hold = frontier.frontier().first().copied().into_iter().chain(ledger.earliest()).min();
             match (hold, held.as_mut()) {
                 (Some(time), Some(cap)) => {
