@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::read_topic;
 use pitwall_connectors::kafka::KafkaConfig;
-use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
+use pitwall_dataflows::decode::{decode_telemetry, encode_telemetry, DecodePolicy};
 use pitwall_dataflows::records::TelemetryRecord;
 use pitwall_dataflows::sim::{Race, RaceConfig};
 use serde::Serialize;
@@ -49,6 +49,8 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
 
     eprintln!("generating a race of {} records ({} drivers)", args.records, args.drivers);
     let records = race_records(args.records, args.drivers);
+    let bytes: usize = records.iter().map(|r| encode_telemetry(r).len()).sum();
+    broker.check_fits(bytes, records.len(), args.partitions.max(1) as usize)?;
     let topic = format!("bench-telemetry-{nonce}");
     let mut wanted: Vec<(String, i32)> = vec![(topic.clone(), args.partitions)];
     wanted.extend(SHARED_OUTPUTS.iter().map(|(t, p)| (t.to_string(), *p)));
