@@ -685,8 +685,8 @@ pub struct ScalingArgs {
     pub property: Vec<(String, String)>,
     /// Use librdkafka's mock cluster, hosted in this process, instead of Tansu: for comparison,
     /// since it answers a fetch as soon as data is there, where Tansu holds it for the full wait.
-    /// It keeps at most 5 MiB per partition (~110,000 records over 8 partitions); a larger
-    /// `--records` is refused.
+    /// It keeps at most 5 MiB per partition (~55,000 records of the default race over 8
+    /// partitions); a `--records` it would not keep whole is refused, naming what fits.
     #[arg(long, conflicts_with = "brokers")]
     pub mock_broker: bool,
     /// Records of the generated race preloaded for the throughput runs.

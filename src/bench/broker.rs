@@ -95,27 +95,31 @@ pub enum Broker {
     External(String),
 }
 
-/// What librdkafka's mock cluster keeps per partition before it drops the oldest segment
-/// (`rdkafka_mock.c`: 5 MiB or 100,000 messages).
+/// What librdkafka's mock cluster keeps per partition before it drops the oldest message sets
+/// (`rdkafka_mock.c`: 5 MiB, or 100,000 sets, which a preload never reaches).
 pub const MOCK_PARTITION_BYTES: usize = 5 * 1024 * 1024;
-pub const MOCK_PARTITION_MESSAGES: usize = 100_000;
 
 impl Broker {
     /// Refuses a preload the broker would not keep whole (the mock cluster drops old segments),
-    /// instead of failing later with a short count.
-    pub fn check_fits(&self, bytes: usize, messages: usize, partitions: usize) -> Result<()> {
+    /// instead of failing later with a short count. `partitions` holds each partition's
+    /// (bytes, messages) as the records' keys place them.
+    pub fn check_fits(&self, partitions: &[(usize, usize)]) -> Result<()> {
+        let messages: usize = partitions.iter().map(|(_, m)| m).sum();
         if !matches!(self, Broker::Mock(_)) || messages == 0 {
             return Ok(());
         }
+        // Each record also costs its batch entry (lengths, deltas, key): ~32 bytes.
+        let size = |(bytes, messages): &(usize, usize)| bytes + messages * 32;
+        let fullest = partitions.iter().map(size).max().unwrap_or(0).max(1);
         // Segments are dropped whole: keep a fifth of headroom.
-        let partitions = partitions.max(1);
-        let per_record = (bytes / messages).max(1);
-        let fit = (partitions * MOCK_PARTITION_BYTES * 4 / 5 / per_record).min(partitions * MOCK_PARTITION_MESSAGES * 4 / 5);
-        if messages > fit {
+        let limit = MOCK_PARTITION_BYTES * 4 / 5;
+        if fullest > limit {
+            let fit = messages * limit / fullest;
             bail!(
-                "librdkafka's mock cluster keeps at most {} MiB or {MOCK_PARTITION_MESSAGES} messages per partition and drops older \
-                 ones: {messages} records of ~{per_record} bytes over {partitions} partitions would not all be kept; use --records {fit} or fewer, or more --partitions",
+                "librdkafka's mock cluster keeps at most {} MiB per partition and drops older segments: the fullest partition \
+                 would hold {} KiB of these {messages} records (drivers are partitioned by key, not evenly); use --records {fit} or fewer",
                 MOCK_PARTITION_BYTES >> 20,
+                fullest >> 10,
             );
         }
         Ok(())
@@ -170,14 +174,16 @@ mod tests {
     #[test]
     fn a_preload_the_mock_cluster_would_not_keep_whole_is_refused_up_front() {
         let mock = Broker::choose(None, true).unwrap();
-        // 200,000 records of 300 bytes over 8 partitions: 7.2 MiB per partition, over its 5 MiB.
-        let error = mock.check_fits(200_000 * 300, 200_000, 8).unwrap_err().to_string();
+        // The fullest of 8 partitions with 40,000 records of 300 bytes: 12.6 MB, over its 5 MiB.
+        let mut partitions = vec![(20_000 * 300, 20_000); 7];
+        partitions.push((40_000 * 300, 40_000));
+        let error = mock.check_fits(&partitions).unwrap_err().to_string();
         assert!(error.contains("--records") && error.contains("5 MiB"), "{error}");
         let fit: usize = error.split("--records ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
-        assert!((100_000..=120_000).contains(&fit), "{error}");
-        mock.check_fits(fit * 300, fit, 8).unwrap();
-        mock.check_fits(50_000 * 300, 50_000, 8).unwrap();
+        // 4 MiB of 332-byte entries in the fullest partition, which holds 2/9 of the records.
+        assert!((55_000..=60_000).contains(&fit), "{error}");
+        mock.check_fits(&[(10_000 * 300, 10_000); 8]).unwrap();
         // Other brokers keep what they are given.
-        Broker::External("127.0.0.1:9".into()).check_fits(200_000 * 300, 200_000, 8).unwrap();
+        Broker::External("127.0.0.1:9".into()).check_fits(&partitions).unwrap();
     }
 }
