@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
 use pitwall_dataflows::video::frame::{encode_end, encode_frame, FrameHeader, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -101,28 +100,7 @@ fn ten_thousand_malformed_frame_records_go_to_the_dlq_and_the_clip_survives() {
     send_keyed(&producer, "video-frames", PARTITIONS, "ghost", &encode_end(&header("ghost", 0, 4, 3)));
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
 
-    let output = wait_with_timeout(
-        pitwall_command(&[
-            "run",
-            "--brokers",
-            b,
-            "--pipelines",
-            "video",
-            "-w",
-            "2",
-            "--exit-at-end",
-            "--video-out",
-            &path_str(&dir.path().join("out")),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
-        "run video",
-        COMMAND_TIMEOUT,
-    );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report = run_report(&String::from_utf8_lossy(&output.stdout));
+    let report = video_run_to_end(b, &dir.path().join("out"), &[]);
     assert_eq!(report["dead_letters"], BAD as u64, "{report}");
 
     let dead: Vec<Value> = tail(b, "pitwall-dlq").into_iter().map(|m| m["value"].clone()).collect();

@@ -197,20 +197,7 @@ fn clips_as_people_have_them_keep_frame_count_rate_and_size() {
     }
     let out = dir.path().join("out");
     let spool = dir.path().join("spool");
-    let report = run_report(&pitwall(&[
-        "run",
-        "--brokers",
-        b,
-        "--pipelines",
-        "video",
-        "-w",
-        "2",
-        "--exit-at-end",
-        "--video-out",
-        &path_str(&out),
-        "--spool",
-        &path_str(&spool),
-    ]));
+    let report = video_run_to_end(b, &out, &["--spool", &path_str(&spool)]);
     assert_eq!(report["videos"].as_u64(), Some(clips.len() as u64), "{report}");
     assert_eq!(report["dead_letters"], 0, "{report}");
 

@@ -67,6 +67,15 @@ pub fn run_to_end(brokers: &str, topic: &str, group: &str, outputs: &str, extra:
     run_report(&pitwall(&args))
 }
 
+/// `pitwall run --pipelines video -w 2 --exit-at-end` writing overlayed videos under `out`, with
+/// `extra` flags; returns its JSON report.
+pub fn video_run_to_end(brokers: &str, out: &Path, extra: &[&str]) -> Value {
+    let out = path_str(out);
+    let mut args = vec!["run", "--brokers", brokers, "--pipelines", "video", "-w", "2", "--exit-at-end", "--video-out", &out];
+    args.extend_from_slice(extra);
+    run_report(&pitwall(&args))
+}
+
 /// The topics of the crash tests: a reference run and a live (crashed) run over the same race.
 pub const REFERENCE_AND_LIVE_TOPICS: [(&str, i32); 8] = [
     ("reference", 4),
