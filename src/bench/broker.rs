@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use pitwall_dataflows::decode::encode_telemetry;
+use pitwall_dataflows::partition::key_partition;
+use pitwall_dataflows::records::TelemetryRecord;
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> Result<u16> {
@@ -99,30 +102,44 @@ pub enum Broker {
 /// (`rdkafka_mock.c`: 5 MiB, or 100,000 sets, which a preload never reaches).
 pub const MOCK_PARTITION_BYTES: usize = 5 * 1024 * 1024;
 
+/// Fails if the fullest partition of a mock-cluster preload, given as each partition's (bytes,
+/// messages) as the records' keys place them, would overflow what the mock cluster keeps.
+fn refuse_overfull_mock(partitions: &[(usize, usize)]) -> Result<()> {
+    let messages: usize = partitions.iter().map(|(_, m)| m).sum();
+    if messages == 0 {
+        return Ok(());
+    }
+    // Each record also costs its batch entry (lengths, deltas, key): ~32 bytes.
+    let size = |(bytes, messages): &(usize, usize)| bytes + messages * 32;
+    let fullest = partitions.iter().map(size).max().unwrap_or(0).max(1);
+    // Segments are dropped whole: keep a fifth of headroom.
+    let limit = MOCK_PARTITION_BYTES * 4 / 5;
+    if fullest > limit {
+        let fit = messages * limit / fullest;
+        bail!(
+            "librdkafka's mock cluster keeps at most {} MiB per partition and drops older segments: the fullest partition \
+             would hold {} KiB of these {messages} records (drivers are partitioned by key, not evenly); use --records {fit} or fewer",
+            MOCK_PARTITION_BYTES >> 20,
+            fullest >> 10,
+        );
+    }
+    Ok(())
+}
+
 impl Broker {
-    /// Refuses a preload the broker would not keep whole (the mock cluster drops old segments),
-    /// instead of failing later with a short count. `partitions` holds each partition's
-    /// (bytes, messages) as the records' keys place them.
-    pub fn check_fits(&self, partitions: &[(usize, usize)]) -> Result<()> {
-        let messages: usize = partitions.iter().map(|(_, m)| m).sum();
-        if !matches!(self, Broker::Mock(_)) || messages == 0 {
+    /// Refuses a preload of `records` over `partitions` that the broker would not keep whole (the
+    /// mock cluster drops old segments), instead of failing later with a short count. Only the
+    /// mock cluster is checked, so only it pays for sizing the records.
+    pub fn check_fits(&self, records: &[TelemetryRecord], partitions: i32) -> Result<()> {
+        if !matches!(self, Broker::Mock(_)) {
             return Ok(());
         }
-        // Each record also costs its batch entry (lengths, deltas, key): ~32 bytes.
-        let size = |(bytes, messages): &(usize, usize)| bytes + messages * 32;
-        let fullest = partitions.iter().map(size).max().unwrap_or(0).max(1);
-        // Segments are dropped whole: keep a fifth of headroom.
-        let limit = MOCK_PARTITION_BYTES * 4 / 5;
-        if fullest > limit {
-            let fit = messages * limit / fullest;
-            bail!(
-                "librdkafka's mock cluster keeps at most {} MiB per partition and drops older segments: the fullest partition \
-                 would hold {} KiB of these {messages} records (drivers are partitioned by key, not evenly); use --records {fit} or fewer",
-                MOCK_PARTITION_BYTES >> 20,
-                fullest >> 10,
-            );
+        let mut sizes = vec![(0usize, 0usize); partitions.max(1) as usize];
+        for record in records {
+            let slot = &mut sizes[key_partition(record.driver.as_bytes(), partitions.max(1)) as usize];
+            *slot = (slot.0 + encode_telemetry(record).len(), slot.1 + 1);
         }
-        Ok(())
+        refuse_overfull_mock(&sizes)
     }
 
     /// The broker a harness run asked for: `--brokers`, else `--mock-broker`, else a Tansu it starts.
@@ -173,17 +190,21 @@ mod tests {
 
     #[test]
     fn a_preload_the_mock_cluster_would_not_keep_whole_is_refused_up_front() {
-        let mock = Broker::choose(None, true).unwrap();
         // The fullest of 8 partitions with 40,000 records of 300 bytes: 12.6 MB, over its 5 MiB.
         let mut partitions = vec![(20_000 * 300, 20_000); 7];
         partitions.push((40_000 * 300, 40_000));
-        let error = mock.check_fits(&partitions).unwrap_err().to_string();
+        let error = refuse_overfull_mock(&partitions).unwrap_err().to_string();
         assert!(error.contains("--records") && error.contains("5 MiB"), "{error}");
         let fit: usize = error.split("--records ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
         // 4 MiB of 332-byte entries in the fullest partition, which holds 2/9 of the records.
         assert!((55_000..=60_000).contains(&fit), "{error}");
-        mock.check_fits(&[(10_000 * 300, 10_000); 8]).unwrap();
-        // Other brokers keep what they are given.
-        Broker::External("127.0.0.1:9".into()).check_fits(&partitions).unwrap();
+        refuse_overfull_mock(&[(10_000 * 300, 10_000); 8]).unwrap();
+        // Through the broker, on the harness's own race: the mock cluster refuses 120,000
+        // records (they lost some when tried) and keeps 50,000; other brokers are not checked.
+        let mock = Broker::choose(None, true).unwrap();
+        let race = crate::bench::race_records(120_000, 20);
+        assert!(mock.check_fits(&race, 8).unwrap_err().to_string().contains("--records"));
+        mock.check_fits(&race[..50_000], 8).unwrap();
+        Broker::External("127.0.0.1:9".into()).check_fits(&race, 8).unwrap();
     }
 }

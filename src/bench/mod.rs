@@ -21,8 +21,7 @@ use anyhow::{bail, Context, Result};
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::tail::read_topic;
 use pitwall_connectors::kafka::KafkaConfig;
-use pitwall_dataflows::decode::{decode_telemetry, encode_telemetry, DecodePolicy};
-use pitwall_dataflows::partition::key_partition;
+use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::records::TelemetryRecord;
 use pitwall_dataflows::sim::{Race, RaceConfig};
 use serde::Serialize;
@@ -50,12 +49,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
 
     eprintln!("generating a race of {} records ({} drivers)", args.records, args.drivers);
     let records = race_records(args.records, args.drivers);
-    let mut per_partition = vec![(0usize, 0usize); args.partitions.max(1) as usize];
-    for record in &records {
-        let slot = &mut per_partition[key_partition(record.driver.as_bytes(), args.partitions.max(1)) as usize];
-        *slot = (slot.0 + encode_telemetry(record).len(), slot.1 + 1);
-    }
-    broker.check_fits(&per_partition)?;
+    broker.check_fits(&records, args.partitions)?;
     let topic = format!("bench-telemetry-{nonce}");
     let mut wanted: Vec<(String, i32)> = vec![(topic.clone(), args.partitions)];
     wanted.extend(SHARED_OUTPUTS.iter().map(|(t, p)| (t.to_string(), *p)));
