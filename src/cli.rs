@@ -275,6 +275,10 @@ pub struct DataflowArgs {
     /// time, after its last windows close; 0 keeps it until the input ends.
     #[arg(long, visible_alias = "key-ttl", default_value_t = 300_000)]
     pub key_ttl_ms: u64,
+    /// How often (ms of wall time) each source commits the offsets and delivered-before marks of
+    /// what it has seen delivered: shorter means less to replay after a crash, more commit traffic.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_interval_ms: u64,
     /// Most messages one source activation reads; results do not depend on it.
     #[arg(long, default_value_t = 4_096)]
     pub max_poll_batch: usize,
@@ -307,6 +311,7 @@ impl Default for DataflowArgs {
             eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
             max_poll_batch: 4_096,
+            commit_interval_ms: 1_000,
             key_ttl_ms: 300_000,
             drivers: None,
             max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,

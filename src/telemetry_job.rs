@@ -496,6 +496,7 @@ fn build_telemetry(
     source.allowed_lateness_ms = args.allowed_lateness_ms;
     source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     source.eof_grace = Duration::from_millis(args.eof_idle_ms);
+    source.commit_interval = Duration::from_millis(args.commit_interval_ms);
     source.max_batch = args.max_poll_batch.max(1);
     source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;

@@ -183,6 +183,7 @@ pub fn build_video(
     source.allowed_lateness_ms = models.video_lateness_ms;
     source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     source.eof_grace = Duration::from_millis(args.eof_idle_ms);
+    source.commit_interval = Duration::from_millis(args.commit_interval_ms);
     // Frames are large: read fewer per activation so inference starts sooner.
     source.max_batch = 64;
     source.metrics = settings.metrics.clone();

@@ -2,7 +2,8 @@
 //!
 //! `config.rs` builds client settings, `admin.rs` creates topics, `health.rs` decides when a
 //! source is stalled, `source.rs` is the timely
-//! source (partition ownership, watermarks, commits), `sink.rs` the timely sink (delivery
+//! source (partition ownership, watermarks, commits), `resume.rs` where a restart must resume so
+//! that no key's replay starts inside a delivered output, `sink.rs` the timely sink (delivery
 //! tracking), `replay.rs` the event-time-paced producer pool and `tail.rs` a kcat-like reader.
 
 pub mod admin;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod replay;
+mod resume;
 pub mod sink;
 pub mod source;
 pub mod tail;

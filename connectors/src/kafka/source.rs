@@ -26,10 +26,12 @@
 //! between the two leaves a newer mark with older offsets, which is safe. A restarted job reads
 //! the marks back ([`SourceHandle::delivered_before`]) and drops the outputs it re-derives at times before
 //! them instead of sending them again. A clean end (everything delivered and committed) writes
-//! mark 0: nothing is replayed from there.
+//! mark 0: nothing is replayed from there. The offset committed with a mark is pulled back so
+//! that every key's replay starts at one of its records older than the mark (`resume.rs`):
+//! otherwise an output the replay rebuilds from only part of its samples would be stamped at
+//! or after the mark and sent again, incomplete.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use timely::dataflow::{Scope, Stream};
 use super::config::{Reader, METADATA_TIMEOUT};
 use super::health::SourceHealth;
 use super::metrics::SourceMetrics;
+use super::resume::{KeyTrails, Trail};
 use super::{KafkaConfig, KafkaError};
 
 /// How a source reads.
@@ -191,7 +194,9 @@ struct PartitionState {
     /// When the broker reported end-of-partition, if no message came since.
     eof_since: Option<Instant>,
     /// (latest event time emitted, offset after it), oldest first, not yet committed.
-    checkpoints: VecDeque<(EventTime, i64)>,
+    checkpoints: Trail,
+    /// Per key, records since the last commit: a commit never starts a key's replay after the mark.
+    keys: KeyTrails,
     committed: Option<i64>,
     /// The delivered-before mark found at start: marks this run commits never go below it (early
     /// in a replay the probe is behind it, and a worker still starting may not have read it).
@@ -304,19 +309,21 @@ impl SourceInner {
         let mut marks = TopicPartitionList::new();
         let mut updated = Vec::new();
         for (index, state) in self.partitions.iter_mut().enumerate() {
-            let mut newest = None;
-            while state.checkpoints.front().is_some_and(|(time, _)| passed(*time)) {
-                newest = state.checkpoints.pop_front().map(|(_, offset)| offset);
-            }
+            let newest = state.checkpoints.pop_while(|(time, _)| passed(*time)).map(|(_, offset)| offset);
             // A clean end (`delivered` is None) rewrites every committed offset with mark 0, so
             // an older mark cannot outlive this run.
             let newest = newest.or(if delivered.is_none() { state.committed } else { None });
+            // Mark 0 (a clean end) drops nothing on a later start.
+            let mark = delivered.map_or(0, |time| time.max(state.mark_floor));
+            // No key's replay may start at or after the mark (`resume.rs`); never backwards.
+            let newest = match (newest, delivered) {
+                (Some(after), Some(_)) => Some(state.keys.resume_at(after, mark).max(state.committed.unwrap_or(0))),
+                (newest, _) => newest,
+            };
             if let Some(offset) = newest {
                 if state.committed != Some(offset) || delivered.is_none() {
                     list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset))
                         .map_err(KafkaError::client("building a commit"))?;
-                    // Mark 0 (a clean end) drops nothing on a later start.
-                    let mark = delivered.map_or(0, |time| time.max(state.mark_floor));
                     marks
                         .add_partition_offset(&self.topic, state.partition, Offset::Offset(mark as i64))
                         .map_err(KafkaError::client("building a commit"))?;
@@ -451,7 +458,8 @@ where
             next_offset: Some(start),
             end_offset: config.exit_at_end.then_some(high),
             eof_since: None,
-            checkpoints: VecDeque::new(),
+            checkpoints: Trail::new(MAX_CHECKPOINTS),
+            keys: KeyTrails::default(),
             committed: Some(start),
             mark_floor: delivered_before.get(p as usize).copied().flatten().unwrap_or(0),
             metrics: config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &topic, p)),
@@ -530,6 +538,7 @@ where
                     let checkpoint_time = match record_time {
                         Some(time) => {
                             state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
+                            state.keys.read(key, time, at.offset);
                             time
                         }
                         None => watermark,
@@ -541,7 +550,6 @@ where
             if !batch.is_empty() {
                 output.session(&*cap).give_iterator(batch.drain(..));
             }
-            compact_checkpoints(&mut inner.partitions);
 
             let next = if shutdown.load(Ordering::Relaxed) {
                 WatermarkStep::Finished
@@ -609,8 +617,8 @@ impl PartitionState {
         self.last_message = now;
         self.eof_since = None;
         self.next_offset = Some(offset + 1);
-        let newest = self.checkpoints.back().map_or(time, |(t, _)| (*t).max(time));
-        self.checkpoints.push_back((newest, offset + 1));
+        let newest = self.checkpoints.newest().map_or(time, |(t, _)| t.max(time));
+        self.checkpoints.push((newest, offset + 1));
     }
 
     /// Whether this partition stops holding the watermark back: the broker said it is caught
@@ -622,26 +630,9 @@ impl PartitionState {
 
 /// How long an idle source waits before polling again.
 const IDLE_POLL: Duration = Duration::from_millis(2);
-/// Checkpoints kept per partition before older ones are merged (memory bound under load).
-const MAX_CHECKPOINTS: usize = 64;
-
-/// Keeps the checkpoint queues short by dropping every other checkpoint, always keeping the
-/// oldest and the newest. Dropping one only makes commits coarser (an earlier offset is
-/// committed until a later checkpoint passes), never early. The oldest must stay: it is the
-/// next one the probe will pass (dropping it instead would let the queue's front run ahead of
-/// the probe under continuous load, and nothing would ever be committed).
-fn compact_checkpoints(partitions: &mut [PartitionState]) {
-    for state in partitions {
-        while state.checkpoints.len() > MAX_CHECKPOINTS {
-            let newest = state.checkpoints.back().copied();
-            let mut kept: VecDeque<(EventTime, i64)> = state.checkpoints.iter().step_by(2).copied().collect();
-            if kept.back().copied() != newest {
-                kept.extend(newest);
-            }
-            state.checkpoints = kept;
-        }
-    }
-}
+/// Checkpoints kept per partition between commits (see [`Trail`]): a commit is at most 1/256
+/// of what was read since the last one earlier than it could be.
+const MAX_CHECKPOINTS: usize = 256;
 
 enum WatermarkStep {
     To(EventTime),
@@ -683,7 +674,7 @@ fn next_watermark(partitions: &[PartitionState], config: &SourceConfig, worker: 
 mod tests {
     use super::*;
 
-    fn partition_with(checkpoints: impl IntoIterator<Item = (EventTime, i64)>) -> PartitionState {
+    fn partition() -> PartitionState {
         PartitionState {
             partition: 0,
             max_event_time: None,
@@ -691,7 +682,8 @@ mod tests {
             next_offset: None,
             end_offset: None,
             eof_since: None,
-            checkpoints: checkpoints.into_iter().collect(),
+            checkpoints: Trail::new(MAX_CHECKPOINTS),
+            keys: KeyTrails::default(),
             committed: None,
             mark_floor: 0,
             metrics: None,
@@ -702,7 +694,7 @@ mod tests {
     fn a_worker_without_partitions_releases_the_frontier_in_live_mode() {
         let config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
         assert!(matches!(next_watermark(&[], &config, 0, 0), WatermarkStep::Finished));
-        let mut waiting = partition_with([]);
+        let mut waiting = partition();
         waiting.max_event_time = Some(10_000);
         assert!(matches!(next_watermark(&[waiting], &config, 0, 0), WatermarkStep::To(9_500)));
     }
@@ -712,12 +704,12 @@ mod tests {
         let mut config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
         config.board = Some(WatermarkBoard::default());
         let busy = |time| {
-            let mut p = partition_with([]);
+            let mut p = partition();
             p.max_event_time = Some(time);
             p
         };
         let idle = || {
-            let mut p = partition_with([]);
+            let mut p = partition();
             p.eof_since = Some(Instant::now() - Duration::from_secs(60));
             p
         };
@@ -736,19 +728,5 @@ mod tests {
         // Without a board an idle worker stays where its own data put it.
         config.board = None;
         assert!(matches!(next_watermark(&[idle()], &config, 3, 0), WatermarkStep::To(0)));
-    }
-
-    #[test]
-    fn compaction_keeps_the_oldest_and_newest_checkpoints_under_continuous_load() {
-        let mut partitions = [partition_with([])];
-        for offset in 0..100_000_i64 {
-            partitions[0].checkpoints.push_back((offset as u64 * 10, offset + 1));
-            compact_checkpoints(&mut partitions);
-        }
-        let checkpoints = &partitions[0].checkpoints;
-        assert!(checkpoints.len() <= MAX_CHECKPOINTS);
-        assert_eq!(checkpoints.front(), Some(&(0, 1)), "the next checkpoint to commit is never dropped");
-        assert_eq!(checkpoints.back(), Some(&(999_990, 100_000)));
-        assert!(checkpoints.iter().zip(checkpoints.iter().skip(1)).all(|(a, b)| a.0 < b.0 && a.1 < b.1));
     }
 }
