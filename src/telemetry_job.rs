@@ -564,7 +564,11 @@ fn build_telemetry(
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }
-        let mark = move |driver: &str| marks.get(key_partition(driver.as_bytes(), marks.len().max(1) as i32) as usize).copied().flatten();
+        // A fresh group or a clean last stop (no marks): nothing to look up per output.
+        let any_mark = marks.iter().any(Option::is_some);
+        let mark = move |driver: &str| {
+            any_mark.then(|| marks.get(key_partition(driver.as_bytes(), marks.len().max(1) as i32) as usize).copied().flatten()).flatten()
+        };
         let (alert_mark, window_mark) = (mark.clone(), mark);
         let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver));
         let (windows_in, dropped_windows) = drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver));

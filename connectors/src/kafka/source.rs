@@ -548,7 +548,7 @@ where
                 }
             }
             if !batch.is_empty() {
-                output.session(&*cap).give_iterator(batch.drain(..));
+                output.session(&*cap).give_container(&mut batch);
             }
 
             let next = if shutdown.load(Ordering::Relaxed) {
