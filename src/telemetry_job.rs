@@ -30,7 +30,6 @@ use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::infer::InferStats;
 use pitwall_dataflows::keyed::StateGauge;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
-use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::quality::{sample_flags, QualityFlag};
@@ -560,18 +559,16 @@ fn build_telemetry(
         });
         // After a crash: what the crashed run had delivered is not sent again (the marks come
         // from the companion group, per partition, read by the source at start; `dataflows/src/restart.rs`).
-        let marks = Rc::new(handle.delivered_before());
+        let marks = handle.delivered_before();
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }
-        // A fresh group or a clean last stop (no marks): nothing to look up per output.
-        let any_mark = marks.iter().any(Option::is_some);
-        let mark = move |driver: &str| {
-            any_mark.then(|| marks.get(key_partition(driver.as_bytes(), marks.len().max(1) as i32) as usize).copied().flatten()).flatten()
-        };
+        let key_mark = handle.key_marks();
+        let mark = move |driver: &str| key_mark(driver.as_bytes());
         let (alert_mark, window_mark) = (mark.clone(), mark);
-        let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver));
-        let (windows_in, dropped_windows) = drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver));
+        let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver), |_| {});
+        let (windows_in, dropped_windows) =
+            drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver), |_| {});
         outputs.alerts = alerts_in;
         outputs.windows = windows_in;
         let already_delivered = vec![dropped_alerts, dropped_windows];
@@ -744,6 +741,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         report.predictions = t.sinks.get(4).map(|(_, s)| s.delivered()).unwrap_or(0);
     }
     report.video = video.as_ref().map(|v| (v.source.stats(), v.report()));
+    report.already_delivered += video.as_ref().map_or(0, |v| v.stored_before.get());
     tracing::info!(worker = worker.index(), stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
     Ok(report)
 }

@@ -10,7 +10,9 @@
 //!  probe after all sinks ──► source commits offsets; a video's frames stay uncommitted until it is stored
 //! ```
 
+use std::cell::Cell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,8 @@ use pitwall_connectors::store::{upload_videos, ObjectStore, S3Settings, UploadPo
 use pitwall_connectors::video::encode::{EncodeOptions, Mp4Spool};
 use pitwall_dataflows::infer::{Batching, InferStats};
 use pitwall_dataflows::live::{feed, LiveStore};
-use pitwall_dataflows::video::assemble::{AssemblyConfig, VideoCompletion};
+use pitwall_dataflows::restart::drop_delivered;
+use pitwall_dataflows::video::assemble::{AssemblyConfig, FinishedVideo, VideoCompletion};
 use pitwall_dataflows::video::detect::{FireDetection, YoloDecode};
 use pitwall_dataflows::video::frame::decode_video_record;
 use pitwall_dataflows::video::overlay::OverlayStyle;
@@ -115,6 +118,8 @@ pub struct VideoParts {
     pub sinks: Vec<(&'static str, SinkHandle)>,
     pub inference: InferStats,
     pub uploads: UploadStats,
+    /// Finished videos not stored again after a crash (stored before it).
+    pub stored_before: Rc<Cell<u64>>,
 }
 
 /// What the video side of one worker did.
@@ -198,7 +203,25 @@ pub fn build_video(
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
         let SplitEvents { records, late, dead } = split_events(events);
         let mut outputs = video_dataflow(records, detector, spool, &config);
-        let (mut completions, uploads) = upload_videos(outputs.finished, store);
+        // After a crash: a video whose first replayed frame is before its partition's mark had
+        // been stored and announced (the assembly holds the probe at a video's first frame until
+        // then). Whole or, when the replay began inside it, partial: it is not stored again (a
+        // partial one would overwrite the stored video with its tail). Its frames' detections
+        // are still published (at least once). The commit rule puts a partially replayed
+        // video's first replayed frame before the mark (`connectors/src/kafka/resume.rs`).
+        let key_mark = handle.key_marks();
+        let (finished, stored_before) = drop_delivered(
+            outputs.finished,
+            "VideosDelivered",
+            move |v: &FinishedVideo| key_mark(v.completion.video_id.as_bytes()),
+            |v: &FinishedVideo| {
+                tracing::info!(video = %v.completion.video_id, "stored before the crash; the replayed copy is not stored again");
+                if let Some(file) = &v.file {
+                    let _ = std::fs::remove_file(&file.path);
+                }
+            },
+        );
+        let (mut completions, uploads) = upload_videos(finished, store);
         // The same operators with or without a live view (one dataflow shape across processes).
         let (for_detections, for_completions, for_frames) = (settings.live.clone(), settings.live.clone(), settings.live.clone());
         let (detections_out, completions_out) = (
@@ -247,6 +270,7 @@ pub fn build_video(
             sinks: vec![("detections", detections), ("completions", completions), ("video_dead_letters", dead_letters), ("video_late", late_sink)],
             inference: outputs.inference,
             uploads,
+            stored_before,
         })
     })
 }

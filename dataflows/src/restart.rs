@@ -17,12 +17,14 @@ use timely::dataflow::Stream;
 
 use crate::records::EventTime;
 
-/// Passes `stream` on without the records whose time is before `before(record)` (`None`: keep).
+/// Passes `stream` on without the records whose time is before `before(record)` (`None`: keep),
+/// handing each dropped record to `on_drop` (to release what it holds, e.g. a spooled file).
 /// Returns the stream and the count of records dropped.
 pub fn drop_delivered<'s, T: Clone + 'static>(
     stream: Stream<'s, EventTime, Vec<T>>,
     name: &str,
     before: impl Fn(&T) -> Option<EventTime> + 'static,
+    mut on_drop: impl FnMut(&T) + 'static,
 ) -> (Stream<'s, EventTime, Vec<T>>, Rc<Cell<u64>>) {
     let dropped = Rc::new(Cell::new(0_u64));
     let count = dropped.clone();
@@ -33,7 +35,13 @@ pub fn drop_delivered<'s, T: Clone + 'static>(
                 let time = *cap.time();
                 let before_count = data.len();
                 // In place, and the batch passed on whole: no copy of each record.
-                data.retain(|record| before(record).is_none_or(|mark| time >= mark));
+                data.retain(|record| {
+                    let keep = before(record).is_none_or(|mark| time >= mark);
+                    if !keep {
+                        on_drop(record);
+                    }
+                    keep
+                });
                 count.set(count.get() + (before_count - data.len()) as u64);
                 if !data.is_empty() {
                     output.session(&cap).give_container(data);
@@ -53,10 +61,17 @@ mod tests {
 
     #[test]
     fn drops_only_records_before_their_mark() {
-        let (captured, dropped) = timely::execute_directly(|worker| {
+        let (captured, dropped, released) = timely::execute_directly(|worker| {
+            let released = Rc::new(std::cell::RefCell::new(Vec::new()));
             let (mut input, probe, captured, dropped) = worker.dataflow::<EventTime, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<(u8, u64)>>();
-                let (out, dropped) = drop_delivered(stream, "Test", |(partition, _): &(u8, u64)| (*partition == 0).then_some(100));
+                let released = released.clone();
+                let (out, dropped) = drop_delivered(
+                    stream,
+                    "Test",
+                    |(partition, _): &(u8, u64)| (*partition == 0).then_some(100),
+                    move |(_, id)| released.borrow_mut().push(*id),
+                );
                 (input, out.clone().probe().0, out.capture(), dropped)
             });
             for (time, record) in [(50, (0, 1)), (50, (1, 2)), (99, (0, 3)), (100, (0, 4)), (150, (0, 5))] {
@@ -67,10 +82,12 @@ mod tests {
             while !probe.done() {
                 worker.step();
             }
-            (captured, dropped.get())
+            let released: Vec<u64> = released.borrow().clone();
+            (captured, dropped.get(), released)
         });
         let kept: Vec<u64> = captured.extract().into_iter().flat_map(|(_, records)| records.into_iter().map(|(_, id)| id)).collect();
         assert_eq!(kept, [2, 4, 5], "partition 0 before 100 is dropped, partition 1 has no mark");
         assert_eq!(dropped, 2);
+        assert_eq!(released, [1, 3], "each dropped record is handed over once");
     }
 }

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pitwall_dataflows::partition::PartitionOwner;
+use pitwall_dataflows::partition::{key_partition, PartitionOwner};
 use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, SourcePosition};
 use prometheus::{IntCounter, IntGauge};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -364,6 +364,14 @@ impl SourceHandle {
     /// which the outputs of the previous run were all delivered (`None`: no mark).
     pub fn delivered_before(&self) -> Vec<Option<EventTime>> {
         self.inner.borrow().delivered_before.clone()
+    }
+
+    /// The delivered-before mark of the partition Kafka's default partitioner gives `key`
+    /// (`None` for every key after a clean stop or in a fresh group: nothing to look up).
+    pub fn key_marks(&self) -> impl Fn(&[u8]) -> Option<EventTime> + Clone + 'static {
+        let marks = Rc::new(self.delivered_before());
+        let any = marks.iter().any(Option::is_some);
+        move |key| any.then(|| marks.get(key_partition(key, marks.len().max(1) as i32) as usize).copied().flatten()).flatten()
     }
 
     pub fn stats(&self) -> SourceStats {
