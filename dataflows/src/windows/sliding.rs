@@ -42,13 +42,26 @@ impl SlidingWindows {
     }
 }
 
-/// One driver's samples still inside some open window.
+/// One driver's open windows as panes: the time line cut at every multiple of the greatest
+/// common divisor of length and slide, so each window is a run of whole panes. A sample is pushed
+/// once, into its pane, instead of once per window that contains it; a window merges its panes.
 #[derive(Default)]
 pub struct SlidingState {
-    /// Shared with the other keyed operators: no copy per window operator.
-    samples: VecDeque<Rc<Sample>>,
+    driver: String,
+    /// Non-empty panes still inside some open window, oldest first: (pane start, aggregate).
+    panes: VecDeque<(EventTime, WindowAccumulator)>,
     /// Start of the earliest window not yet emitted.
     next_start: Option<EventTime>,
+}
+
+impl SlidingWindows {
+    fn pane_ms(&self) -> u64 {
+        let (mut a, mut b) = (self.length_ms, self.slide_ms);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
 }
 
 impl KeyedLogic for SlidingWindows {
@@ -59,8 +72,20 @@ impl KeyedLogic for SlidingWindows {
         let time = sample.record.session_time_ms;
         if state.next_start.is_none() {
             state.next_start = Some(self.first_start(time));
+            if state.driver.is_empty() {
+                state.driver.clone_from(&sample.record.driver);
+            }
         }
-        state.samples.push_back(sample.clone());
+        let pane = time - time % self.pane_ms();
+        match state.panes.back_mut() {
+            // Samples come in event-time order: a sample's pane is the newest or a new one.
+            Some((start, acc)) if *start >= pane => acc.push(&sample.record),
+            _ => {
+                let mut acc = WindowAccumulator::default();
+                acc.push(&sample.record);
+                state.panes.push_back((pane, acc));
+            }
+        }
     }
 
     fn on_progress(&self, state: &mut SlidingState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
@@ -71,20 +96,17 @@ impl KeyedLogic for SlidingWindows {
                 break;
             }
             let mut acc = WindowAccumulator::default();
-            for sample in state.samples.iter().take_while(|s| s.record.session_time_ms < end) {
-                if sample.record.session_time_ms >= start {
-                    acc.push(&sample.record);
-                }
+            for (_, pane) in state.panes.iter().take_while(|(pane, _)| *pane < end).filter(|(pane, _)| *pane >= start) {
+                acc.merge(pane);
             }
             if let Some((first, _)) = acc.span() {
-                let driver = &state.samples.front().expect("non-empty window").record.driver;
-                out.push((first, acc.finish(driver, WindowKind::Sliding, start, end)));
+                out.push((first, acc.finish(&state.driver, WindowKind::Sliding, start, end)));
             }
             let next = start + self.slide_ms;
-            while state.samples.front().is_some_and(|s| s.record.session_time_ms < next) {
-                state.samples.pop_front();
+            while state.panes.front().is_some_and(|(pane, _)| *pane < next) {
+                state.panes.pop_front();
             }
-            state.next_start = state.samples.front().map(|s| next.max(self.first_start(s.record.session_time_ms)));
+            state.next_start = self.hold(state).map(|first| next.max(self.first_start(first)));
         }
     }
 
@@ -92,16 +114,17 @@ impl KeyedLogic for SlidingWindows {
         state.next_start.map(|start| start + self.length_ms)
     }
 
+    /// The oldest sample still in an open window: the time its first window is emitted at.
     fn hold(&self, state: &SlidingState) -> Option<EventTime> {
-        state.samples.front().map(|s| s.record.session_time_ms)
+        state.panes.front().and_then(|(_, acc)| acc.span()).map(|(first, _)| first)
     }
 
     fn is_idle(&self, state: &SlidingState) -> bool {
-        state.samples.is_empty()
+        state.panes.is_empty()
     }
 
     fn approx_bytes(&self, state: &SlidingState) -> usize {
-        std::mem::size_of::<SlidingState>() + state.samples.len() * std::mem::size_of::<Sample>()
+        std::mem::size_of::<SlidingState>() + state.driver.capacity() + state.panes.len() * std::mem::size_of::<(EventTime, WindowAccumulator)>()
     }
 }
 
