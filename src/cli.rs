@@ -1,8 +1,10 @@
 //! The command-line contract. Every flag is documented here; `pitwall --help` prints it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use pitwall_connectors::kafka::source::SourceConfig;
 
 use crate::topics;
 
@@ -293,6 +295,17 @@ pub struct DataflowArgs {
     /// several partitions (not keyed by driver); every alert then waits for the allowed lateness.
     #[arg(long)]
     pub alerts_after_watermark: bool,
+}
+
+impl DataflowArgs {
+    /// Sets what these flags say about reading and committing on `source`: when a partition
+    /// stops holding the watermark back, and how often offsets and marks are committed. Both
+    /// pipelines' sources take them.
+    pub fn apply_source_timing(&self, source: &mut SourceConfig) {
+        source.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
+        source.eof_grace = Duration::from_millis(self.eof_idle_ms);
+        source.commit_interval = Duration::from_millis(self.commit_interval_ms);
+    }
 }
 
 impl Default for DataflowArgs {

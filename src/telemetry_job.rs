@@ -493,9 +493,7 @@ fn build_telemetry(
     let mut source = SourceConfig::new(config.kafka.clone(), &args.telemetry_topic);
     source.group = args.group.clone();
     source.allowed_lateness_ms = args.allowed_lateness_ms;
-    source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
-    source.eof_grace = Duration::from_millis(args.eof_idle_ms);
-    source.commit_interval = Duration::from_millis(args.commit_interval_ms);
+    args.apply_source_timing(&mut source);
     source.max_batch = args.max_poll_batch.max(1);
     source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;
@@ -563,12 +561,10 @@ fn build_telemetry(
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }
-        let key_mark = handle.key_marks();
-        let mark = move |driver: &str| key_mark(driver.as_bytes());
-        let (alert_mark, window_mark) = (mark.clone(), mark);
-        let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver), |_| {});
+        let (alert_mark, window_mark) = (handle.key_marks(), handle.key_marks());
+        let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(a.driver.as_bytes()), |_| {});
         let (windows_in, dropped_windows) =
-            drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver), |_| {});
+            drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(w.driver.as_bytes()), |_| {});
         outputs.alerts = alerts_in;
         outputs.windows = windows_in;
         let already_delivered = vec![dropped_alerts, dropped_windows];

@@ -186,9 +186,7 @@ pub fn build_video(
     let mut source = SourceConfig::new(settings.kafka.clone(), &models.video_topic);
     source.group = models.video_group.clone();
     source.allowed_lateness_ms = models.video_lateness_ms;
-    source.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
-    source.eof_grace = Duration::from_millis(args.eof_idle_ms);
-    source.commit_interval = Duration::from_millis(args.commit_interval_ms);
+    args.apply_source_timing(&mut source);
     // Frames are large: read fewer per activation so inference starts sooner.
     source.max_batch = 64;
     source.metrics = settings.metrics.clone();

@@ -40,6 +40,16 @@ impl SlidingWindows {
     pub fn starts(&self, time: EventTime) -> impl Iterator<Item = EventTime> + '_ {
         (self.first_start(time)..=time).step_by(self.slide_ms as usize)
     }
+
+    /// Width of a pane: the greatest common divisor of length and slide, so every window is a
+    /// run of whole panes.
+    fn pane_ms(&self) -> u64 {
+        let (mut a, mut b) = (self.length_ms, self.slide_ms);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
 }
 
 /// One driver's open windows as panes: the time line cut at every multiple of the greatest
@@ -52,16 +62,6 @@ pub struct SlidingState {
     panes: VecDeque<(EventTime, WindowAccumulator)>,
     /// Start of the earliest window not yet emitted.
     next_start: Option<EventTime>,
-}
-
-impl SlidingWindows {
-    fn pane_ms(&self) -> u64 {
-        let (mut a, mut b) = (self.length_ms, self.slide_ms);
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    }
 }
 
 impl KeyedLogic for SlidingWindows {
