@@ -719,6 +719,10 @@ pub struct ScalingArgs {
     /// Cluster shapes to run, WORKERSxPROCESSES, comma-separated (`1x2` is `-n 2 -w 1`).
     #[arg(long, value_delimiter = ',', default_value = "1x1,2x1,1x2")]
     pub configs: Vec<ClusterShape>,
+    /// Measure the ceiling and every shape this many times (interleaved) and report the median
+    /// run of each, with the slowest and fastest: one run on a shared VM can be 20% off.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub repeat: u64,
     /// Offered loads (msg/s) for the latency runs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     pub rates: Vec<u64>,

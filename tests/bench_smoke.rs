@@ -11,7 +11,8 @@ use support::*;
 #[test]
 fn smoke_run_produces_every_figure() {
     let dir = temp_dir();
-    let child = pitwall_command(&["bench", "scaling", "--smoke", "--out", dir.path().to_str().unwrap()])
+    // Two interleaved runs of each throughput measurement: rows are their medians, with the range.
+    let child = pitwall_command(&["bench", "scaling", "--smoke", "--repeat", "2", "--out", dir.path().to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -50,6 +51,10 @@ fn smoke_run_produces_every_figure() {
             "ceiling" | "run" => {
                 assert_eq!(number(row, "records"), 20_000.0, "every record read: {row:?}");
                 assert!(number(row, "peak_rss_mb") > 1.0, "{row:?}");
+                assert_eq!(number(row, "runs"), 2.0, "{row:?}");
+                let (low, high) = (number(row, "msg_per_s_min"), number(row, "msg_per_s_max"));
+                // Of two runs the median is the slower one.
+                assert!(low <= high && (number(row, "msg_per_s") - low).abs() < 1.0, "{row:?}");
             }
             "latency" => {
                 assert!(number(row, "alerts_timed") >= 1.0, "{row:?}");

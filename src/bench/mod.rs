@@ -62,24 +62,32 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
     }
     results.push(Row::produce(preload.sent, preload.elapsed.as_secs_f64()));
 
-    eprintln!("raw ceiling: one consumer, read + decode");
-    let mut ceiling = Command::new(std::env::current_exe()?);
-    ceiling.args(["bench", "ceiling", "--brokers", &kafka.brokers, "--topic", &topic]).args(property_flags(&kafka));
-    let finished = Measured::spawn(ceiling, "ceiling", &logs)?.finish(args.timeout())?;
-    let report: CeilingReport = serde_json::from_value(finished.report()?)?;
-    if report.records != args.records as u64 {
-        bail!("the ceiling consumer read {} records, expected {}", report.records, args.records);
-    }
-    results.push(Row::ceiling(report.records, report.seconds, finished.peak_rss_mb));
-
-    for shape in &args.configs {
-        eprintln!("pitwall run {shape} --exit-at-end");
-        let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}", shape.slug()), &logs, &args)?;
-        if row.records != args.records as u64 {
-            bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
+    // The ceiling and every shape, `--repeat` times, interleaved so that drift on a noisy
+    // machine touches them all alike; each row is the median run, with the range.
+    let mut ceilings = Vec::new();
+    let mut shapes: Vec<Vec<Row>> = vec![Vec::new(); args.configs.len()];
+    for round in 0..args.repeat.max(1) {
+        let of = if args.repeat > 1 { format!(" (run {} of {})", round + 1, args.repeat) } else { String::new() };
+        eprintln!("raw ceiling: one consumer, read + decode{of}");
+        let mut ceiling = Command::new(std::env::current_exe()?);
+        ceiling.args(["bench", "ceiling", "--brokers", &kafka.brokers, "--topic", &topic]).args(property_flags(&kafka));
+        let finished = Measured::spawn(ceiling, &format!("ceiling-{round}"), &logs)?.finish(args.timeout())?;
+        let report: CeilingReport = serde_json::from_value(finished.report()?)?;
+        if report.records != args.records as u64 {
+            bail!("the ceiling consumer read {} records, expected {}", report.records, args.records);
         }
-        results.push(row);
+        ceilings.push(Row::ceiling(report.records, report.seconds, finished.peak_rss_mb));
+
+        for (shape, runs) in args.configs.iter().zip(&mut shapes) {
+            eprintln!("pitwall run {shape} --exit-at-end{of}");
+            let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}-{round}", shape.slug()), &logs, &args)?;
+            if row.records != args.records as u64 {
+                bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
+            }
+            runs.push(row);
+        }
     }
+    results.rows.extend(std::iter::once(ceilings).chain(shapes).filter_map(Row::median));
 
     for &rate in &args.rates {
         let wanted = ((rate as f64 * args.latency_seconds) as usize).clamp(1, records.len());
@@ -144,7 +152,7 @@ fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str
         if shape.processes > 1 {
             command.args(["-n", &shape.processes.to_string(), "-p", &process.to_string(), "-h"]).arg(&hostfile);
         }
-        children.push(Measured::spawn(command, &format!("run-{}-p{process}", shape.slug()), logs)?);
+        children.push(Measured::spawn(command, &format!("{group}-p{process}"), logs)?);
     }
     let started = Instant::now();
     let mut row = Row::run(shape);

@@ -40,6 +40,11 @@ pub struct Row {
     pub seconds: f64,
     pub msg_per_s: f64,
     pub peak_rss_mb: f64,
+    /// Throughput rows measured more than once (`--repeat`): how many runs, and the slowest and
+    /// fastest; the row's own figures are the median run's.
+    pub runs: usize,
+    pub msg_per_s_min: f64,
+    pub msg_per_s_max: f64,
     /// Latency rows: the offered rate asked for and the rate achieved.
     pub offered: u64,
     pub achieved: f64,
@@ -50,6 +55,15 @@ pub struct Row {
 }
 
 impl Row {
+    /// The median (by throughput) of several runs of one measurement, with their range.
+    pub fn median(mut runs: Vec<Row>) -> Option<Row> {
+        runs.sort_by(|a, b| a.msg_per_s.total_cmp(&b.msg_per_s));
+        let (min, max) = (runs.first()?.msg_per_s, runs.last()?.msg_per_s);
+        let mut row = runs[(runs.len() - 1) / 2].clone();
+        (row.runs, row.msg_per_s_min, row.msg_per_s_max) = (runs.len(), min, max);
+        Some(row)
+    }
+
     pub fn produce(records: u64, seconds: f64) -> Row {
         Row { kind: "produce", config: "4 producers".into(), records, seconds, msg_per_s: records as f64 / seconds.max(1e-9), ..Row::default() }
     }
@@ -121,13 +135,13 @@ impl Results {
         let mut out = String::from(
             "kind,config,workers,processes,records,seconds,msg_per_s,ratio_to_ceiling,peak_rss_mb,offered_msg_per_s,achieved_msg_per_s,\
              alerts_timed,published_p50_ms,published_p95_ms,published_p99_ms,published_max_ms,received_p50_ms,received_p95_ms,received_p99_ms,received_max_ms,\
-             transport_p50_ms,transport_p99_ms\n",
+             transport_p50_ms,transport_p99_ms,runs,msg_per_s_min,msg_per_s_max\n",
         );
         for r in &self.rows {
             let (p, q) = (r.published, r.received);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0}",
                 r.kind,
                 r.config,
                 r.workers,
@@ -149,7 +163,10 @@ impl Results {
                 q.p99,
                 q.max,
                 r.transport.p50,
-                r.transport.p99
+                r.transport.p99,
+                r.runs.max(1),
+                if r.runs > 1 { r.msg_per_s_min } else { r.msg_per_s },
+                if r.runs > 1 { r.msg_per_s_max } else { r.msg_per_s }
             );
         }
         out
@@ -158,19 +175,22 @@ impl Results {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "Machine: {}  \nBroker: {}  \nCommand: `{}`\n", self.machine, self.broker, self.command);
-        let _ = writeln!(out, "| what | shape | records | seconds | msg/s | vs ceiling | vs seed (2,200 msg/s) | peak RSS MB |");
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ =
+            writeln!(out, "| what | shape | records | seconds | msg/s | runs: min-max msg/s | vs ceiling | vs seed (2,200 msg/s) | peak RSS MB |");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for r in self.rows.iter().filter(|r| r.kind != "latency") {
             let ratio = self.ratio(r).map_or("-".into(), |x| format!("{:.0}%", x * 100.0));
             let rss = if r.peak_rss_mb > 0.0 { format!("{:.0}", r.peak_rss_mb) } else { "-".into() };
+            let range = if r.runs > 1 { format!("{}: {:.0}-{:.0}", r.runs, r.msg_per_s_min, r.msg_per_s_max) } else { "1".into() };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.0} | {} | {:.0}x | {} |",
+                "| {} | {} | {} | {:.2} | {:.0} | {} | {} | {:.0}x | {} |",
                 r.kind,
                 r.config,
                 r.records,
                 r.seconds,
                 r.msg_per_s,
+                range,
                 ratio,
                 r.msg_per_s / SEED_MSG_PER_S,
                 rss
