@@ -76,7 +76,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
         if report.records != args.records as u64 {
             bail!("the ceiling consumer read {} records, expected {}", report.records, args.records);
         }
-        ceilings.push(Row::ceiling(report.records, report.seconds, finished.peak_rss_mb));
+        ceilings.push(Row::ceiling(report.records, report.seconds, finished.peak_rss_mb, finished.cpu_s));
 
         for (shape, runs) in args.configs.iter().zip(&mut shapes) {
             eprintln!("pitwall run {shape} --exit-at-end{of}");
@@ -162,6 +162,7 @@ fn run_shape(kafka: &KafkaConfig, topic: &str, shape: &ClusterShape, group: &str
         row.records += report["records"].as_u64().context("report.records")?;
         row.seconds = row.seconds.max(report["seconds"].as_f64().context("report.seconds")?);
         row.peak_rss_mb += finished.peak_rss_mb;
+        row.cpu_s += finished.cpu_s;
     }
     row.msg_per_s = row.records as f64 / row.seconds.max(1e-9);
     Ok(row)

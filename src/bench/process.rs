@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 pub struct Finished {
     pub stdout: String,
     pub peak_rss_mb: f64,
+    /// User + system CPU time of the whole child (all its threads, start to exit).
+    pub cpu_s: f64,
 }
 
 impl Finished {
@@ -63,12 +65,12 @@ impl Measured {
         let deadline = Instant::now() + timeout;
         let status_file = format!("/proc/{}/status", self.child.id());
         let mut peak_kb = 0u64;
-        let status = loop {
+        let (status, cpu_s) = loop {
             if let Some(kb) = std::fs::read_to_string(&status_file).ok().as_deref().and_then(high_water_kb) {
                 peak_kb = peak_kb.max(kb);
             }
-            if let Some(status) = self.child.try_wait().with_context(|| format!("waiting for {}", self.name))? {
-                break status;
+            if let Some(done) = self.reap()? {
+                break done;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -81,7 +83,23 @@ impl Measured {
         if !status.success() {
             bail!("{} failed ({status}); see {:?}", self.name, self.log);
         }
-        Ok(Finished { stdout, peak_rss_mb: peak_kb as f64 / 1024.0 })
+        Ok(Finished { stdout, peak_rss_mb: peak_kb as f64 / 1024.0, cpu_s })
+    }
+
+    /// The child's exit status and CPU seconds once it has exited (`wait4`, not blocking).
+    fn reap(&mut self) -> Result<Option<(std::process::ExitStatus, f64)>> {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = self.child.id() as libc::pid_t;
+        let mut raw = 0;
+        // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own, not yet reaped child, with valid out-pointers.
+        let reaped = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut usage) };
+        if reaped < 0 {
+            bail!("waiting for {}: {}", self.name, std::io::Error::last_os_error());
+        }
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Ok((reaped == pid).then(|| (std::process::ExitStatus::from_raw(raw), seconds(usage.ru_utime) + seconds(usage.ru_stime))))
     }
 }
 
@@ -92,6 +110,35 @@ fn high_water_kb(status: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::Measured;
+    use std::process::Command;
+    use std::time::Duration;
+
+    fn measure(script: &str) -> super::Finished {
+        let logs = std::env::temp_dir().join(format!("pitwall-process-test-{}", std::process::id()));
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        Measured::spawn(command, "child", &logs).unwrap().finish(Duration::from_secs(60)).unwrap()
+    }
+
+    #[test]
+    fn counts_the_cpu_time_of_a_busy_child_and_not_of_a_sleeping_one() {
+        let busy = measure("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo '{}'");
+        assert!(busy.cpu_s > 0.05, "a busy loop uses CPU: {}", busy.cpu_s);
+        let sleeping = measure("sleep 0.5; echo '{}'");
+        assert!(sleeping.cpu_s < 0.1, "sleeping uses none: {}", sleeping.cpu_s);
+        assert_eq!(sleeping.report().unwrap(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_failing_child_is_an_error() {
+        let logs = std::env::temp_dir().join(format!("pitwall-process-test-{}", std::process::id()));
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 3"]);
+        let error = Measured::spawn(command, "failing", &logs).unwrap().finish(Duration::from_secs(60)).unwrap_err();
+        assert!(error.to_string().contains("failing failed"), "{error}");
+    }
+
     #[test]
     fn reads_the_peak_resident_set_from_proc_status() {
         let status = "Name:\tpitwall\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100 kB\n";
