@@ -3,7 +3,7 @@
 //! ingest-to-alert latency under steady offered loads; then writes CSV, a markdown table and PNG
 //! plots under `<out>/<date>/`.
 //!
-//! `broker.rs` starts Tansu, `process.rs` runs and measures child processes (peak RSS),
+//! `broker.rs` starts Tansu, `process.rs` runs and measures child processes (peak RSS, CPU time),
 //! `latency.rs` collects alert latencies, `report.rs` writes the results.
 
 pub mod broker;
