@@ -281,8 +281,10 @@ pub struct DataflowArgs {
     /// what it has seen delivered: shorter means less to replay after a crash, more commit traffic.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: u64,
-    /// Most messages one source activation reads; results do not depend on it.
-    #[arg(long, default_value_t = 4_096)]
+    /// Most messages one source activation reads; results do not depend on it. Larger batches
+    /// mean fewer dataflow steps (each pays timely's progress bookkeeping) when a backlog is
+    /// read: 8,192 was ~8% faster than 4,096 at `-w 2`; 16,384 and more gained nothing.
+    #[arg(long, default_value_t = 8_192)]
     pub max_poll_batch: usize,
     /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
     #[arg(long, value_delimiter = ',')]
@@ -323,7 +325,7 @@ impl Default for DataflowArgs {
             allowed_lateness_ms: 500,
             eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
-            max_poll_batch: 4_096,
+            max_poll_batch: 8_192,
             commit_interval_ms: 1_000,
             key_ttl_ms: 300_000,
             drivers: None,

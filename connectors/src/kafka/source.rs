@@ -135,7 +135,7 @@ impl SourceConfig {
             eof_grace: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(3),
             exit_at_end: false,
-            max_batch: 4_096,
+            max_batch: 8_192,
             commit_interval: Duration::from_secs(1),
             metrics: None,
             board: None,
