@@ -182,19 +182,17 @@ pub fn ceiling(args: &CeilingArgs) -> Result<()> {
     let started = Instant::now();
     let policy = DecodePolicy::default();
     let (mut records, mut undecodable) = (0u64, 0u64);
-    let mut last = started;
-    read_topic(&args.kafka.config(), &args.topic, true, true, &AtomicBool::new(false), |message| {
+    let read = read_topic(&args.kafka.config(), &args.topic, true, true, &AtomicBool::new(false), |message| {
         use rdkafka::Message;
         match decode_telemetry(message.key(), message.payload().unwrap_or_default(), &policy) {
             Ok(_) => records += 1,
             Err(_) => undecodable += 1,
         }
-        last = Instant::now();
     })?;
     // Up to the last record decoded: the reader's end-of-input wait (it waits out a quiet period
     // before it believes the broker's end) and the consumer's close are not reading, and the
     // job's own figure stops at its last commit, before its clients close, too.
-    let seconds = last.duration_since(started).as_secs_f64();
+    let seconds = read.last_message.unwrap_or(started).duration_since(started).as_secs_f64();
     let report = CeilingReport { records, undecodable, seconds, msg_per_s: records as f64 / seconds.max(1e-9) };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -32,7 +32,7 @@ pub fn tail(
     stop: &AtomicBool,
     mut each: impl FnMut(TailMessage),
 ) -> Result<u64, KafkaError> {
-    read_topic(config, topic, from_beginning, exit_at_end, stop, |message| {
+    let read = read_topic(config, topic, from_beginning, exit_at_end, stop, |message| {
         let payload = message.payload().unwrap_or_default();
         let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()));
         each(TailMessage {
@@ -42,12 +42,21 @@ pub fn tail(
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             value,
         })
-    })
+    })?;
+    Ok(read.messages)
+}
+
+/// What [`read_topic`] read.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicRead {
+    pub messages: u64,
+    /// When the last message had been handed to `each` and it had returned (`None`: no message).
+    pub last_message: Option<std::time::Instant>,
 }
 
 /// The plain reader behind [`tail`]: every message of every partition of `topic`, raw, with its
 /// Kafka timestamp. Stops when `stop` is set, or with `exit_at_end` once caught up to the end
-/// offsets seen at start. Returns how many messages it read.
+/// offsets seen at start. Returns how many messages it read, and when it handled the last.
 pub fn read_topic(
     config: &KafkaConfig,
     topic: &str,
@@ -55,7 +64,7 @@ pub fn read_topic(
     exit_at_end: bool,
     stop: &AtomicBool,
     mut each: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<u64, KafkaError> {
+) -> Result<TopicRead, KafkaError> {
     let consumer = config.plain_consumer("pitwall-tail")?;
     let count = config.partition_count(&consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
@@ -94,9 +103,9 @@ pub fn read_topic(
             Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
         positions.insert(message.partition(), message.offset() + 1);
-        last_message = std::time::Instant::now();
         seen += 1;
         each(&message);
+        last_message = std::time::Instant::now();
     }
-    Ok(seen)
+    Ok(TopicRead { messages: seen, last_message: (seen > 0).then_some(last_message) })
 }
