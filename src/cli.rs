@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use pitwall_connectors::kafka::source::SourceConfig;
+use pitwall_connectors::kafka::source::{SourceConfig, DEFAULT_MAX_BATCH};
 
 use crate::topics;
 
@@ -284,7 +284,7 @@ pub struct DataflowArgs {
     /// Most messages one source activation reads; results do not depend on it. Larger batches
     /// mean fewer dataflow steps (each pays timely's progress bookkeeping) when a backlog is
     /// read: 8,192 was ~8% faster than 4,096 at `-w 2`; 16,384 and more gained nothing.
-    #[arg(long, default_value_t = 8_192)]
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
     pub max_poll_batch: usize,
     /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
     #[arg(long, value_delimiter = ',')]
@@ -325,7 +325,7 @@ impl Default for DataflowArgs {
             allowed_lateness_ms: 500,
             eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
-            max_poll_batch: 8_192,
+            max_poll_batch: DEFAULT_MAX_BATCH,
             commit_interval_ms: 1_000,
             key_ttl_ms: 300_000,
             drivers: None,

@@ -568,7 +568,8 @@ fn build_telemetry(
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }
-        let (alert_mark, window_mark) = (handle.key_marks(), handle.key_marks());
+        let alert_mark = handle.key_marks();
+        let window_mark = alert_mark.clone();
         let (alerts_in, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(a.driver.as_bytes()), |_| {});
         let (windows_in, dropped_windows) =
             drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(w.driver.as_bytes()), |_| {});

@@ -114,28 +114,25 @@ mod tests {
     use std::process::Command;
     use std::time::Duration;
 
-    fn measure(script: &str) -> super::Finished {
+    fn measure(name: &str, script: &str) -> anyhow::Result<super::Finished> {
         let logs = std::env::temp_dir().join(format!("pitwall-process-test-{}", std::process::id()));
         let mut command = Command::new("sh");
         command.args(["-c", script]);
-        Measured::spawn(command, "child", &logs).unwrap().finish(Duration::from_secs(60)).unwrap()
+        Measured::spawn(command, name, &logs)?.finish(Duration::from_secs(60))
     }
 
     #[test]
     fn counts_the_cpu_time_of_a_busy_child_and_not_of_a_sleeping_one() {
-        let busy = measure("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo '{}'");
+        let busy = measure("busy", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo '{}'").unwrap();
         assert!(busy.cpu_s > 0.05, "a busy loop uses CPU: {}", busy.cpu_s);
-        let sleeping = measure("sleep 0.5; echo '{}'");
+        let sleeping = measure("sleeping", "sleep 0.5; echo '{}'").unwrap();
         assert!(sleeping.cpu_s < 0.1, "sleeping uses none: {}", sleeping.cpu_s);
         assert_eq!(sleeping.report().unwrap(), serde_json::json!({}));
     }
 
     #[test]
     fn a_failing_child_is_an_error() {
-        let logs = std::env::temp_dir().join(format!("pitwall-process-test-{}", std::process::id()));
-        let mut command = Command::new("sh");
-        command.args(["-c", "exit 3"]);
-        let error = Measured::spawn(command, "failing", &logs).unwrap().finish(Duration::from_secs(60)).unwrap_err();
+        let error = measure("failing", "exit 3").unwrap_err();
         assert!(error.to_string().contains("failing failed"), "{error}");
     }
 

@@ -54,6 +54,11 @@ use super::metrics::SourceMetrics;
 use super::resume::{KeyTrails, Trail};
 use super::{KafkaConfig, KafkaError};
 
+/// Most messages one activation reads unless configured: each poll batch is a dataflow step, and
+/// each step pays timely's progress bookkeeping; 8,192 was ~8% faster than 4,096 reading a
+/// backlog at `-w 2`, more gained nothing (`bench-results/2026-12-01/ab-poll-batch.md`).
+pub const DEFAULT_MAX_BATCH: usize = 8_192;
+
 /// How a source reads.
 #[derive(Clone)]
 pub struct SourceConfig {
@@ -135,7 +140,7 @@ impl SourceConfig {
             eof_grace: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(3),
             exit_at_end: false,
-            max_batch: 8_192,
+            max_batch: DEFAULT_MAX_BATCH,
             commit_interval: Duration::from_secs(1),
             metrics: None,
             board: None,
