@@ -26,8 +26,32 @@ impl Default for SpeedDropConfig {
 
 pub struct SpeedDropRule {
     config: SpeedDropConfig,
-    history: VecDeque<TelemetryRecord>,
+    /// The last `window_ms` of samples, as much of each as the rule reads: a whole record per
+    /// sample would be a copy (and its driver string) per sample.
+    history: VecDeque<Recent>,
     episode: Episode,
+}
+
+/// What the rule keeps of an earlier sample.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    time: EventTime,
+    speed: f64,
+    gear: u8,
+    brake: bool,
+    lap: Option<u32>,
+}
+
+impl Recent {
+    fn of(s: &TelemetryRecord) -> Recent {
+        Recent { time: s.session_time_ms, speed: s.speed, gear: s.gear, brake: s.brake, lap: s.lap }
+    }
+
+    /// The sample as the episode's start: the current record with this sample's time, lap and
+    /// the values the alert reports (an alert reads its start's driver, time and lap).
+    fn as_start(&self, now: &TelemetryRecord) -> TelemetryRecord {
+        TelemetryRecord { session_time_ms: self.time, speed: self.speed, gear: self.gear, brake: self.brake, lap: self.lap, ..now.clone() }
+    }
 }
 
 impl SpeedDropRule {
@@ -42,26 +66,26 @@ impl Rule for SpeedDropRule {
     }
 
     fn depends_since(&self) -> Option<EventTime> {
-        self.history.front().map(|s| s.session_time_ms).into_iter().chain(self.episode.depends_since()).min()
+        self.history.front().map(|s| s.time).into_iter().chain(self.episode.depends_since()).min()
     }
 
     fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.history.capacity() * std::mem::size_of::<TelemetryRecord>()
+        std::mem::size_of::<Self>() + self.history.capacity() * std::mem::size_of::<Recent>()
     }
 
     fn observe(&mut self, s: &TelemetryRecord) -> Option<Alert> {
         let now = s.session_time_ms;
-        if self.history.back().is_some_and(|last| now.saturating_sub(last.session_time_ms) > MAX_SAMPLE_GAP_MS) {
+        if self.history.back().is_some_and(|last| now.saturating_sub(last.time) > MAX_SAMPLE_GAP_MS) {
             self.history.clear();
         }
-        while self.history.front().is_some_and(|first| now.saturating_sub(first.session_time_ms) > self.config.window_ms) {
+        while self.history.front().is_some_and(|first| now.saturating_sub(first.time) > self.config.window_ms) {
             self.history.pop_front();
         }
-        self.history.push_back(s.clone());
+        self.history.push_back(Recent::of(s));
         let c = &self.config;
         // Walk back from the newest sample, tracking whether the brake was on since then.
         let mut braked = s.brake;
-        let mut culprit: Option<&TelemetryRecord> = None;
+        let mut culprit: Option<&Recent> = None;
         for earlier in self.history.iter().rev().skip(1) {
             braked |= earlier.brake;
             let drop = earlier.speed - s.speed;
@@ -72,7 +96,7 @@ impl Rule for SpeedDropRule {
                 culprit = Some(earlier);
             }
         }
-        let culprit = culprit.cloned();
+        let culprit = culprit.map(|c| c.as_start(s));
         let start = self.episode.update(culprit.is_some(), s, culprit.as_ref())?;
         let from = culprit.as_ref().unwrap_or(&start);
         Some(Alert::new(
