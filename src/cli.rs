@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use pitwall_connectors::kafka::source::{SourceConfig, DEFAULT_MAX_BATCH};
+use pitwall_dataflows::keyed::DEFAULT_TIME_GRANULARITY_MS;
 
 use crate::topics;
 
@@ -277,6 +278,14 @@ pub struct DataflowArgs {
     /// time, after its last windows close; 0 keeps it until the input ends.
     #[arg(long, visible_alias = "key-ttl", default_value_t = 300_000)]
     pub key_ttl_ms: u64,
+    /// Window results and alerts are timestamped (in timely) at their first sample's event time
+    /// rounded down to a multiple of this (ms; 1 is exact). Results themselves do not change:
+    /// outputs of one granule share a timestamp, which saves a message and a progress update per
+    /// distinct millisecond; offsets are committed up to this much event time later. Keep it the
+    /// same across a crash and its restart (the restart compares output times with the marks
+    /// the crashed run committed).
+    #[arg(long, default_value_t = DEFAULT_TIME_GRANULARITY_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub time_granularity_ms: u64,
     /// How often (ms of wall time) each source commits the offsets and delivered-before marks of
     /// what it has seen delivered: shorter means less to replay after a crash, more commit traffic.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -328,6 +337,7 @@ impl Default for DataflowArgs {
             max_poll_batch: DEFAULT_MAX_BATCH,
             commit_interval_ms: 1_000,
             key_ttl_ms: 300_000,
+            time_granularity_ms: DEFAULT_TIME_GRANULARITY_MS,
             drivers: None,
             max_record_bytes: pitwall_dataflows::decode::DEFAULT_MAX_RECORD_BYTES,
             alerts_after_watermark: false,

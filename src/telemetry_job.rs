@@ -28,7 +28,7 @@ use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::{ObjectStore, UploadStats};
 use pitwall_dataflows::decode::{decode_telemetry, DecodePolicy};
 use pitwall_dataflows::infer::InferStats;
-use pitwall_dataflows::keyed::StateGauge;
+use pitwall_dataflows::keyed::{KeyedOptions, StateGauge};
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
@@ -491,7 +491,7 @@ fn build_telemetry(
     };
     let telemetry = TelemetryConfig {
         sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms),
-        key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms),
+        keyed: KeyedOptions { key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms), time_granularity_ms: args.time_granularity_ms },
         alerts_after_watermark: args.alerts_after_watermark,
         ..Default::default()
     };

@@ -11,6 +11,15 @@
 //! oldest buffered sample, or the oldest time a key's logic still holds (an open window).
 //! Downstream probes therefore pass a time only once every output derived from samples at or
 //! before it has been emitted, which is what the Kafka source relies on to commit offsets.
+//!
+//! Keyed operators emit at *coarse* times: an output's time is its logic's time (a window's first
+//! sample, an alert's detecting sample) rounded down to a multiple of
+//! [`KeyedOptions::time_granularity_ms`], and the operator's capability is the frontier rounded
+//! down alike. Rounding keeps both properties above (an output's time is still at or before every
+//! sample it depends on, and a function of the data alone, not of how input was batched), while
+//! every output of a granule shares one timestamp: one message and one progress update per
+//! granule downstream instead of one per distinct millisecond, which made timely's progress
+//! bookkeeping (`ChangeBatch::compact`) the largest single cost of the dataflow.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -95,6 +104,8 @@ struct KeyState<S> {
 /// foldhash, seeded per process (fast, and not open to chosen-key collisions).
 struct Keys<L: KeyedLogic> {
     states: HashMap<Rc<str>, KeyState<L::State>, RandomState>,
+    /// Holds are kept rounded down to this (see the module docs).
+    granularity: u64,
     /// Multiset of the keys' holds.
     holds: BTreeMap<EventTime, usize>,
     /// `(time, key)`: visit `key` when the frontier reaches `time` (stale entries are skipped).
@@ -107,8 +118,8 @@ struct Keys<L: KeyedLogic> {
 }
 
 impl<L: KeyedLogic> Keys<L> {
-    fn new() -> Self {
-        Keys { states: HashMap::default(), holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
+    fn new(granularity: u64) -> Self {
+        Keys { states: HashMap::default(), granularity, holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
     }
 
     fn remove_hold(holds: &mut BTreeMap<EventTime, usize>, hold: Option<EventTime>) {
@@ -141,14 +152,14 @@ impl<L: KeyedLogic> Keys<L> {
                 shared
             }
         };
-        let Keys { states, holds, wake, seen: ttl_queue, bytes, .. } = self;
+        let Keys { states, holds, wake, seen: ttl_queue, bytes, granularity, .. } = self;
         let key = states.get_mut(name).expect("inserted above");
         if let Some(time) = seen {
             key.last_seen = time;
             ttl_queue.push_back((time, shared.clone()));
         }
         f(&mut key.state);
-        let hold = logic.hold(&key.state);
+        let hold = logic.hold(&key.state).map(|h| coarse(h, *granularity));
         if hold != key.hold {
             Self::remove_hold(holds, key.hold);
             if let Some(h) = hold {
@@ -173,6 +184,33 @@ impl<L: KeyedLogic> Keys<L> {
         self.holds.keys().next().copied()
     }
 }
+
+/// `time` rounded down to a multiple of `granularity` (at least 1).
+fn coarse(time: EventTime, granularity: u64) -> EventTime {
+    time - time % granularity
+}
+
+/// How a [`keyed_in_time_order`] operator keeps keys and times its outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedOptions {
+    /// Drop a key's state once it has been silent this long in event time (after emitting what
+    /// it holds); `None` keeps it until the input ends.
+    pub key_ttl_ms: Option<u64>,
+    /// Outputs are timestamped at their logic's time rounded down to a multiple of this (ms; 1
+    /// is exact). Coarser times mean fewer timely messages and progress updates downstream;
+    /// offsets are committed, and probes pass, up to this much event time later.
+    pub time_granularity_ms: u64,
+}
+
+impl Default for KeyedOptions {
+    fn default() -> Self {
+        KeyedOptions { key_ttl_ms: None, time_granularity_ms: DEFAULT_TIME_GRANULARITY_MS }
+    }
+}
+
+/// The default [`KeyedOptions::time_granularity_ms`]: one second of event time, the default
+/// slide of the sliding windows, so window ends never fall inside a granule.
+pub const DEFAULT_TIME_GRANULARITY_MS: u64 = 1_000;
 
 /// Samples exchanged so that all samples of a driver are on one worker. The only way to make
 /// one is [`by_driver`], so per-key ordering cannot be fed an unpartitioned stream by mistake.
@@ -245,19 +283,22 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGaug
 
 /// Runs `logic` per driver over `samples` in event-time order. See the module docs.
 ///
-/// With `key_ttl_ms`, a key silent for that long in event time (the watermark is past its last
+/// With a key TTL, a key silent for that long in event time (the watermark is past its last
 /// sample by the TTL) is expired: its logic emits what it holds and its state is dropped.
+/// Outputs are timestamped at coarse times (see the module docs and [`KeyedOptions`]).
 pub fn keyed_in_time_order<'s, L: KeyedLogic>(
     samples: &KeyedSamples<'s>,
     name: &str,
     logic: L,
-    key_ttl_ms: Option<u64>,
+    options: KeyedOptions,
 ) -> (Stream<'s, EventTime, Vec<L::Out>>, StateGauge) {
+    let KeyedOptions { key_ttl_ms, time_granularity_ms } = options;
+    let granularity = time_granularity_ms.max(1);
     let gauge = StateGauge::default();
     let report = gauge.clone();
     let stream = samples.0.clone().unary_frontier(Pipeline, name, move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
-        let mut keys: Keys<L> = Keys::new();
+        let mut keys: Keys<L> = Keys::new(granularity);
         let mut out: Vec<(EventTime, L::Out)> = Vec::new();
         move |(input, frontier), output| {
             let Some(cap) = held.as_mut() else {
@@ -305,7 +346,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
 
             if !out.is_empty() {
                 out.sort_by_key(|(time, _)| *time);
-                let mut batch = out.drain(..).peekable();
+                let mut batch = out.drain(..).map(|(time, record)| (coarse(time, granularity), record)).peekable();
                 while let Some((time, first)) = batch.next() {
                     debug_assert!(
                         time >= *cap.time(),
@@ -325,7 +366,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
             report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired });
             // Once the input has ended every key has had its final `on_progress`: what a logic
             // still holds (a rule's lookback) can produce nothing more, so the capability goes.
-            let hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([f]).min());
+            let hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([coarse(f, granularity)]).min());
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,

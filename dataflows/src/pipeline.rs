@@ -5,7 +5,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
-use crate::keyed::{by_driver, in_log_order, in_time_order, keyed_in_time_order, StateGauge};
+use crate::keyed::{by_driver, in_log_order, in_time_order, keyed_in_time_order, KeyedOptions, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
@@ -14,9 +14,8 @@ use crate::windows::{LapSegments, SlidingWindows};
 pub struct TelemetryConfig {
     pub sliding: SlidingWindows,
     pub anomalies: AnomalyConfig,
-    /// Drop a driver's state once it has been silent this long in event time (after emitting
-    /// what it holds); `None` keeps it until the input ends.
-    pub key_ttl_ms: Option<u64>,
+    /// Key TTL and output time granularity of the keyed operators.
+    pub keyed: KeyedOptions,
     /// Run the rules in event-time order once the watermark has passed each sample, instead of
     /// on arrival in each driver's partition order. Exact whatever the input partitioning, but
     /// every alert waits for the allowed lateness (and the slowest partition).
@@ -42,7 +41,7 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     // each sample as it arrives (a driver's partition order), so alerts do not wait for it.
     let (samples, order_state) = in_time_order(&by_driver);
     let arrivals = if config.alerts_after_watermark { samples.clone() } else { in_log_order(&by_driver) };
-    let ttl = config.key_ttl_ms;
+    let ttl = config.keyed;
     let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, ttl);
     let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, ttl);
     let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, ttl);

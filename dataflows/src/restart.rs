@@ -5,8 +5,10 @@
 //! job replays from the committed offsets, re-deriving some outputs; [`drop_delivered`] drops
 //! those whose timely time is before that mark for their driver's partition. It is exact because
 //! an output's time is the time of the earliest sample it depends on that is still held (a
-//! window's first sample, an alert's detecting sample): outputs at earlier times had passed the
+//! window's first sample, an alert's detecting sample), rounded down to the keyed operators'
+//! time granularity, a function of the data alone: outputs at earlier times had passed the
 //! probe after the sinks, and outputs at later times depend only on samples after the commit.
+//! (So the granularity must not change between a crash and its restart.)
 
 use std::cell::Cell;
 use std::rc::Rc;

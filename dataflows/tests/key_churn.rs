@@ -2,7 +2,7 @@
 //! for one second of event time. With a key TTL, every operator's state returns to its baseline
 //! (no keys) and the state held while churning stays flat instead of growing with the keys seen.
 
-use pitwall_dataflows::keyed::StateSize;
+use pitwall_dataflows::keyed::{KeyedOptions, StateSize};
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::records::{Sample, SourcePosition, TelemetryRecord};
 use timely::dataflow::operators::Input;
@@ -46,7 +46,10 @@ fn churn(key_ttl_ms: Option<u64>) -> (Vec<StateSize>, StateSize) {
     timely::execute_directly(move |worker| {
         let (mut input, gauges) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<Sample>>();
-            (input, telemetry_dataflow(stream, &TelemetryConfig { key_ttl_ms, ..Default::default() }).state)
+            (
+                input,
+                telemetry_dataflow(stream, &TelemetryConfig { keyed: KeyedOptions { key_ttl_ms, ..Default::default() }, ..Default::default() }).state,
+            )
         });
         let total = |gauges: &[(&str, pitwall_dataflows::keyed::StateGauge)]| {
             gauges.iter().fold(StateSize::default(), |acc, (_, g)| {

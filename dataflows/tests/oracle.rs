@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use pitwall_dataflows::anomalies::{detect_in_order, AnomalyConfig};
+use pitwall_dataflows::keyed::KeyedOptions;
 use pitwall_dataflows::partition::key_partition;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::records::{Alert, ChannelStats, Sample, SourcePosition, TelemetryRecord, WindowKind, WindowResult};
@@ -29,6 +30,13 @@ enum Feed {
 
 /// Runs the dataflow on `workers` threads; returns every window result and alert.
 fn run_dataflow(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<WindowResult>, Vec<Alert>) {
+    let (windows, alerts) = run_timed(workers, config, feed);
+    (windows.into_iter().map(|(_, w)| w).collect(), alerts.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Runs the dataflow on `workers` threads; returns every window result and alert with the
+/// timely time it was emitted at.
+fn run_timed(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<(u64, WindowResult)>, Vec<(u64, Alert)>) {
     let records = race().all_records();
     let (windows_tx, windows_rx) = std::sync::mpsc::channel();
     let (alerts_tx, alerts_rx) = std::sync::mpsc::channel();
@@ -64,12 +72,15 @@ fn run_dataflow(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<Win
     (drain(windows_rx), drain(alerts_rx))
 }
 
-/// Every record the captured streams carried (the workers have finished).
-fn drain<T>(captures: std::sync::mpsc::Receiver<std::sync::mpsc::Receiver<Event<u64, Vec<T>>>>) -> Vec<T> {
+/// Every record the captured streams carried, with its time (the workers have finished).
+fn drain<T>(captures: std::sync::mpsc::Receiver<std::sync::mpsc::Receiver<Event<u64, Vec<T>>>>) -> Vec<(u64, T)> {
     let events = captures.try_iter().flat_map(|rx| rx.try_iter().collect::<Vec<_>>());
     events
         .flat_map(|event| match event {
-            Event::Messages(_, data) => data,
+            Event::Messages(stamp, data) => {
+                let time = *stamp.expect_singleton();
+                data.into_iter().map(|d| (time, d)).collect()
+            }
             Event::Progress(_) => Vec::new(),
         })
         .collect()
@@ -180,4 +191,42 @@ fn alerts_match_sequential_rules_at_one_and_four_workers() {
     let mut got: Vec<String> = alerts.into_iter().map(|a| a.id).collect();
     got.sort();
     assert_eq!(got, expected, "after the watermark, round-robin input");
+}
+
+/// Outputs are timestamped at their first sample's time rounded down to the granularity, the
+/// same at any worker count and split (a restart compares these times with committed marks), and
+/// a granule's outputs share one timestamp.
+#[test]
+fn output_times_are_coarse_first_sample_times_whatever_the_split() {
+    let exact = KeyedOptions { time_granularity_ms: 1, ..Default::default() };
+    let (windows, alerts) = run_timed(1, TelemetryConfig { keyed: exact, ..Default::default() }, Feed::ByDriverPartition);
+    // At 1 ms a window's time is its first sample's, at or after the window's start.
+    let sliding = SlidingWindows::default();
+    let first_sample = |w: &WindowResult| {
+        let records = race().all_records();
+        records.iter().filter(|r| r.driver == w.driver && (w.start_ms..w.end_ms).contains(&r.session_time_ms)).map(|r| r.session_time_ms).min()
+    };
+    for (time, w) in windows.iter().filter(|(_, w)| w.window == WindowKind::Sliding).take(50) {
+        assert_eq!(Some(*time), first_sample(w), "{w:?}");
+    }
+    let exact_times: BTreeMap<_, u64> = windows.iter().map(|(t, w)| (key(w), *t)).collect();
+    let exact_alerts: BTreeMap<String, u64> = alerts.iter().map(|(t, a)| (a.id.clone(), *t)).collect();
+    assert!(exact_times.len() > 100 && !exact_alerts.is_empty());
+    for granularity in [250, 1_000, 5_000] {
+        let config =
+            TelemetryConfig { keyed: KeyedOptions { time_granularity_ms: granularity, ..Default::default() }, sliding, ..Default::default() };
+        for (workers, feed) in [(1, Feed::ByDriverPartition), (4, Feed::ByDriverPartition), (4, Feed::RoundRobin)] {
+            let (windows, alerts) = run_timed(workers, config.clone(), feed);
+            let times: BTreeMap<_, u64> = windows.iter().map(|(t, w)| (key(w), *t)).collect();
+            let expected: BTreeMap<_, u64> = exact_times.iter().map(|(k, t)| (k.clone(), t - t % granularity)).collect();
+            assert_eq!(times, expected, "window times at {granularity} ms, {workers} workers");
+            if matches!(feed, Feed::ByDriverPartition) {
+                let got: BTreeMap<String, u64> = alerts.iter().map(|(t, a)| (a.id.clone(), *t)).collect();
+                let expected: BTreeMap<String, u64> = exact_alerts.iter().map(|(id, t)| (id.clone(), t - t % granularity)).collect();
+                assert_eq!(got, expected, "alert times at {granularity} ms, {workers} workers");
+            }
+            let distinct = |m: &BTreeMap<_, u64>| m.values().collect::<std::collections::BTreeSet<_>>().len();
+            assert!(distinct(&times) * 2 < distinct(&exact_times), "coarse times are shared: {} vs {}", distinct(&times), distinct(&exact_times));
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //! The source commits, per partition, the offset after the last record older than the probe's
 //! frontier (the delivered-before mark `M`), and a restarted job drops the outputs it re-derives
 //! at times before `M` (`dataflows/src/restart.rs`). An output is stamped with the time of the
-//! earliest sample it depends on, so an output the replay rebuilds *partially* (it had samples
-//! before the committed offset) is stamped with the key's first replayed record. Committing
+//! earliest sample it depends on (rounded down to the time granularity, which only moves a
+//! stamp earlier), so an output the replay rebuilds *partially* (it had samples before the
+//! committed offset) is stamped at or before the key's first replayed record. Committing
 //! exactly at `M` makes that record's time `>= M`: the partial output was delivered before the
 //! crash, yet it would be sent again, incomplete. Whenever keys interleave in a partition and one
 //! key's window boundary lies after `M` (the frontier is the minimum over all keys), this happens.

@@ -1,8 +1,9 @@
 //! Event-time sliding windows per driver: `[k*slide, k*slide + length)`, emitted once the
 //! watermark has passed their end. Windows without samples are not emitted. A window's result
-//! carries the timely time of its first sample: the operator holds its capability there while
-//! the window is open, so a probe after the sink passes that time only once the window is
-//! delivered, and a restart that replays from a commit made then sees the whole window.
+//! carries the timely time of its first sample (rounded down to the keyed operators' time
+//! granularity, `keyed.rs`): the operator holds its capability there while the window is open,
+//! so a probe after the sink passes that time only once the window is delivered, and a restart
+//! that replays from a commit made then sees the whole window.
 
 use std::collections::VecDeque;
 use std::rc::Rc;

@@ -1,7 +1,7 @@
 //! Tumbling windows per driver over the lap structure: one window per lap (`LapNumber`) and one
 //! per sector (a third of the lap by `RelativeDistance`). A window closes when the driver's next
 //! sample belongs to another lap/sector, or when the input ends; its result carries the timely
-//! time of its first sample (held until then, see `sliding.rs`). Samples without a lap (or relative distance, for sectors) are skipped.
+//! time of its first sample, rounded down to the time granularity (held until then, see `sliding.rs`). Samples without a lap (or relative distance, for sectors) are skipped.
 
 use std::rc::Rc;
 
