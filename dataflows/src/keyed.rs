@@ -33,7 +33,7 @@ use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
 use crate::partition::key_route;
-use crate::records::{EventTime, Sample, SourcePosition};
+use crate::records::{EventTime, Sample};
 
 /// Per-key logic driven in event-time order. One `State` per key (driver).
 pub trait KeyedLogic: 'static {
@@ -249,12 +249,18 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGaug
     let report = gauge.clone();
     let stream = samples.0.clone().unary_frontier(Pipeline, "InTimeOrder", move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
-        // Keyed by (time, partition, offset): unique, and the release order.
-        let mut pending: BTreeMap<(EventTime, SourcePosition), Rc<Sample>> = BTreeMap::new();
+        // Sorted by (time, partition, offset): unique, and the release order. A sorted vector,
+        // not a map: each activation appends what arrived and sorts once (the sort finds the
+        // sorted runs, each partition's records being mostly in time order already), then
+        // releases a prefix.
+        let mut pending: Vec<Rc<Sample>> = Vec::new();
+        let order = |sample: &Rc<Sample>| (sample.record.session_time_ms, sample.at);
         move |(input, frontier), output| {
-            input.for_each(|_cap, data| {
-                pending.extend(data.drain(..).map(|sample| ((sample.record.session_time_ms, sample.at), sample)));
-            });
+            let before = pending.len();
+            input.for_each(|_cap, data| pending.append(data));
+            if pending.len() > before {
+                pending.sort_by_key(order);
+            }
             let Some(cap) = held.as_mut() else {
                 pending.clear();
                 return;
@@ -264,15 +270,12 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGaug
             // Everything released in one activation goes out at the held capability (at or before
             // every released sample): one timestamp per activation, not one per millisecond, keeps
             // timely's progress tracking cheap. Consumers order by the samples' own event times.
-            if pending.first_key_value().is_some_and(|((time, _), _)| *time < ready_limit) {
-                let mut session = output.session(&*cap);
-                while pending.first_key_value().is_some_and(|((time, _), _)| *time < ready_limit) {
-                    let (_, sample) = pending.pop_first().expect("checked");
-                    session.give(sample);
-                }
+            let ready = pending.partition_point(|sample| sample.record.session_time_ms < ready_limit);
+            if ready > 0 {
+                output.session(&*cap).give_iterator(pending.drain(..ready));
             }
             report.set(StateSize { keys: pending.len(), bytes: pending.len() * std::mem::size_of::<Sample>(), expired: 0 });
-            match pending.first_key_value().map(|((time, _), _)| *time).into_iter().chain(frontier).min() {
+            match pending.first().map(|sample| sample.record.session_time_ms).into_iter().chain(frontier).min() {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,
             }
@@ -348,12 +351,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 out.sort_by_key(|(time, _)| *time);
                 let mut batch = out.drain(..).map(|(time, record)| (coarse(time, granularity), record)).peekable();
                 while let Some((time, first)) = batch.next() {
-                    debug_assert!(
-                        time >= *cap.time(),
-                        "{name_hint} emitted at {time} before its hold {}",
-                        cap.time(),
-                        name_hint = "keyed_in_time_order"
-                    );
+                    debug_assert!(time >= *cap.time(), "keyed_in_time_order emitted at {time} before its hold {}", cap.time());
                     let at = cap.delayed(&time.max(*cap.time()));
                     let mut session = output.session(&at);
                     session.give(first);

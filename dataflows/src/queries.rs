@@ -106,19 +106,23 @@ pub fn current_windows(windows: Stream<'_, EventTime, Vec<WindowResult>>) -> Vec
                         data.iter().filter(|w| w.window == WindowKind::Sliding).map(|w| (w.end_ms, DriverCode::new(&w.driver), window_values(w))),
                     );
                     sliding.sort_by_key(|(end, _, _)| *end);
-                    for (end, driver, values) in sliding.drain(..) {
-                        let previous = newest.get(&driver).copied();
-                        if previous.is_some_and(|(newest_end, _)| newest_end >= end) {
-                            continue;
-                        }
+                    // One session (and capability) per distinct end time, not per window.
+                    let mut windows = sliding.drain(..).peekable();
+                    while let Some(&(end, _, _)) = windows.peek() {
                         let time = end.max(*cap.time());
                         let at = cap.delayed(&time);
                         let mut session = output.session(&at);
-                        if let Some((_, old)) = previous {
-                            session.give(((driver, old), time, -1_isize));
+                        while let Some((_, driver, values)) = windows.next_if(|(e, _, _)| *e == end) {
+                            let previous = newest.get(&driver).copied();
+                            if previous.is_some_and(|(newest_end, _)| newest_end >= end) {
+                                continue;
+                            }
+                            if let Some((_, old)) = previous {
+                                session.give(((driver, old), time, -1_isize));
+                            }
+                            session.give(((driver, values), time, 1_isize));
+                            newest.insert(driver, (end, values));
                         }
-                        session.give(((driver, values), time, 1_isize));
-                        newest.insert(driver, (end, values));
                     }
                 });
             }
