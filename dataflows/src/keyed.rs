@@ -33,7 +33,7 @@ use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
 use crate::partition::key_route;
-use crate::records::{EventTime, Sample};
+use crate::records::{EventTime, Sample, SourcePosition};
 
 /// Per-key logic driven in event-time order. One `State` per key (driver).
 pub trait KeyedLogic: 'static {
@@ -242,6 +242,73 @@ pub fn in_log_order<'s>(samples: &ByDriver<'s>) -> KeyedSamples<'s> {
     KeyedSamples(samples.0.clone())
 }
 
+/// A buffered sample with its release key, `(time, partition, offset)`.
+type Waiting = ((EventTime, SourcePosition), Rc<Sample>);
+
+/// Event-time width of one bucket of [`TimeBuckets`].
+const BUCKET_MS: EventTime = 256;
+
+/// Samples waiting for the watermark, in buckets of [`BUCKET_MS`] of event time, each bucket
+/// unsorted until it is released. Arrival costs a push (one map lookup per run of samples in
+/// one bucket), release a sort of a small bucket. A map keyed by `(time, partition, offset)` paid
+/// a tree insert and remove per sample; one sorted vector re-merged everything buffered on every
+/// activation, which is most of the input when one partition's event time lags the others.
+#[derive(Default)]
+struct TimeBuckets {
+    buckets: BTreeMap<EventTime, Vec<Waiting>>,
+    len: usize,
+}
+
+impl TimeBuckets {
+    fn bucket(time: EventTime) -> EventTime {
+        time - time % BUCKET_MS
+    }
+
+    fn extend(&mut self, samples: impl Iterator<Item = Rc<Sample>>) {
+        let mut samples = samples.map(|s| ((s.record.session_time_ms, s.at), s)).peekable();
+        while let Some(first) = samples.next() {
+            let bucket = Self::bucket(first.0 .0);
+            let entries = self.buckets.entry(bucket).or_default();
+            entries.push(first);
+            self.len += 1;
+            while let Some(next) = samples.next_if(|((time, _), _)| Self::bucket(*time) == bucket) {
+                entries.push(next);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Hands `emit` every sample earlier than `limit`, in `(time, partition, offset)` order (unique
+    /// keys, so the order is total), in one call if there are any.
+    fn release_before(&mut self, limit: EventTime, emit: impl FnOnce(&mut dyn Iterator<Item = Rc<Sample>>)) {
+        let mut ready: Vec<Vec<Waiting>> = Vec::new();
+        while let Some(mut entry) = self.buckets.first_entry() {
+            let bucket = *entry.key();
+            if bucket >= limit {
+                break;
+            }
+            let samples = entry.get_mut();
+            samples.sort_unstable_by_key(|(key, _)| *key);
+            if bucket + BUCKET_MS <= limit {
+                ready.push(entry.remove());
+            } else {
+                let n = samples.partition_point(|((time, _), _)| *time < limit);
+                ready.push(samples.drain(..n).collect());
+                break;
+            }
+        }
+        let released: usize = ready.iter().map(Vec::len).sum();
+        if released > 0 {
+            self.len -= released;
+            emit(&mut ready.into_iter().flatten().map(|(_, sample)| sample));
+        }
+    }
+
+    fn first_time(&self) -> Option<EventTime> {
+        self.buckets.first_key_value().and_then(|(_, samples)| samples.iter().map(|((time, _), _)| *time).min())
+    }
+}
+
 /// Buffers samples until the frontier passes their event time, then releases them in order.
 /// The gauge reports the buffer (`keys` is the number of buffered samples).
 pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGauge) {
@@ -249,33 +316,20 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGaug
     let report = gauge.clone();
     let stream = samples.0.clone().unary_frontier(Pipeline, "InTimeOrder", move |initial, _info| {
         let mut held: Option<Capability<EventTime>> = Some(initial);
-        // Sorted by (time, partition, offset): unique, and the release order. A sorted vector,
-        // not a map: each activation appends what arrived and sorts once (the sort finds the
-        // sorted runs, each partition's records being mostly in time order already), then
-        // releases a prefix.
-        let mut pending: Vec<Rc<Sample>> = Vec::new();
-        let order = |sample: &Rc<Sample>| (sample.record.session_time_ms, sample.at);
+        let mut pending = TimeBuckets::default();
         move |(input, frontier), output| {
-            let before = pending.len();
-            input.for_each(|_cap, data| pending.append(data));
-            if pending.len() > before {
-                pending.sort_by_key(order);
-            }
+            input.for_each(|_cap, data| pending.extend(data.drain(..)));
             let Some(cap) = held.as_mut() else {
-                pending.clear();
+                pending = TimeBuckets::default();
                 return;
             };
             let frontier: Option<EventTime> = frontier.frontier().first().copied();
-            let ready_limit = frontier.unwrap_or(EventTime::MAX);
             // Everything released in one activation goes out at the held capability (at or before
             // every released sample): one timestamp per activation, not one per millisecond, keeps
             // timely's progress tracking cheap. Consumers order by the samples' own event times.
-            let ready = pending.partition_point(|sample| sample.record.session_time_ms < ready_limit);
-            if ready > 0 {
-                output.session(&*cap).give_iterator(pending.drain(..ready));
-            }
-            report.set(StateSize { keys: pending.len(), bytes: pending.len() * std::mem::size_of::<Sample>(), expired: 0 });
-            match pending.first().map(|sample| sample.record.session_time_ms).into_iter().chain(frontier).min() {
+            pending.release_before(frontier.unwrap_or(EventTime::MAX), |ready| output.session(&*cap).give_iterator(ready));
+            report.set(StateSize { keys: pending.len, bytes: pending.len * std::mem::size_of::<Sample>(), expired: 0 });
+            match pending.first_time().into_iter().chain(frontier).min() {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,
             }
