@@ -293,7 +293,11 @@ impl TimeBuckets {
                 ready.push(entry.remove());
             } else {
                 let n = samples.partition_point(|((time, _), _)| *time < limit);
-                ready.push(samples.drain(..n).collect());
+                if n == samples.len() {
+                    ready.push(entry.remove());
+                } else {
+                    ready.push(samples.drain(..n).collect());
+                }
                 break;
             }
         }
@@ -426,4 +430,48 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
         }
     });
     (stream, gauge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::TelemetryRecord;
+
+    fn sample(time: EventTime, partition: i32, offset: i64) -> Rc<Sample> {
+        Rc::new(Sample { at: SourcePosition { partition, offset }, record: TelemetryRecord { session_time_ms: time, ..Default::default() } })
+    }
+
+    /// Whatever the arrival order and however releases cut buckets, samples come out once each,
+    /// in `(time, partition, offset)` order, and only those before the limit.
+    #[test]
+    fn time_buckets_release_in_key_order_across_partial_buckets() {
+        let mut buckets = TimeBuckets::default();
+        // Three partitions, each in its own time order, arriving interleaved and far apart in
+        // event time (one lags), with ties on time across partitions.
+        let mut arrivals = Vec::new();
+        for i in 0..400_i64 {
+            arrivals.push(sample(3 * i as u64, 0, i));
+            arrivals.push(sample(1_000 + 7 * i as u64, 1, i));
+            arrivals.push(sample(1_000 + 7 * i as u64, 2, i));
+        }
+        let mut released: Vec<(EventTime, SourcePosition)> = Vec::new();
+        let mut take = |buckets: &mut TimeBuckets, limit: EventTime| {
+            buckets.release_before(limit, |ready| released.extend(ready.map(|s| (s.record.session_time_ms, s.at))));
+            assert!(released.iter().all(|(time, _)| *time < limit));
+        };
+        for (round, chunk) in arrivals.chunks(97).enumerate() {
+            buckets.extend(chunk.iter().cloned());
+            // Limits that fall inside buckets (not multiples of the bucket width).
+            take(&mut buckets, 100 + 37 * round as u64);
+            let arrived = &arrivals[..(arrivals.len()).min((round + 1) * 97)];
+            let waiting = arrived.iter().map(|s| s.record.session_time_ms).filter(|t| *t >= 100 + 37 * round as u64);
+            assert_eq!(buckets.first_time(), waiting.clone().min());
+            assert_eq!(buckets.len, waiting.count());
+        }
+        take(&mut buckets, EventTime::MAX);
+        assert_eq!(buckets.len, 0);
+        let mut expected: Vec<_> = arrivals.iter().map(|s| (s.record.session_time_ms, s.at)).collect();
+        expected.sort();
+        assert_eq!(released, expected);
+    }
 }
