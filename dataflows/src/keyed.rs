@@ -209,7 +209,8 @@ impl Default for KeyedOptions {
 }
 
 /// The default [`KeyedOptions::time_granularity_ms`]: one second of event time, the default
-/// slide of the sliding windows, so window ends never fall inside a granule.
+/// slide of the sliding windows (about one sliding window per driver per granule). Windows
+/// still close when the input frontier passes their end; only their timestamps are coarse.
 pub const DEFAULT_TIME_GRANULARITY_MS: u64 = 1_000;
 
 /// Samples exchanged so that all samples of a driver are on one worker. The only way to make
