@@ -261,18 +261,14 @@ struct TimeBuckets {
 }
 
 impl TimeBuckets {
-    fn bucket(time: EventTime) -> EventTime {
-        time - time % BUCKET_MS
-    }
-
     fn extend(&mut self, samples: impl Iterator<Item = Rc<Sample>>) {
         let mut samples = samples.map(|s| ((s.record.session_time_ms, s.at), s)).peekable();
         while let Some(first) = samples.next() {
-            let bucket = Self::bucket(first.0 .0);
+            let bucket = coarse(first.0 .0, BUCKET_MS);
             let entries = self.buckets.entry(bucket).or_default();
             entries.push(first);
             self.len += 1;
-            while let Some(next) = samples.next_if(|((time, _), _)| Self::bucket(*time) == bucket) {
+            while let Some(next) = samples.next_if(|((time, _), _)| coarse(*time, BUCKET_MS) == bucket) {
                 entries.push(next);
                 self.len += 1;
             }

@@ -41,11 +41,11 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     // each sample as it arrives (a driver's partition order), so alerts do not wait for it.
     let (samples, order_state) = in_time_order(&by_driver);
     let arrivals = if config.alerts_after_watermark { samples.clone() } else { in_log_order(&by_driver) };
-    let ttl = config.keyed;
-    let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, ttl);
-    let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, ttl);
-    let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, ttl);
-    let (alerts, rule_state) = keyed_in_time_order(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, ttl);
+    let keyed = config.keyed;
+    let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, keyed);
+    let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, keyed);
+    let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, keyed);
+    let (alerts, rule_state) = keyed_in_time_order(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, keyed);
     TelemetryOutputs {
         windows: sliding.clone().concat(laps).concat(sectors),
         sliding,

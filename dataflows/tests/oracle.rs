@@ -202,8 +202,8 @@ fn output_times_are_coarse_first_sample_times_whatever_the_split() {
     let (windows, alerts) = run_timed(1, TelemetryConfig { keyed: exact, ..Default::default() }, Feed::ByDriverPartition);
     // At 1 ms a window's time is its first sample's, at or after the window's start.
     let sliding = SlidingWindows::default();
+    let records = race().all_records();
     let first_sample = |w: &WindowResult| {
-        let records = race().all_records();
         records.iter().filter(|r| r.driver == w.driver && (w.start_ms..w.end_ms).contains(&r.session_time_ms)).map(|r| r.session_time_ms).min()
     };
     for (time, w) in windows.iter().filter(|(_, w)| w.window == WindowKind::Sliding).take(50) {
