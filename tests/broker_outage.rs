@@ -245,3 +245,64 @@ fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
     let values: std::collections::BTreeSet<u64> = messages.iter().map(|m| m["value"].as_u64().unwrap_or_else(|| panic!("{m}"))).collect();
     assert_eq!(values.len() as u64, total, "every record is in the topic (duplicates allowed)");
 }
+
+/// The plain topic reader behind `pitwall tail` and the benchmark harness rides out a broker
+/// outage: librdkafka reports it as consumption errors ("all brokers down") and reconnects by
+/// itself, so the reader warns and goes on, and reads every record produced before and after.
+/// (A CI run's video benchmark failed on one such error from a busy Tansu.)
+#[test]
+fn the_topic_reader_rides_out_a_broker_outage_and_reads_everything() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use pitwall_connectors::kafka::tail::read_topic;
+    use pitwall_connectors::kafka::KafkaConfig;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("outage-read", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let send = |from: usize, to: usize| {
+        // A fresh client each time: librdkafka's mock cluster does not always let an old one reconnect.
+        let producer = test_producer(&brokers);
+        for i in from..to {
+            send_keyed(&producer, "outage-read", 2, &format!("car-{}", i % 5), format!("{{\"n\":{i}}}").as_bytes());
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    send(0, 100);
+    let (stop, read) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (stop, read, config) = (stop.clone(), read.clone(), KafkaConfig::new(brokers.clone()));
+        std::thread::spawn(move || {
+            let mut numbers = Vec::new();
+            let result = read_topic(&config, "outage-read", true, false, &stop, |message| {
+                use rdkafka::Message;
+                let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+                numbers.push(value["n"].as_u64().unwrap());
+                read.fetch_add(1, Ordering::Relaxed);
+            });
+            (result, numbers)
+        })
+    };
+    let wait_for = |count: u64, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read.load(Ordering::Relaxed) < count && !reader.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "{what}: {} of {count} read", read.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(100, "before the outage");
+    cluster.broker_down(1).unwrap();
+    // Long enough for librdkafka to see every broker down and say so (it reconnects every ~1 s).
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!reader.is_finished(), "the reader gave up during a 5 s outage");
+    cluster.broker_up(1).unwrap();
+    send(100, 200);
+    wait_for(200, "after the outage");
+    stop.store(true, Ordering::Relaxed);
+    let (result, mut numbers) = reader.join().expect("the reader thread");
+    let read = result.unwrap_or_else(|e| panic!("the reader failed on the outage: {e}"));
+    assert_eq!(read.messages, 200, "every record before and after the outage");
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..200).collect::<Vec<u64>>(), "each record once");
+}

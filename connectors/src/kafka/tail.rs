@@ -54,9 +54,18 @@ pub struct TopicRead {
     pub last_message: Option<std::time::Instant>,
 }
 
+/// How long [`read_topic`] rides out broker trouble (nothing but errors from librdkafka, which
+/// reconnects by itself) before it gives up with the error.
+pub const OUTAGE_LIMIT: Duration = Duration::from_secs(30);
+
 /// The plain reader behind [`tail`]: every message of every partition of `topic`, raw, with its
 /// Kafka timestamp. Stops when `stop` is set, or with `exit_at_end` once caught up to the end
 /// offsets seen at start. Returns how many messages it read, and when it handled the last.
+///
+/// librdkafka hands connection trouble to the reader as consumption errors (a broker closing a
+/// connection, "all brokers down" for a moment) and reconnects by itself: the reader logs each
+/// and goes on, and fails only on an error librdkafka calls fatal or on trouble with no message
+/// or end of partition in between for [`OUTAGE_LIMIT`].
 pub fn read_topic(
     config: &KafkaConfig,
     topic: &str,
@@ -89,6 +98,8 @@ pub fn read_topic(
     const QUIET: Duration = Duration::from_millis(300);
     let mut last_message = std::time::Instant::now();
     let caught_up = |remaining: &Vec<(i32, i64)>, last: std::time::Instant| exit_at_end && remaining.is_empty() && last.elapsed() >= QUIET;
+    // When the current run of errors began (`None`: the last poll that answered was not an error).
+    let mut trouble_since: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) && !caught_up(&remaining, last_message) {
         let Some(result) = consumer.poll(Duration::from_millis(50)) else {
             continue;
@@ -96,12 +107,23 @@ pub fn read_topic(
         let message = match result {
             Ok(message) => message,
             Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                trouble_since = None;
                 // Finished once the broker says "end" at or after the end offset listed at start.
                 remaining.retain(|(p, high)| !(*p == partition && positions.get(p).is_some_and(|next| next >= high)));
                 continue;
             }
+            Err(error @ rdkafka::error::KafkaError::MessageConsumption(_)) => {
+                let since = *trouble_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= OUTAGE_LIMIT {
+                    let context = format!("reading `{topic}` (nothing but errors for {} s)", OUTAGE_LIMIT.as_secs());
+                    return Err(KafkaError::Client { context, source: error });
+                }
+                tracing::warn!(%error, topic, "kafka read error; librdkafka reconnects, the reader goes on");
+                continue;
+            }
             Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
+        trouble_since = None;
         positions.insert(message.partition(), message.offset() + 1);
         seen += 1;
         each(&message);
