@@ -22,10 +22,13 @@
 //! bookkeeping (`ChangeBatch::compact`) the largest single cost of the dataflow.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use foldhash::fast::RandomState;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -91,6 +94,8 @@ pub type StateGauge = Rc<Cell<StateSize>>;
 /// One key's state with what the operator indexes about it.
 struct KeyState<S> {
     last_seen: EventTime,
+    /// The id of this key's one entry in [`Keys::seen`] (0: none, no TTL).
+    ttl_entry: u64,
     state: S,
     hold: Option<EventTime>,
     wake: Option<EventTime>,
@@ -110,16 +115,30 @@ struct Keys<L: KeyedLogic> {
     holds: BTreeMap<EventTime, usize>,
     /// `(time, key)`: visit `key` when the frontier reaches `time` (stale entries are skipped).
     wake: BTreeSet<(EventTime, Rc<str>)>,
-    /// `(last sample time, key)` in processing order, for the TTL (stale entries are skipped);
-    /// only kept when a TTL is set.
-    seen: VecDeque<(EventTime, Rc<str>)>,
+    /// For the TTL, one entry `(time, id, key)` per key, earliest first, with `time` at or before
+    /// the key's last sample: the key may be due only once its entry is, and a due entry whose
+    /// key has been seen since goes back in at the key's last sample. So a sample costs no entry,
+    /// and a key one heap operation per TTL period. Entries of removed keys are stale (their id
+    /// no longer matches) and dropped when they come up. Only kept when a TTL is set.
+    seen: BinaryHeap<Reverse<(EventTime, u64, Rc<str>)>>,
+    /// The last id handed to a TTL entry.
+    last_entry: u64,
     bytes: usize,
     expired: u64,
 }
 
 impl<L: KeyedLogic> Keys<L> {
     fn new(granularity: u64) -> Self {
-        Keys { states: HashMap::default(), granularity, holds: BTreeMap::new(), wake: BTreeSet::new(), seen: VecDeque::new(), bytes: 0, expired: 0 }
+        Keys {
+            states: HashMap::default(),
+            granularity,
+            holds: BTreeMap::new(),
+            wake: BTreeSet::new(),
+            seen: BinaryHeap::new(),
+            last_entry: 0,
+            bytes: 0,
+            expired: 0,
+        }
     }
 
     fn remove_hold(holds: &mut BTreeMap<EventTime, usize>, hold: Option<EventTime>) {
@@ -144,19 +163,26 @@ impl<L: KeyedLogic> Keys<L> {
     /// Runs `f` on a key's state (creating it), then re-reads its hold, wake-up time and size,
     /// and drops it if it has nothing left. `seen` is the sample time when tracking a TTL.
     fn with(&mut self, logic: &L, name: &str, seen: Option<EventTime>, f: impl FnOnce(&mut L::State)) {
-        let shared: Rc<str> = match self.states.get_key_value(name) {
-            Some((shared, _)) => shared.clone(),
-            None => {
+        let Keys { states, holds, wake, seen: ttl_queue, last_entry, bytes, granularity, .. } = self;
+        // One hash and probe per sample: the entry gives the shared name and the state together.
+        let (shared, key) = match states.entry_ref(name) {
+            EntryRef::Occupied(entry) => (entry.key().clone(), entry.into_mut()),
+            EntryRef::Vacant(entry) => {
                 let shared: Rc<str> = name.into();
-                self.states.insert(shared.clone(), KeyState { last_seen: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 });
-                shared
+                let entry = entry.insert_entry_with_key(
+                    shared,
+                    KeyState { last_seen: 0, ttl_entry: 0, state: L::State::default(), hold: None, wake: None, bytes: 0 },
+                );
+                (entry.key().clone(), entry.into_mut())
             }
         };
-        let Keys { states, holds, wake, seen: ttl_queue, bytes, granularity, .. } = self;
-        let key = states.get_mut(name).expect("inserted above");
         if let Some(time) = seen {
             key.last_seen = time;
-            ttl_queue.push_back((time, shared.clone()));
+            if key.ttl_entry == 0 {
+                *last_entry += 1;
+                key.ttl_entry = *last_entry;
+                ttl_queue.push(Reverse((time, key.ttl_entry, shared.clone())));
+            }
         }
         f(&mut key.state);
         let hold = logic.hold(&key.state).map(|h| coarse(h, *granularity));
@@ -177,6 +203,24 @@ impl<L: KeyedLogic> Keys<L> {
         key.bytes = size;
         if hold.is_none() && logic.is_idle(&key.state) {
             self.remove(name);
+        }
+    }
+
+    /// Expires every key whose last sample is more than `ttl` before `frontier`.
+    fn expire(&mut self, logic: &L, frontier: EventTime, ttl: u64, out: &mut Vec<(EventTime, L::Out)>) {
+        while self.seen.peek().is_some_and(|Reverse((time, _, _))| frontier.saturating_sub(*time) > ttl) {
+            let Reverse((_, id, name)) = self.seen.pop().expect("checked");
+            match self.states.get(&name) {
+                Some(key) if key.ttl_entry == id && frontier.saturating_sub(key.last_seen) > ttl => {
+                    let mut key = self.remove(&name).expect("checked");
+                    logic.on_expire(&mut key.state, out);
+                    self.expired += 1;
+                }
+                // Seen since the entry went in: back in at its last sample (not due yet).
+                Some(key) if key.ttl_entry == id => self.seen.push(Reverse((key.last_seen, id, name))),
+                // A removed key's entry (the name may be held again, by a key with a new entry).
+                _ => {}
+            }
         }
     }
 
@@ -258,14 +302,20 @@ const BUCKET_MS: EventTime = 256;
 struct TimeBuckets {
     buckets: BTreeMap<EventTime, Vec<Waiting>>,
     len: usize,
+    /// Emptied buckets' vectors, reused for new buckets instead of growing fresh ones.
+    spare: Vec<Vec<Waiting>>,
 }
+
+/// Most emptied bucket vectors [`TimeBuckets`] keeps for reuse.
+const SPARE_BUCKETS: usize = 64;
 
 impl TimeBuckets {
     fn extend(&mut self, samples: impl Iterator<Item = Rc<Sample>>) {
         let mut samples = samples.map(|s| ((s.record.session_time_ms, s.at), s)).peekable();
         while let Some(first) = samples.next() {
             let bucket = coarse(first.0 .0, BUCKET_MS);
-            let entries = self.buckets.entry(bucket).or_default();
+            let Self { buckets, spare, .. } = self;
+            let entries = buckets.entry(bucket).or_insert_with(|| spare.pop().unwrap_or_default());
             entries.push(first);
             self.len += 1;
             while let Some(next) = samples.next_if(|((time, _), _)| coarse(*time, BUCKET_MS) == bucket) {
@@ -301,7 +351,15 @@ impl TimeBuckets {
         let released: usize = ready.iter().map(Vec::len).sum();
         if released > 0 {
             self.len -= released;
-            emit(&mut ready.into_iter().flatten().map(|(_, sample)| sample));
+            emit(&mut ready.iter_mut().flat_map(|samples| samples.drain(..)).map(|(_, sample)| sample));
+        }
+        for mut emptied in ready {
+            if self.spare.len() == SPARE_BUCKETS {
+                break;
+            }
+            // `emit` may stop early; what it left is dropped, as the owned iterator did.
+            emptied.clear();
+            self.spare.push(emptied);
         }
     }
 
@@ -392,14 +450,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 keys.with(&logic, &name, None, |state| logic.on_progress(state, frontier, &mut out));
             }
             if let (Some(ttl), Some(f)) = (key_ttl_ms, frontier) {
-                while keys.seen.front().is_some_and(|(time, _)| f.saturating_sub(*time) > ttl) {
-                    let (time, name) = keys.seen.pop_front().expect("checked");
-                    if keys.states.get(&name).is_some_and(|k| k.last_seen == time) {
-                        let mut key = keys.remove(&name).expect("checked");
-                        logic.on_expire(&mut key.state, &mut out);
-                        keys.expired += 1;
-                    }
-                }
+                keys.expire(&logic, f, ttl, &mut out);
             }
 
             if !out.is_empty() {
@@ -436,6 +487,67 @@ mod tests {
 
     fn sample(time: EventTime, partition: i32, offset: i64) -> Rc<Sample> {
         Rc::new(Sample { at: SourcePosition { partition, offset }, record: TelemetryRecord { session_time_ms: time, ..Default::default() } })
+    }
+
+    /// A key that remembers its name and goes idle (is dropped) on a sample with gear 0.
+    struct Remember;
+    impl KeyedLogic for Remember {
+        type State = (String, bool);
+        type Out = String;
+        fn on_sample(&self, state: &mut Self::State, sample: &Rc<Sample>, _out: &mut Vec<(EventTime, String)>) {
+            *state = (sample.record.driver.clone(), sample.record.gear == 0);
+        }
+        fn is_idle(&self, state: &Self::State) -> bool {
+            state.1
+        }
+        fn on_expire(&self, state: &mut Self::State, out: &mut Vec<(EventTime, String)>) {
+            out.push((0, state.0.clone()));
+        }
+    }
+
+    /// The TTL keeps one heap entry per key, not one per sample: against a model that remembers
+    /// every key's last sample, each check expires exactly the keys silent for more than the TTL,
+    /// never one seen since, nor a key dropped as idle and seen again under the same name.
+    #[test]
+    fn ttl_expires_exactly_the_keys_silent_longer_than_the_ttl() {
+        use rand::{Rng, SeedableRng};
+        const TTL: u64 = 1_000;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut keys: Keys<Remember> = Keys::new(1);
+        let mut model: std::collections::HashMap<String, EventTime> = std::collections::HashMap::new();
+        let (mut now, mut expired_total) = (0, 0);
+        for step in 0..20_000 {
+            now += rng.random_range(0..40);
+            if rng.random_bool(0.9) {
+                let name = format!("K{}", rng.random_range(0..30));
+                let idle = rng.random_bool(0.02);
+                let record = TelemetryRecord { driver: name.clone(), session_time_ms: now, gear: if idle { 0 } else { 5 }, ..Default::default() };
+                let sample = Rc::new(Sample { at: SourcePosition { partition: 0, offset: step }, record });
+                keys.with(&Remember, &name, Some(now), |state| Remember.on_sample(state, &sample, &mut Vec::new()));
+                if idle {
+                    model.remove(&name);
+                } else {
+                    model.insert(name, now);
+                }
+            } else {
+                let mut out = Vec::new();
+                keys.expire(&Remember, now, TTL, &mut out);
+                let mut expired: Vec<String> = out.into_iter().map(|(_, name)| name).collect();
+                let mut expected: Vec<String> = model.iter().filter(|(_, seen)| now - **seen > TTL).map(|(name, _)| name.clone()).collect();
+                expired.sort();
+                expected.sort();
+                assert_eq!(expired, expected, "at {now} (step {step})");
+                model.retain(|_, seen| now - *seen <= TTL);
+                expired_total += expired.len();
+                let mut held: Vec<&str> = keys.states.keys().map(|k| &**k).collect();
+                let mut alive: Vec<&str> = model.keys().map(String::as_str).collect();
+                held.sort_unstable();
+                alive.sort_unstable();
+                assert_eq!(held, alive, "keys held at {now}");
+                assert!(keys.seen.len() <= 2 * 30, "one live entry per key, plus stale ones of dropped keys: {}", keys.seen.len());
+            }
+        }
+        assert!(expired_total > 100, "the walk expired keys often enough to test it: {expired_total}");
     }
 
     /// Whatever the arrival order and however releases cut buckets, samples come out once each,
