@@ -306,3 +306,33 @@ fn the_topic_reader_rides_out_a_broker_outage_and_reads_everything() {
     numbers.sort_unstable();
     assert_eq!(numbers, (0..200).collect::<Vec<u64>>(), "each record once");
 }
+
+/// The same reader does not wait forever for a broker that stays down: after `OUTAGE_LIMIT` of
+/// nothing but errors (and empty polls) it returns the error, not before.
+#[test]
+fn the_topic_reader_gives_up_on_a_broker_that_stays_down() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use pitwall_connectors::kafka::tail::{read_topic, OUTAGE_LIMIT};
+    use pitwall_connectors::kafka::KafkaConfig;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("outage-dead", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer = test_producer(&brokers);
+    send_keyed(&producer, "outage-dead", 1, "car", b"{}");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let (config, stop) = (KafkaConfig::new(brokers.clone()), AtomicBool::new(false));
+    let mut down_at: Option<Instant> = None;
+    let result = read_topic(&config, "outage-dead", true, false, &stop, |_| {
+        cluster.broker_down(1).unwrap();
+        down_at = Some(Instant::now());
+    });
+    let down_at = down_at.expect("the record before the outage was read");
+    let waited = down_at.elapsed();
+    let error = result.expect_err("a broker down for good ends the reader with an error");
+    assert!(error.to_string().contains("nothing but errors"), "{error}");
+    assert!(waited >= OUTAGE_LIMIT, "gave up after {waited:?}, before the limit");
+    assert!(waited < OUTAGE_LIMIT + Duration::from_secs(15), "gave up only after {waited:?}");
+}

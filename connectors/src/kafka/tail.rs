@@ -98,32 +98,45 @@ pub fn read_topic(
     const QUIET: Duration = Duration::from_millis(300);
     let mut last_message = std::time::Instant::now();
     let caught_up = |remaining: &Vec<(i32, i64)>, last: std::time::Instant| exit_at_end && remaining.is_empty() && last.elapsed() >= QUIET;
-    // When the current run of errors began (`None`: the last poll that answered was not an error).
-    let mut trouble_since: Option<std::time::Instant> = None;
+    // The current run of errors: when it began and its latest error (`None`: the last poll that
+    // answered was not an error). The limit is checked on empty polls too, so it holds whether or
+    // not librdkafka repeats its error while the broker stays down (against the mock cluster it
+    // does).
+    let mut trouble: Option<(std::time::Instant, rdkafka::error::KafkaError)> = None;
+    let outage = |trouble: &Option<(std::time::Instant, rdkafka::error::KafkaError)>| match trouble {
+        Some((since, error)) if since.elapsed() >= OUTAGE_LIMIT => Some(KafkaError::Client {
+            context: format!("reading `{topic}` (nothing but errors for {} s)", OUTAGE_LIMIT.as_secs()),
+            source: error.clone(),
+        }),
+        _ => None,
+    };
     while !stop.load(Ordering::Relaxed) && !caught_up(&remaining, last_message) {
         let Some(result) = consumer.poll(Duration::from_millis(50)) else {
+            if let Some(error) = outage(&trouble) {
+                return Err(error);
+            }
             continue;
         };
         let message = match result {
             Ok(message) => message,
             Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
-                trouble_since = None;
+                trouble = None;
                 // Finished once the broker says "end" at or after the end offset listed at start.
                 remaining.retain(|(p, high)| !(*p == partition && positions.get(p).is_some_and(|next| next >= high)));
                 continue;
             }
             Err(error @ rdkafka::error::KafkaError::MessageConsumption(_)) => {
-                let since = *trouble_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= OUTAGE_LIMIT {
-                    let context = format!("reading `{topic}` (nothing but errors for {} s)", OUTAGE_LIMIT.as_secs());
-                    return Err(KafkaError::Client { context, source: error });
-                }
                 tracing::warn!(%error, topic, "kafka read error; librdkafka reconnects, the reader goes on");
+                let since = trouble.as_ref().map_or_else(std::time::Instant::now, |(since, _)| *since);
+                trouble = Some((since, error));
+                if let Some(error) = outage(&trouble) {
+                    return Err(error);
+                }
                 continue;
             }
             Err(error) => return Err(KafkaError::Client { context: format!("reading `{topic}`"), source: error }),
         };
-        trouble_since = None;
+        trouble = None;
         positions.insert(message.partition(), message.offset() + 1);
         seen += 1;
         each(&message);
