@@ -53,6 +53,8 @@ fn smoke_run_produces_every_figure() {
                 assert!(number(row, "peak_rss_mb") > 1.0, "{row:?}");
                 assert_eq!(number(row, "runs"), 2.0, "{row:?}");
                 assert!(number(row, "cpu_s") > 0.0, "the process's CPU time: {row:?}");
+                // The harness started this Tansu, so it sees the broker's CPU serving the reads.
+                assert!(number(row, "broker_cpu_s") > 0.0, "the broker's CPU time: {row:?}");
                 let (low, high) = (number(row, "msg_per_s_min"), number(row, "msg_per_s_max"));
                 // Of two runs the median is the slower one.
                 assert!(low <= high && (number(row, "msg_per_s") - low).abs() < 1.0, "{row:?}");

@@ -76,6 +76,11 @@ impl Tansu {
 }
 
 impl Tansu {
+    /// CPU seconds (user + system, all threads) the broker has used since it started.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        process_cpu_seconds(self.child.id())
+    }
+
     /// Stops the broker now (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -159,6 +164,16 @@ impl Broker {
         }
     }
 
+    /// CPU seconds the broker process has used so far, where the harness can see it: a Tansu it
+    /// started. The mock cluster runs in the harness's own process and an external broker on
+    /// another machine, so neither is counted.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Broker::Tansu(tansu) => tansu.cpu_seconds(),
+            Broker::Mock(_) | Broker::External(_) => None,
+        }
+    }
+
     /// What the results say the broker was.
     pub fn describe(&self) -> String {
         match self {
@@ -184,9 +199,51 @@ impl Broker {
     }
 }
 
+/// User + system CPU seconds of a running process, from `/proc/PID/stat`.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|ticks| ticks as f64 / clock_ticks_per_second())
+}
+
+/// `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces, so fields are counted after its `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    // After the name: state is field 3, so utime (14) is the 12th field from here.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_user_and_system_ticks_from_a_stat_line_whose_name_has_spaces() {
+        // A real line's shape: pid, (comm), state, then fields 4.. ; utime=1234, stime=56.
+        let line = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 9000 0 0 0 1234 56 0 0 20 0 12 0 777 1000000 2000 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(line), Some(1290));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+        // This process's own figure is readable and grows with work.
+        let before = process_cpu_seconds(std::process::id()).unwrap();
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu_seconds(std::process::id()).unwrap();
+        assert!(after - before >= 0.1, "300 ms of busy loop counted: {before} -> {after}");
+    }
 
     #[test]
     fn a_preload_the_mock_cluster_would_not_keep_whole_is_refused_up_front() {

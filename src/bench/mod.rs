@@ -71,16 +71,20 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
         eprintln!("raw ceiling: one consumer, read + decode{of}");
         let mut ceiling = Command::new(std::env::current_exe()?);
         ceiling.args(["bench", "ceiling", "--brokers", &kafka.brokers, "--topic", &topic]).args(property_flags(&kafka));
+        let broker_before = broker.cpu_seconds();
         let finished = Measured::spawn(ceiling, &format!("ceiling-{round}"), &logs)?.finish(args.timeout())?;
+        let broker_cpu_s = broker_cpu_since(&broker, broker_before);
         let report: CeilingReport = serde_json::from_value(finished.report()?)?;
         if report.records != args.records as u64 {
             bail!("the ceiling consumer read {} records, expected {}", report.records, args.records);
         }
-        ceilings.push(Row::ceiling(report.records, report.seconds, finished.peak_rss_mb, finished.cpu_s));
+        ceilings.push(Row { broker_cpu_s, ..Row::ceiling(report.records, report.seconds, finished.peak_rss_mb, finished.cpu_s) });
 
         for (shape, runs) in args.configs.iter().zip(&mut shapes) {
             eprintln!("pitwall run {shape} --exit-at-end{of}");
+            let broker_before = broker.cpu_seconds();
             let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}-{round}", shape.slug()), &logs, &args)?;
+            let row = Row { broker_cpu_s: broker_cpu_since(&broker, broker_before), ..row };
             if row.records != args.records as u64 {
                 bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
             }
@@ -111,6 +115,14 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The broker's CPU seconds since `before` (0 where the harness cannot see the broker's process).
+fn broker_cpu_since(broker: &broker::Broker, before: Option<f64>) -> f64 {
+    match (before, broker.cpu_seconds()) {
+        (Some(before), Some(now)) => (now - before).max(0.0),
+        _ => 0.0,
+    }
 }
 
 /// `--records` rows of a generated race with `drivers` drivers, in time order.

@@ -42,6 +42,9 @@ pub struct Row {
     pub peak_rss_mb: f64,
     /// CPU seconds (user + system) of the process(es), start to exit, where measured.
     pub cpu_s: f64,
+    /// CPU seconds the broker used over the same span, where the harness can see it (a Tansu it
+    /// started); 0 where not measured. On one machine the broker's CPU comes out of the same cores.
+    pub broker_cpu_s: f64,
     /// Throughput rows measured more than once (`--repeat`): how many runs, and the slowest and
     /// fastest; the row's own figures are the median run's.
     pub runs: usize,
@@ -148,13 +151,13 @@ impl Results {
         let mut out = String::from(
             "kind,config,workers,processes,records,seconds,msg_per_s,ratio_to_ceiling,peak_rss_mb,offered_msg_per_s,achieved_msg_per_s,\
              alerts_timed,published_p50_ms,published_p95_ms,published_p99_ms,published_max_ms,received_p50_ms,received_p95_ms,received_p99_ms,received_max_ms,\
-             transport_p50_ms,transport_p99_ms,runs,msg_per_s_min,msg_per_s_max,cpu_s\n",
+             transport_p50_ms,transport_p99_ms,runs,msg_per_s_min,msg_per_s_max,cpu_s,broker_cpu_s\n",
         );
         for r in &self.rows {
             let (p, q) = (r.published, r.received);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{:.2}",
+                "{},{},{},{},{},{:.3},{:.0},{},{:.1},{},{:.0},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{:.2},{:.2}",
                 r.kind,
                 r.config,
                 r.workers,
@@ -180,7 +183,8 @@ impl Results {
                 r.runs.max(1),
                 if r.runs > 1 { r.msg_per_s_min } else { r.msg_per_s },
                 if r.runs > 1 { r.msg_per_s_max } else { r.msg_per_s },
-                r.cpu_s
+                r.cpu_s,
+                r.broker_cpu_s
             );
         }
         out
@@ -190,16 +194,17 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(out, "Machine: {}  \nBroker: {}  \nCommand: `{}`\n", self.machine, self.broker, self.command);
         let _ =
-            writeln!(out, "| what | shape | records | seconds | msg/s | runs: min-max msg/s | vs ceiling | vs seed (2,200 msg/s) | peak RSS MB | CPU s per million |");
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            writeln!(out, "| what | shape | records | seconds | msg/s | runs: min-max msg/s | vs ceiling | vs seed (2,200 msg/s) | peak RSS MB | CPU s per million | broker CPU s per million |");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in self.rows.iter().filter(|r| r.kind != "latency") {
             let ratio = self.ratio(r).map_or("-".into(), |x| format!("{:.0}%", x * 100.0));
             let rss = if r.peak_rss_mb > 0.0 { format!("{:.0}", r.peak_rss_mb) } else { "-".into() };
-            let cpu = if r.cpu_s > 0.0 && r.records > 0 { format!("{:.2}", r.cpu_s * 1e6 / r.records as f64) } else { "-".into() };
+            let per_million = |cpu_s: f64| if cpu_s > 0.0 && r.records > 0 { format!("{:.2}", cpu_s * 1e6 / r.records as f64) } else { "-".into() };
+            let (cpu, broker_cpu) = (per_million(r.cpu_s), per_million(r.broker_cpu_s));
             let range = if r.runs > 1 { format!("{}: {:.0}-{:.0}", r.runs, r.msg_per_s_min, r.msg_per_s_max) } else { "1".into() };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.0} | {} | {} | {:.0}x | {} | {} |",
+                "| {} | {} | {} | {:.2} | {:.0} | {} | {} | {:.0}x | {} | {} | {} |",
                 r.kind,
                 r.config,
                 r.records,
@@ -209,7 +214,8 @@ impl Results {
                 ratio,
                 r.msg_per_s / SEED_MSG_PER_S,
                 rss,
-                cpu
+                cpu,
+                broker_cpu
             );
         }
         let _ =
