@@ -37,7 +37,7 @@ fn with_field(record: &TelemetryRecord, field: &str, text: &str) -> Vec<u8> {
 
 fn malformed(rng: &mut ChaCha8Rng, race: &[TelemetryRecord]) -> Bad {
     let record = &race[rng.random_range(0..race.len())];
-    let key = record.driver.clone();
+    let key = record.driver.to_string();
     let bad = |key: String, payload: Vec<u8>, reason| Bad { key, payload, reason };
     match rng.random_range(0..11) {
         0 => {
@@ -79,11 +79,11 @@ fn malformed(rng: &mut ChaCha8Rng, race: &[TelemetryRecord]) -> Bad {
         8 => {
             let driver = ["", "TOOLONGDRIVERID", "V E R", "ДРВ"][rng.random_range(0..4)];
             let mut renamed = record.clone();
-            renamed.driver = driver.to_string();
+            renamed.driver = driver.into();
             bad(driver.to_string(), encode_telemetry(&renamed), "driver id")
         }
         9 => {
-            let other = race.iter().find(|r| r.driver != record.driver).unwrap().driver.clone();
+            let other = race.iter().find(|r| r.driver != record.driver).unwrap().driver.to_string();
             bad(other, encode_telemetry(record), "does not match")
         }
         _ => bad(key, Vec::new(), "malformed JSON"),

@@ -495,7 +495,7 @@ mod tests {
         type State = (String, bool);
         type Out = String;
         fn on_sample(&self, state: &mut Self::State, sample: &Rc<Sample>, _out: &mut Vec<(EventTime, String)>) {
-            *state = (sample.record.driver.clone(), sample.record.gear == 0);
+            *state = (sample.record.driver.to_string(), sample.record.gear == 0);
         }
         fn is_idle(&self, state: &Self::State) -> bool {
             state.1
@@ -521,7 +521,8 @@ mod tests {
             if rng.random_bool(0.9) {
                 let name = format!("K{}", rng.random_range(0..30));
                 let idle = rng.random_bool(0.02);
-                let record = TelemetryRecord { driver: name.clone(), session_time_ms: now, gear: if idle { 0 } else { 5 }, ..Default::default() };
+                let record =
+                    TelemetryRecord { driver: name.as_str().into(), session_time_ms: now, gear: if idle { 0 } else { 5 }, ..Default::default() };
                 let sample = Rc::new(Sample { at: SourcePosition { partition: 0, offset: step }, record });
                 keys.with(&Remember, &name, Some(now), |state| Remember.on_sample(state, &sample, &mut Vec::new()));
                 if idle {

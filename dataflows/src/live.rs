@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use timely::dataflow::operators::core::Inspect;
 use timely::dataflow::Stream;
 
-use crate::records::{now_ms, Alert, AnomalyKind, EventTime, Sample, WindowKind, WindowResult};
+use crate::records::{now_ms, Alert, AnomalyKind, EventTime, Sample, SmolStr, WindowKind, WindowResult};
 use crate::video::assemble::VideoCompletion;
 use crate::video::detect::FireDetection;
 
@@ -67,7 +67,7 @@ pub const MAX_DATA_POINTS: u64 = 100_000;
 /// Where a car is and what it does, as of its newest sample.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CarState {
-    pub driver: String,
+    pub driver: SmolStr,
     pub time_ms: i64,
     pub lap: Option<u32>,
     pub x: f64,
@@ -95,14 +95,14 @@ const TRACK_POINTS: usize = 4_000;
 
 #[derive(Default)]
 struct Live {
-    cars: BTreeMap<String, CarState>,
+    cars: BTreeMap<SmolStr, CarState>,
     track: Vec<(f32, f32)>,
-    track_driver: Option<String>,
+    track_driver: Option<SmolStr>,
     thumbnails: BTreeMap<String, Thumbnail>,
-    samples: HashMap<String, VecDeque<Point>>,
+    samples: HashMap<SmolStr, VecDeque<Point>>,
     windows: HashMap<String, VecDeque<Point>>,
     /// Per driver, `Date - SessionTime` in ms.
-    offsets: HashMap<String, i64>,
+    offsets: HashMap<SmolStr, i64>,
     alerts: VecDeque<(i64, Alert)>,
     detections: VecDeque<FireDetection>,
     completions: VecDeque<(i64, VideoCompletion)>,
@@ -225,7 +225,7 @@ impl LiveStore {
         let bound = self.config.points_per_driver;
         let mut live = self.write();
         for w in windows.into_iter().filter(|w| w.window == WindowKind::Sliding) {
-            let t = w.end_ms as i64 + live.offsets.get(&w.driver).copied().unwrap_or(0);
+            let t = w.end_ms as i64 + live.offsets.get(w.driver.as_str()).copied().unwrap_or(0);
             let values = window_metrics(w).map(|v| v as f32);
             let queue = live.windows.entry(w.driver.clone()).or_default();
             let at = queue.partition_point(|p| p.t <= t);
@@ -240,7 +240,7 @@ impl LiveStore {
         let bound = self.config.events;
         let mut live = self.write();
         for alert in alerts {
-            let t = alert.session_time_ms as i64 + live.offsets.get(&alert.driver).copied().unwrap_or(0);
+            let t = alert.session_time_ms as i64 + live.offsets.get(alert.driver.as_str()).copied().unwrap_or(0);
             push_bounded(&mut live.alerts, (t, alert.clone()), bound);
         }
     }
@@ -299,7 +299,7 @@ impl LiveStore {
     /// `trace` speed points per driver, the newest alerts, videos and completions.
     pub fn snapshot(&self, trace: usize, recent: usize) -> serde_json::Value {
         let live = self.read();
-        let traces: BTreeMap<&String, Vec<[f64; 2]>> =
+        let traces: BTreeMap<&SmolStr, Vec<[f64; 2]>> =
             live.samples.iter().map(|(d, q)| (d, q.iter().rev().take(trace).rev().map(|p| [p.t as f64, f64::from(p.values[0])]).collect())).collect();
         let alerts: Vec<serde_json::Value> = live
             .alerts
@@ -350,7 +350,13 @@ impl LiveStore {
     pub fn tag_values(&self, key: &str) -> Vec<String> {
         let live = self.read();
         let mut out: Vec<String> = match key {
-            "driver" => live.samples.keys().chain(live.windows.keys()).cloned().chain(live.alerts.iter().map(|(_, a)| a.driver.clone())).collect(),
+            "driver" => live
+                .samples
+                .keys()
+                .map(SmolStr::to_string)
+                .chain(live.windows.keys().cloned())
+                .chain(live.alerts.iter().map(|(_, a)| a.driver.clone()))
+                .collect(),
             "video" => live.detections.iter().map(|d| d.video_id.clone()).collect(),
             "kind" => AnomalyKind::ALL.iter().map(|k| k.name().to_string()).collect(),
             "severity" => ["high", "medium", "low"].map(String::from).to_vec(),

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::anomalies::MAX_SAMPLE_GAP_MS;
-use crate::records::{EventTime, TelemetryRecord};
+use crate::records::{EventTime, SmolStr, TelemetryRecord};
 
 /// DRS values FastF1 documents; others are counted as `drs_unknown_code`.
 pub const DOCUMENTED_DRS: [u8; 6] = [0, 1, 8, 10, 12, 14];
@@ -68,7 +68,7 @@ pub fn sample_flags(record: &TelemetryRecord) -> impl Iterator<Item = QualityFla
 #[derive(Clone, Debug, Default)]
 pub struct QualityCounts {
     counts: BTreeMap<QualityFlag, u64>,
-    last: HashMap<String, (EventTime, f64)>,
+    last: HashMap<SmolStr, (EventTime, f64)>,
 }
 
 impl QualityCounts {

@@ -2,6 +2,7 @@
 //! and dead letters out. Plain data with serde; no I/O and no Kafka types here.
 
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 
 /// Event time used as the timely timestamp everywhere: milliseconds of FastF1 `SessionTime`.
 pub type EventTime = u64;
@@ -11,8 +12,9 @@ pub type EventTime = u64;
 /// Field names are the wire format documented in the README ("Telemetry record").
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryRecord {
-    /// Driver code (`VER`) or number, the Kafka key.
-    pub driver: String,
+    /// Driver code (`VER`) or number, the Kafka key. Stored inline (no heap allocation: ids are
+    /// at most 8 characters), like `status` and `source`.
+    pub driver: SmolStr,
     /// FastF1 `LapNumber`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lap: Option<u32>,
@@ -44,10 +46,10 @@ pub struct TelemetryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_distance: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<SmolStr>,
     /// `car`, `pos` or `interpolation`, as FastF1 writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<SmolStr>,
     /// Wall-clock epoch ms at which the producer sent the record (for latency measurement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub produced_at_ms: Option<u64>,
@@ -193,7 +195,7 @@ impl Alert {
     pub fn new(kind: AnomalyKind, start: &TelemetryRecord, now: &TelemetryRecord, message: String, evidence: Vec<(&str, f64)>) -> Alert {
         Alert {
             id: format!("{}:{}:{}", start.driver, kind.name(), start.session_time_ms),
-            driver: start.driver.clone(),
+            driver: start.driver.to_string(),
             kind,
             severity: kind.severity(),
             session_time_ms: start.session_time_ms,

@@ -16,7 +16,7 @@ const TTL_MS: u64 = 2_000;
 fn sample(key: usize, i: u64) -> Sample {
     let time = 1_000 + key as u64 * STAGGER_MS + i * 125;
     let record = TelemetryRecord {
-        driver: format!("K{key:05}"),
+        driver: format!("K{key:05}").into(),
         lap: Some(1),
         session_time_ms: time,
         date_ms: None,

@@ -21,7 +21,7 @@ use crate::cli::{ProduceTelemetryArgs, ProduceVideoArgs};
 pub fn driver_streams(records: Vec<TelemetryRecord>, partitions: i32) -> Vec<ReplayStream<TelemetryRecord>> {
     let mut by_driver: BTreeMap<String, Vec<(u64, TelemetryRecord)>> = BTreeMap::new();
     for record in records {
-        by_driver.entry(record.driver.clone()).or_default().push((record.session_time_ms, record));
+        by_driver.entry(record.driver.to_string()).or_default().push((record.session_time_ms, record));
     }
     by_driver
         .into_iter()

@@ -284,7 +284,7 @@ pub fn batch_to_records(path: &Path, batch: &RecordBatch, first_row: usize, opti
             (None, None) => unreachable!("checked above"),
         };
         records.push(TelemetryRecord {
-            driver,
+            driver: driver.into(),
             lap: match options.lap {
                 Some(lap) => Some(lap),
                 None => optional(lap, "LapNumber")?.map(|l| l as u32),
@@ -305,8 +305,8 @@ pub fn batch_to_records(path: &Path, batch: &RecordBatch, first_row: usize, opti
             z: optional(z, "Z")?.unwrap_or(0.0),
             distance: optional(distance, "Distance")?.unwrap_or(0.0),
             relative_distance: optional(relative, "RelativeDistance")?,
-            status: status.and_then(|a| text(a, row)).map(str::to_string),
-            source: source.and_then(|a| text(a, row)).or(default_source).map(str::to_string),
+            status: status.and_then(|a| text(a, row)).map(Into::into),
+            source: source.and_then(|a| text(a, row)).or(default_source).map(Into::into),
             produced_at_ms: None,
         });
     }

@@ -9,15 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use pitwall_dataflows::records::TelemetryRecord;
+use pitwall_dataflows::records::{SmolStr, TelemetryRecord};
 
 use super::{Channels, FileError, TelemetryFile};
 
 /// Merges every position-only file into its driver's car data; other files pass through.
 pub fn merge_files(files: Vec<TelemetryFile>) -> Result<Vec<TelemetryRecord>, FileError> {
     let mut out = Vec::new();
-    let mut car: BTreeMap<String, Vec<TelemetryRecord>> = BTreeMap::new();
-    let mut pos: BTreeMap<String, (std::path::PathBuf, Vec<TelemetryRecord>)> = BTreeMap::new();
+    let mut car: BTreeMap<SmolStr, Vec<TelemetryRecord>> = BTreeMap::new();
+    let mut pos: BTreeMap<SmolStr, (std::path::PathBuf, Vec<TelemetryRecord>)> = BTreeMap::new();
     for file in files {
         match file.channels {
             Channels::Pos => {
@@ -34,7 +34,7 @@ pub fn merge_files(files: Vec<TelemetryFile>) -> Result<Vec<TelemetryRecord>, Fi
         }
     }
     for (driver, (path, positions)) in pos {
-        let cars = car.remove(&driver).ok_or(FileError::PositionOnly { path, driver })?;
+        let cars = car.remove(&driver).ok_or(FileError::PositionOnly { path, driver: driver.to_string() })?;
         out.extend(merge_car_and_pos(cars, positions));
     }
     out.extend(car.into_values().flatten());

@@ -155,7 +155,7 @@ fn sample_driver(driver: &str, track: &Track, lap: &LapProfile, start: EventTime
                 1
             };
             TelemetryRecord {
-                driver: driver.to_string(),
+                driver: driver.into(),
                 lap: Some(lap_index + 1),
                 session_time_ms: time,
                 date_ms: Some(SESSION_EPOCH_MS + time as i64),
@@ -170,8 +170,8 @@ fn sample_driver(driver: &str, track: &Track, lap: &LapProfile, start: EventTime
                 z: (point.z * 10.0).round(),
                 distance,
                 relative_distance: Some(distance / track.length()),
-                status: Some("OnTrack".to_string()),
-                source: Some(source.to_string()),
+                status: Some("OnTrack".into()),
+                source: Some(source.into()),
                 produced_at_ms: None,
             }
         })
@@ -205,7 +205,7 @@ fn inject(kind: AnomalyKind, lap: u32, rows: &mut [TelemetryRecord], rng: &mut C
     }
     let j = candidates[rng.random_range(0..candidates.len())];
     let (start, end) = apply(kind, rows, j, len, rng);
-    Some(InjectedAnomaly { driver: rows[j].driver.clone(), kind, lap, start_ms: start, end_ms: end })
+    Some(InjectedAnomaly { driver: rows[j].driver.to_string(), kind, lap, start_ms: start, end_ms: end })
 }
 
 fn site_fits(kind: AnomalyKind, rows: &[TelemetryRecord], j: usize, len: usize) -> bool {

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::keyed::KeyedLogic;
-use crate::records::{EventTime, Sample, WindowKind, WindowResult};
+use crate::records::{EventTime, Sample, SmolStr, WindowKind, WindowResult};
 use crate::windows::stats::WindowAccumulator;
 
 /// Sliding window shape; the defaults are 5 s long, sliding by 1 s.
@@ -58,7 +58,7 @@ impl SlidingWindows {
 /// once, into its pane, instead of once per window that contains it; a window merges its panes.
 #[derive(Default)]
 pub struct SlidingState {
-    driver: String,
+    driver: SmolStr,
     /// Non-empty panes still inside some open window, oldest first: (pane start, aggregate).
     panes: VecDeque<(EventTime, WindowAccumulator)>,
     /// Start of the earliest window not yet emitted.
@@ -74,7 +74,7 @@ impl KeyedLogic for SlidingWindows {
         if state.next_start.is_none() {
             state.next_start = Some(self.first_start(time));
             if state.driver.is_empty() {
-                state.driver.clone_from(&sample.record.driver);
+                state.driver = sample.record.driver.clone();
             }
         }
         let pane = time - time % self.pane_ms();
@@ -125,7 +125,7 @@ impl KeyedLogic for SlidingWindows {
     }
 
     fn approx_bytes(&self, state: &SlidingState) -> usize {
-        std::mem::size_of::<SlidingState>() + state.driver.capacity() + state.panes.len() * std::mem::size_of::<(EventTime, WindowAccumulator)>()
+        std::mem::size_of::<SlidingState>() + state.panes.len() * std::mem::size_of::<(EventTime, WindowAccumulator)>()
     }
 }
 

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use crate::keyed::KeyedLogic;
-use crate::records::{EventTime, Sample, TelemetryRecord, WindowKind, WindowResult};
+use crate::records::{EventTime, Sample, SmolStr, TelemetryRecord, WindowKind, WindowResult};
 use crate::windows::stats::WindowAccumulator;
 
 /// Which lap segment a tumbling window covers.
@@ -37,7 +37,7 @@ impl LapSegments {
 /// The open window of one driver.
 #[derive(Default)]
 pub struct SegmentState {
-    open: Option<(String, WindowKind, WindowAccumulator)>,
+    open: Option<(SmolStr, WindowKind, WindowAccumulator)>,
 }
 
 impl SegmentState {
