@@ -39,6 +39,7 @@ use pitwall_dataflows::restart::drop_delivered;
 use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
+use timely::dataflow::operators::core::Filter;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
@@ -324,10 +325,18 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
         )?;
         eprintln!("bridge: http://{bound}/metrics, http://{bound}/health and Grafana's JSON datasource at http://{bound}/grafana");
     }
+    let queries_possible = queries_possible(live.as_ref(), &timely.communication);
     let config = Arc::new(config);
     let quality_flags = metrics.quality_flags.clone();
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
-        let shared = ProcessShared { store: store.clone(), live: live.clone(), boards: boards.clone(), metrics: &metrics, sources: &sources };
+        let shared = ProcessShared {
+            store: store.clone(),
+            live: live.clone(),
+            boards: boards.clone(),
+            metrics: &metrics,
+            sources: &sources,
+            queries_possible,
+        };
         run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
@@ -347,6 +356,13 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
 
 /// How long a parked worker sleeps when nothing activates it.
 const PARK: Duration = Duration::from_millis(20);
+
+/// Whether a live query can ever reach this process's workers. Queries enter only through
+/// worker 0's bridge: one process without that can never get one, while a process of a cluster
+/// cannot tell whether process 0 serves a bridge.
+fn queries_possible(live: Option<&LiveStore>, communication: &timely::CommunicationConfig) -> bool {
+    live.is_some_and(|l| l.queries().is_some()) || matches!(communication, timely::CommunicationConfig::Cluster { .. })
+}
 
 /// How often each worker shares its watermark-board entries with the other processes.
 const BOARD_INTERVAL: Duration = Duration::from_millis(100);
@@ -478,11 +494,10 @@ fn build_telemetry(
     worker: &mut timely::worker::Worker,
     config: &JobConfig,
     producer: &KafkaProducer,
-    metrics: &JobMetrics,
-    live: Option<LiveStore>,
-    board: WatermarkBoard,
+    shared: &ProcessShared<'_>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<TelemetryParts> {
+    let (metrics, live, board, queries_possible) = (shared.metrics, shared.live.clone(), shared.boards.0.clone(), shared.queries_possible);
     let args = &config.dataflow;
     let models = &config.models;
     let policy = DecodePolicy {
@@ -536,8 +551,10 @@ fn build_telemetry(
         // partitioned by metric); results are gathered at worker 0, whose process serves them.
         // Queries read the sliding windows, and their input follows the sliding windows'
         // frontier (lap windows hold theirs at the lap's start until the lap ends).
+        // Where no query can ever come, the query dataflow is still built (one shape everywhere)
+        // but fed nothing: arranging every window result for no reader was ~2% of the job.
         let (query_clock, sliding) = outputs.sliding.clone().probe();
-        let live_query = live_queries(sliding, outputs.alerts.clone());
+        let live_query = live_queries(sliding.filter(move |_| queries_possible), outputs.alerts.clone().filter(move |_| queries_possible));
         publish_results(live_query.results, live.as_ref().and_then(|l| l.queries()).cloned().unwrap_or_default());
         let queries = Some(live_query.input);
         let latency = metrics.alert_latency.clone();
@@ -662,16 +679,15 @@ struct ProcessShared<'a> {
     boards: (WatermarkBoard, WatermarkBoard),
     metrics: &'a JobMetrics,
     sources: &'a Mutex<Vec<SourceHealth>>,
+    /// Whether a live query can ever reach this job (see `run_job`).
+    queries_possible: bool,
 }
 
 fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: ProcessShared<'_>, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
-    let ProcessShared { store, live, boards, metrics, sources } = shared;
     let producer = KafkaProducer::new(&config.kafka)?;
-    let mut telemetry = if config.runs(Pipeline::Telemetry) {
-        Some(build_telemetry(worker, config, &producer, metrics, live.clone(), boards.0.clone(), shutdown.clone())?)
-    } else {
-        None
-    };
+    let mut telemetry =
+        if config.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, &shared, shutdown.clone())?) } else { None };
+    let ProcessShared { store, live, boards, metrics, sources, .. } = shared;
     let video = match store {
         Some(store) => {
             let settings = VideoSettings {
@@ -748,4 +764,23 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
     report.already_delivered += video.as_ref().map_or(0, |v| v.stored_before.get());
     tracing::info!(worker = worker.index(), stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queries_possible;
+    use pitwall_dataflows::live::{LiveConfig, LiveStore};
+    use timely::CommunicationConfig;
+
+    #[test]
+    fn live_queries_are_fed_unless_one_process_has_no_query_bridge() {
+        let with_hub = LiveStore::new(LiveConfig::default()).with_queries();
+        let view_only = LiveStore::new(LiveConfig::default());
+        let cluster = |process| CommunicationConfig::Cluster { threads: 1, process, addresses: vec![], report: false, zerocopy: false };
+        assert!(!queries_possible(None, &CommunicationConfig::Process(2)), "one process, no bridge: nobody can ask");
+        assert!(!queries_possible(Some(&view_only), &CommunicationConfig::Thread), "a bridge without the query hub");
+        assert!(queries_possible(Some(&with_hub), &CommunicationConfig::Process(2)), "worker 0's bridge takes queries");
+        assert!(queries_possible(None, &cluster(1)), "another process may serve them");
+        assert!(queries_possible(None, &cluster(0)), "process 0 without a bridge cannot tell the others");
+    }
 }

@@ -18,6 +18,82 @@ fn post(addr: &str, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A query's current rows (their drivers) and the event time they reflect.
+fn answer(addr: &str, id: u64) -> (Vec<String>, u64) {
+    let (_, body) = http_get(addr, &format!("/v1/queries/{id}"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    (v["rows"].as_array().unwrap().iter().map(|r| r["driver"].as_str().unwrap().to_string()).collect(), v["time"].as_u64().unwrap())
+}
+
+fn milli(v: &Value) -> i64 {
+    (v.as_f64().unwrap() * 1_000.0).round() as i64
+}
+
+/// Each driver's newest published sliding window ending at or before `t`.
+fn newest_by(windows: &[Value], t: u64) -> BTreeMap<String, &Value> {
+    let mut newest: BTreeMap<String, &Value> = BTreeMap::new();
+    for w in windows.iter().filter(|w| w["end_ms"].as_u64().unwrap() <= t) {
+        let driver = w["driver"].as_str().unwrap().to_string();
+        if newest.get(&driver).is_none_or(|n| n["end_ms"].as_u64() < w["end_ms"].as_u64()) {
+            newest.insert(driver, w);
+        }
+    }
+    newest
+}
+
+/// The `k` drivers with the highest mean speed in `newest`, as a top-k query ranks them.
+fn top_by_mean_speed(newest: &BTreeMap<String, &Value>, k: usize) -> Vec<String> {
+    let mut ranked: Vec<(i64, String)> = newest.iter().map(|(d, w)| (-milli(&w["speed"]["mean"]), d.clone())).collect();
+    ranked.sort();
+    ranked.into_iter().take(k).map(|(_, d)| d).collect()
+}
+
+fn sliding_windows(brokers: &str) -> Vec<Value> {
+    tail(brokers, "f1-windows").into_iter().map(|m| m["value"].clone()).filter(|w| w["window"]["type"] == "sliding").collect()
+}
+
+/// One process with a bridge (the shape whose query dataflow is fed only because the bridge is
+/// there): a top-k query answers from the windows as they are published.
+#[test]
+fn a_single_process_job_with_a_bridge_answers_queries() {
+    let (tansu, dir, _) = tansu_with_race(6, 1);
+    let b = tansu.brokers.as_str();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("job.log");
+    let _job = KillOnDrop(
+        pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &addr])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the bridge never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, top) = post(&addr, json!({ "kind": "top_k", "metric": "speed_mean", "k": 3 }));
+    assert_eq!(status, 201, "{top}");
+    let top = top["id"].as_u64().unwrap();
+    produce_race(b, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (got, time) = answer(&addr, top);
+        let windows = sliding_windows(b);
+        let newest = newest_by(&windows, time);
+        let expected = top_by_mean_speed(&newest, 3);
+        if newest.len() == 6 && time > 3_630_000 && got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query never matched the windows: {got:?} vs {expected:?} at {time}; the job's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn queries_follow_the_windows_across_two_processes() {
     let (tansu, dir, _) = tansu_with_race(6, 1);
@@ -87,33 +163,14 @@ fn queries_follow_the_windows_across_two_processes() {
     // Each answer equals the query recomputed over the published windows up to the event time
     // the answer says it reflects (results are final up to the sliding windows' frontier).
     let deadline = Instant::now() + Duration::from_secs(90);
-    let milli = |v: &Value| (v.as_f64().unwrap() * 1_000.0).round() as i64;
     loop {
-        let answer = |id: u64| -> (Vec<String>, u64) {
-            let (_, body) = http_get(addr, &format!("/v1/queries/{id}"));
-            let v: Value = serde_json::from_str(&body).unwrap();
-            (v["rows"].as_array().unwrap().iter().map(|r| r["driver"].as_str().unwrap().to_string()).collect(), v["time"].as_u64().unwrap())
-        };
-        let ((got_top, top_time), (mut got_fast, fast_time)) = (answer(top), answer(fast));
+        let ((got_top, top_time), (mut got_fast, fast_time)) = (answer(addr, top), answer(addr, fast));
         got_fast.sort();
-        let windows: Vec<Value> =
-            tail(b, "f1-windows").into_iter().map(|m| m["value"].clone()).filter(|w| w["window"]["type"] == "sliding").collect();
-        let newest_by = |t: u64| {
-            let mut newest: BTreeMap<String, &Value> = BTreeMap::new();
-            for w in windows.iter().filter(|w| w["end_ms"].as_u64().unwrap() <= t) {
-                let driver = w["driver"].as_str().unwrap().to_string();
-                if newest.get(&driver).is_none_or(|n| n["end_ms"].as_u64() < w["end_ms"].as_u64()) {
-                    newest.insert(driver, w);
-                }
-            }
-            newest
-        };
-        let newest = newest_by(top_time);
-        let mut ranked: Vec<(i64, String)> = newest.iter().map(|(d, w)| (-milli(&w["speed"]["mean"]), d.clone())).collect();
-        ranked.sort();
-        let expected_top: Vec<String> = ranked.into_iter().take(3).map(|(_, d)| d).collect();
+        let windows = sliding_windows(b);
+        let newest = newest_by(&windows, top_time);
+        let expected_top = top_by_mean_speed(&newest, 3);
         let mut expected_fast: Vec<String> =
-            newest_by(fast_time).iter().filter(|(_, w)| milli(&w["speed"]["max"]) > 300_000).map(|(d, _)| d.clone()).collect();
+            newest_by(&windows, fast_time).iter().filter(|(_, w)| milli(&w["speed"]["max"]) > 300_000).map(|(d, _)| d.clone()).collect();
         expected_fast.sort();
         // Well into the race: every driver has windows, and the answers match.
         if newest.len() == 6 && top_time > 3_630_000 && got_top == expected_top && got_fast == expected_fast {
