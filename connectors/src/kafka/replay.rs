@@ -108,7 +108,7 @@ where
         for pool in pools.into_iter().filter(|p| !p.is_empty()) {
             let (encode, sent, failed) = (&encode, sent.clone(), &failed);
             let producer: ThreadedProducer<DeliveryCounter> = config
-                .client(&[
+                .producer(&[
                     ("linger.ms", "5"),
                     ("batch.num.messages", "10000"),
                     ("queue.buffering.max.messages", "1000000"),

@@ -156,7 +156,7 @@ impl KafkaProducer {
 
     fn build(config: &KafkaConfig) -> Result<TrackedProducer, KafkaError> {
         config
-            .client(&[
+            .producer(&[
                 ("linger.ms", "5"),
                 ("queue.buffering.max.messages", "1000000"),
                 ("message.max.bytes", "10000000"),

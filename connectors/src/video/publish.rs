@@ -53,7 +53,7 @@ pub enum PublishError {
 pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
     super::decode::probe_video(file)?;
     let producer: ThreadedProducer<DeliveryCounter> = config
-        .client(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])
+        .producer(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])
         .create_with_context(DeliveryCounter::new("video frame"))
         .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
     let topic = options.topic.as_str();
