@@ -552,7 +552,8 @@ fn build_telemetry(
         // Queries read the sliding windows, and their input follows the sliding windows'
         // frontier (lap windows hold theirs at the lap's start until the lap ends).
         // Where no query can ever come, the query dataflow is still built (one shape everywhere)
-        // but fed nothing: arranging every window result for no reader was ~2% of the job.
+        // but fed nothing: arranging every window result for no reader was ~4% of the job's
+        // instructions.
         let (query_clock, sliding) = outputs.sliding.clone().probe();
         let live_query = live_queries(sliding.filter(move |_| queries_possible), outputs.alerts.clone().filter(move |_| queries_possible));
         publish_results(live_query.results, live.as_ref().and_then(|l| l.queries()).cloned().unwrap_or_default());

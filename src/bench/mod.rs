@@ -71,9 +71,8 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
         eprintln!("raw ceiling: one consumer, read + decode{of}");
         let mut ceiling = Command::new(std::env::current_exe()?);
         ceiling.args(["bench", "ceiling", "--brokers", &kafka.brokers, "--topic", &topic]).args(property_flags(&kafka));
-        let broker_before = broker.cpu_seconds();
-        let finished = Measured::spawn(ceiling, &format!("ceiling-{round}"), &logs)?.finish(args.timeout())?;
-        let broker_cpu_s = broker_cpu_since(&broker, broker_before);
+        let (finished, broker_cpu_s) =
+            with_broker_cpu(&broker, || Measured::spawn(ceiling, &format!("ceiling-{round}"), &logs)?.finish(args.timeout()))?;
         let report: CeilingReport = serde_json::from_value(finished.report()?)?;
         if report.records != args.records as u64 {
             bail!("the ceiling consumer read {} records, expected {}", report.records, args.records);
@@ -82,9 +81,9 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
 
         for (shape, runs) in args.configs.iter().zip(&mut shapes) {
             eprintln!("pitwall run {shape} --exit-at-end{of}");
-            let broker_before = broker.cpu_seconds();
-            let row = run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}-{round}", shape.slug()), &logs, &args)?;
-            let row = Row { broker_cpu_s: broker_cpu_since(&broker, broker_before), ..row };
+            let (row, broker_cpu_s) =
+                with_broker_cpu(&broker, || run_shape(&kafka, &topic, shape, &format!("bench-{nonce}-{}-{round}", shape.slug()), &logs, &args))?;
+            let row = Row { broker_cpu_s, ..row };
             if row.records != args.records as u64 {
                 bail!("pitwall run {shape} processed {} records, expected {}", row.records, args.records);
             }
@@ -117,12 +116,16 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
     Ok(())
 }
 
-/// The broker's CPU seconds since `before` (0 where the harness cannot see the broker's process).
-fn broker_cpu_since(broker: &broker::Broker, before: Option<f64>) -> f64 {
-    match (before, broker.cpu_seconds()) {
+/// Runs `work` and returns what it returned with the CPU seconds the broker used meanwhile (0
+/// where the harness cannot see the broker's process).
+fn with_broker_cpu<T>(broker: &broker::Broker, work: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let before = broker.cpu_seconds();
+    let value = work()?;
+    let used = match (before, broker.cpu_seconds()) {
         (Some(before), Some(now)) => (now - before).max(0.0),
         _ => 0.0,
-    }
+    };
+    Ok((value, used))
 }
 
 /// `--records` rows of a generated race with `drivers` drivers, in time order.

@@ -224,8 +224,9 @@ pub fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A plain rdkafka producer for test input (1 ms linger, large messages allowed). One request in flight per connection: without idempotence (which
-/// a restarted Tansu or the mock cluster may not keep), a request retried after a broker outage
+/// A plain rdkafka producer for test input (1 ms linger, large messages allowed), kept to one
+/// request in flight per connection as pitwall's own producers are: without idempotence (which a
+/// restarted Tansu or the mock cluster may not keep), a request retried after a broker outage
 /// could otherwise land behind a later one, and the job would rightly treat the overtaken records
 /// as late; the tests assert every record processed, so their input must keep its order.
 pub fn test_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
