@@ -257,6 +257,8 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
     if config.runs(Pipeline::Predictions) && !config.runs(Pipeline::Telemetry) {
         bail!("--pipelines predictions needs telemetry too (predictions are made from its windows)");
     }
+    // Checked here, not first in a worker: a bad flag is the user's error, not a worker panic.
+    SlidingWindows::try_new(config.dataflow.window_length_ms, config.dataflow.window_slide_ms).context("--window-length-ms / --window-slide-ms")?;
     let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
     let mut topics = vec![&config.dataflow.dlq_topic, &config.dataflow.late_topic];
     if config.runs(Pipeline::Telemetry) {
@@ -505,7 +507,7 @@ fn build_telemetry(
         known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
     };
     let telemetry = TelemetryConfig {
-        sliding: SlidingWindows::new(args.window_length_ms, args.window_slide_ms),
+        sliding: SlidingWindows::try_new(args.window_length_ms, args.window_slide_ms).context("--window-length-ms / --window-slide-ms")?,
         keyed: KeyedOptions { key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms), time_granularity_ms: args.time_granularity_ms },
         alerts_after_watermark: args.alerts_after_watermark,
         ..Default::default()

@@ -68,3 +68,15 @@ fn unreachable_or_unprepared_brokers_fail_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("topic `f1-telemetry` does not exist") && stderr.contains("pitwall topics create"), "{stderr}");
 }
+
+#[test]
+fn a_window_shape_that_cannot_slide_is_refused_before_any_worker_starts() {
+    // Nothing listens on port 9: the shape is checked before the broker is needed.
+    let output = pitwall_command(&["run", "--brokers", "127.0.0.1:9", "--window-length-ms", "5000", "--window-slide-ms", "20000", "--exit-at-end"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "a clean error exit, not a worker panic");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--window-slide-ms") && stderr.contains("slide 20000 ms"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -5,6 +5,6 @@ pub mod sliding;
 pub mod stats;
 pub mod tumbling;
 
-pub use sliding::SlidingWindows;
+pub use sliding::{SlidingWindows, WindowShapeError};
 pub use stats::WindowAccumulator;
 pub use tumbling::LapSegments;

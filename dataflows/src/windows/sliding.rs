@@ -25,10 +25,27 @@ impl Default for SlidingWindows {
     }
 }
 
+/// A sliding window shape that cannot be computed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a sliding window needs 0 < slide <= length (got length {length_ms} ms, slide {slide_ms} ms)")]
+pub struct WindowShapeError {
+    pub length_ms: u64,
+    pub slide_ms: u64,
+}
+
 impl SlidingWindows {
+    /// A window shape; panics on one [`SlidingWindows::try_new`] refuses (for literals).
     pub fn new(length_ms: u64, slide_ms: u64) -> SlidingWindows {
-        assert!(slide_ms > 0 && length_ms >= slide_ms, "need 0 < slide <= length");
-        SlidingWindows { length_ms, slide_ms }
+        SlidingWindows::try_new(length_ms, slide_ms).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A window shape from user input: a zero slide, or one longer than the window (samples
+    /// between windows would belong to none), is an error.
+    pub fn try_new(length_ms: u64, slide_ms: u64) -> Result<SlidingWindows, WindowShapeError> {
+        if slide_ms == 0 || slide_ms > length_ms {
+            return Err(WindowShapeError { length_ms, slide_ms });
+        }
+        Ok(SlidingWindows { length_ms, slide_ms })
     }
 
     /// Start of the earliest window that contains `time`.
@@ -141,5 +158,16 @@ mod tests {
         assert_eq!(w.starts(5_000).collect::<Vec<_>>(), vec![1_000, 2_000, 3_000, 4_000, 5_000]);
         let w = SlidingWindows::new(2_500, 1_000);
         assert_eq!(w.starts(3_700).collect::<Vec<_>>(), vec![2_000, 3_000]);
+    }
+
+    #[test]
+    fn a_zero_slide_or_a_slide_past_the_length_is_refused_with_both_figures() {
+        assert_eq!(SlidingWindows::try_new(5_000, 5_000), Ok(SlidingWindows { length_ms: 5_000, slide_ms: 5_000 }));
+        for (length_ms, slide_ms) in [(5_000, 0), (5_000, 20_000), (0, 0)] {
+            let error = SlidingWindows::try_new(length_ms, slide_ms).unwrap_err();
+            assert_eq!(error, WindowShapeError { length_ms, slide_ms });
+            let text = error.to_string();
+            assert!(text.contains(&format!("length {length_ms} ms")) && text.contains(&format!("slide {slide_ms} ms")), "{text}");
+        }
     }
 }
