@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use pitwall_connectors::kafka::source::{SourceConfig, DEFAULT_MAX_BATCH};
+use pitwall_connectors::kafka::source::{SourceConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_READ_AHEAD_MS};
 use pitwall_dataflows::keyed::DEFAULT_TIME_GRANULARITY_MS;
 
 use crate::topics;
@@ -295,6 +295,12 @@ pub struct DataflowArgs {
     /// read: 8,192 was ~8% faster than 4,096 at `-w 2`; 16,384 and more gained nothing.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
     pub max_poll_batch: usize,
+    /// Event time (ms) a telemetry partition may be read ahead of the slowest one before its
+    /// reading is paused; 0 never pauses. Replaying a backlog, partitions with fewer drivers cross
+    /// the race faster, and what they read ahead waits in memory for the watermark; paused, it
+    /// waits in Kafka. Results do not depend on it.
+    #[arg(long, default_value_t = DEFAULT_MAX_READ_AHEAD_MS)]
+    pub max_read_ahead_ms: u64,
     /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
     #[arg(long, value_delimiter = ',')]
     pub drivers: Option<Vec<String>>,
@@ -335,6 +341,7 @@ impl Default for DataflowArgs {
             eof_idle_ms: 200,
             idle_timeout_ms: 3_000,
             max_poll_batch: DEFAULT_MAX_BATCH,
+            max_read_ahead_ms: DEFAULT_MAX_READ_AHEAD_MS,
             commit_interval_ms: 1_000,
             key_ttl_ms: 300_000,
             time_granularity_ms: DEFAULT_TIME_GRANULARITY_MS,

@@ -171,6 +171,9 @@ pub struct JobReport {
     pub stalls: u64,
     /// Offsets the broker never delivered (gaps in a partition); see `SourceStats`.
     pub skipped_offsets: u64,
+    /// Most telemetry samples waiting for the watermark at once, per worker, summed over this
+    /// process's workers (`--max-read-ahead-ms` bounds it when a backlog is replayed).
+    pub held_peak: u64,
     /// Samples (of this process) raising each data-quality flag: processed, not rejected.
     pub data_quality_flags: BTreeMap<String, u64>,
     /// From the job's start (before the workers create their clients) to the moment the last
@@ -190,6 +193,7 @@ impl JobReport {
         self.commits += worker.source.commits;
         self.stalls += worker.source.stalls;
         self.skipped_offsets += worker.source.skipped_offsets;
+        self.held_peak += worker.held_peak;
         self.alerts += worker.alerts;
         self.windows += worker.windows;
         self.already_delivered += worker.already_delivered;
@@ -218,6 +222,8 @@ struct WorkerReport {
     already_delivered: u64,
     predictions: u64,
     video: Option<(SourceStats, VideoReport)>,
+    /// Most samples this worker's `in_time_order` held at once.
+    held_peak: u64,
     /// When this worker's outputs were all delivered and its offsets committed.
     finished: Option<Instant>,
 }
@@ -519,6 +525,7 @@ fn build_telemetry(
     source.allowed_lateness_ms = args.allowed_lateness_ms;
     args.apply_source_timing(&mut source);
     source.max_batch = args.max_poll_batch.max(1);
+    source.max_read_ahead_ms = (args.max_read_ahead_ms > 0).then_some(args.max_read_ahead_ms);
     source.metrics = Some(metrics.source.clone());
     source.exit_at_end = config.exit_at_end;
     source.board = Some(board);
@@ -762,6 +769,7 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
         report.windows = t.sinks[1].1.delivered();
         report.already_delivered = t.already_delivered.iter().map(|c| c.get()).sum();
         report.predictions = t.sinks.get(4).map(|(_, s)| s.delivered()).unwrap_or(0);
+        report.held_peak = t.state.iter().find(|(name, _)| *name == "in_time_order").map_or(0, |(_, g)| g.get().peak_keys as u64);
     }
     report.video = video.as_ref().map(|v| (v.source.stats(), v.report()));
     report.already_delivered += video.as_ref().map_or(0, |v| v.stored_before.get());

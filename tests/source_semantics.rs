@@ -1,6 +1,7 @@
 //! Source semantics against a real broker: late records are published, never dropped, and
 //! decided the same way at any batch size or worker count; a partition the broker reports caught
-//! up does not hold back windows on the others (the delay is measured and printed).
+//! up does not hold back windows on the others (the delay is measured and printed); a partition
+//! that reads ahead of the others is paused without changing any output.
 
 mod support;
 
@@ -286,4 +287,58 @@ fn a_process_whose_partitions_stay_empty_does_not_hold_live_windows_open() {
     };
     assert!(windows.iter().all(|w| key_partition(w["value"]["driver"].as_str().unwrap().as_bytes(), 2) == 0));
     drop(processes);
+}
+
+/// Replaying a backlog, a partition with one driver crosses the race five times faster than
+/// one with five (reading is fair in records, not in event time); what it reads ahead waits in
+/// the dataflow for the watermark. With a read-ahead bound the fast partition is paused instead:
+/// the samples held at once shrink, and every output is the same.
+#[test]
+fn a_partition_that_reads_ahead_is_paused_and_no_output_changes() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    let race = Race::generate(&RaceConfig { drivers: 6, laps: 2, seed: 21, inject_anomalies: true });
+    let runs = ["unbounded", "bounded"];
+    let mut topics = vec![("skewed", 2), ("pitwall-dlq", 1), ("pitwall-late", 1)];
+    let outputs: Vec<[String; 2]> = runs.iter().map(|r| [format!("alerts-{r}"), format!("windows-{r}")]).collect();
+    for [a, w] in &outputs {
+        topics.extend([(a.as_str(), 3), (w.as_str(), 2)]);
+    }
+    create_topics(b, &topics);
+    let producer = test_producer(b);
+    // The first driver alone on partition 0, the other five on partition 1.
+    let lone = race.drivers[0].0.clone();
+    for record in race.all_records() {
+        let partition = if record.driver == lone { 0 } else { 1 };
+        let payload = pitwall_dataflows::decode::encode_telemetry(&record);
+        producer
+            .send(rdkafka::producer::BaseRecord::to("skewed").key(record.driver.as_str()).partition(partition).payload(&payload))
+            .expect("enqueue");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut seen = Vec::new();
+    for (run, ahead) in runs.iter().zip(["0", "10000"]) {
+        // Small poll batches: the bound is checked once per batch.
+        let report = run_to_end(b, "skewed", run, run, &["-w", "1", "--max-poll-batch", "50", "--max-read-ahead-ms", ahead]);
+        assert_eq!(report["records"].as_u64().unwrap() as usize, race.record_count(), "{run}: {report}");
+        assert_eq!((report["late"].as_u64(), report["skipped_offsets"].as_u64()), (Some(0), Some(0)), "{run}: {report}");
+        let [alerts, windows] = &outputs[runs.iter().position(|r| r == run).unwrap()];
+        let sorted = |topic: &str| {
+            let mut values: Vec<String> = tail(b, topic).iter().map(|m| m["value"].to_string()).collect();
+            values.sort();
+            values
+        };
+        seen.push((report["held_peak"].as_u64().expect("held_peak in the report"), sorted(alerts), sorted(windows)));
+    }
+    let (unbounded, bounded) = (&seen[0], &seen[1]);
+    assert!(!unbounded.1.is_empty() && !unbounded.2.is_empty(), "the race raises alerts and closes windows");
+    assert_eq!(bounded.1, unbounded.1, "the same alerts");
+    assert_eq!(bounded.2, unbounded.2, "the same windows");
+    // Unbounded, the lone driver's partition (~1,400 samples) ends the race while the other is a
+    // fifth of the way through: most of it waits. 10 s of the race is ~500 samples of all six.
+    println!("samples held at most: {} unbounded, {} with a 10 s read-ahead", unbounded.0, bounded.0);
+    assert!(unbounded.0 > 600, "the skew is there to bound: {}", unbounded.0);
+    assert!(bounded.0 * 3 < unbounded.0, "held at most: {} bounded vs {} unbounded", bounded.0, unbounded.0);
 }

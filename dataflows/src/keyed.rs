@@ -86,6 +86,15 @@ pub struct StateSize {
     pub bytes: usize,
     /// Keys dropped because they were silent for the key TTL.
     pub expired: u64,
+    /// Most keys held at once since the operator started.
+    pub peak_keys: usize,
+}
+
+impl StateSize {
+    /// This size, with the peak carried over from `before`.
+    fn after(self, before: StateSize) -> StateSize {
+        StateSize { peak_keys: before.peak_keys.max(self.keys), ..self }
+    }
 }
 
 /// A readable handle on an operator's [`StateSize`] (same worker).
@@ -387,7 +396,7 @@ pub fn in_time_order<'s>(samples: &ByDriver<'s>) -> (KeyedSamples<'s>, StateGaug
             // every released sample): one timestamp per activation, not one per millisecond, keeps
             // timely's progress tracking cheap. Consumers order by the samples' own event times.
             pending.release_before(frontier.unwrap_or(EventTime::MAX), |ready| output.session(&*cap).give_iterator(ready));
-            report.set(StateSize { keys: pending.len, bytes: pending.len * std::mem::size_of::<Sample>(), expired: 0 });
+            report.set(StateSize { keys: pending.len, bytes: pending.len * std::mem::size_of::<Sample>(), ..Default::default() }.after(report.get()));
             match pending.first_time().into_iter().chain(frontier).min() {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,
@@ -467,7 +476,7 @@ pub fn keyed_in_time_order<'s, L: KeyedLogic>(
                 }
             }
 
-            report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired });
+            report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired, ..Default::default() }.after(report.get()));
             // Once the input has ended every key has had its final `on_progress`: what a logic
             // still holds (a rule's lookback) can produce nothing more, so the capability goes.
             let hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([coarse(f, granularity)]).min());

@@ -54,7 +54,12 @@ fn churn(key_ttl_ms: Option<u64>) -> (Vec<StateSize>, StateSize) {
         let total = |gauges: &[(&str, pitwall_dataflows::keyed::StateGauge)]| {
             gauges.iter().fold(StateSize::default(), |acc, (_, g)| {
                 let s = g.get();
-                StateSize { keys: acc.keys + s.keys, bytes: acc.bytes + s.bytes, expired: acc.expired + s.expired }
+                StateSize {
+                    keys: acc.keys + s.keys,
+                    bytes: acc.bytes + s.bytes,
+                    expired: acc.expired + s.expired,
+                    peak_keys: acc.peak_keys + s.peak_keys,
+                }
             })
         };
         for (n, sample) in samples.into_iter().enumerate() {

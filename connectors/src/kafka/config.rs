@@ -20,6 +20,10 @@ pub const FETCH_WAIT_MS: &str = "10";
 /// went from ~240k to ~410k msg/s on the benchmark VM with this alone.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
+/// Messages a partition's own queue may hold before librdkafka stops fetching it, for readers
+/// with a queue per partition ([`KafkaConfig::partition_reader`]).
+pub const PARTITION_PREFETCH_MESSAGES: &str = "10000";
+
 /// Consumer context that treats end-of-partition as the news it is, not as an error.
 pub struct ReaderContext;
 
@@ -84,7 +88,19 @@ impl KafkaConfig {
     /// fetch for the whole wait even when data is ready), and a full local queue is re-checked
     /// after [`FETCH_QUEUE_BACKOFF_MS`].
     pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
-        self.client(&[
+        self.reader(group, &[])
+    }
+
+    /// A [`KafkaConfig::plain_consumer`] whose reader polls each partition's queue of its own
+    /// (`split_partition_queue`). librdkafka's prefetch limits then hold per partition, not per
+    /// consumer: a partition stops being fetched at [`PARTITION_PREFETCH_MESSAGES`] queued
+    /// (librdkafka's default, 100,000, would let each partition buffer ~45 MB of telemetry).
+    pub fn partition_reader(&self, group: &str) -> Result<Reader, KafkaError> {
+        self.reader(group, &[("queued.min.messages", PARTITION_PREFETCH_MESSAGES)])
+    }
+
+    fn reader(&self, group: &str, extra: &[(&str, &str)]) -> Result<Reader, KafkaError> {
+        let mut settings = vec![
             ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -92,9 +108,9 @@ impl KafkaConfig {
             ("enable.partition.eof", "true"),
             ("fetch.wait.max.ms", FETCH_WAIT_MS),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
-        ])
-        .create_with_context(ReaderContext)
-        .map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+        ];
+        settings.extend_from_slice(extra);
+        self.client(&settings).create_with_context(ReaderContext).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
     }
 
     /// Number of partitions of `topic`.

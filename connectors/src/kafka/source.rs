@@ -40,15 +40,16 @@ use std::time::{Duration, Instant};
 use pitwall_dataflows::partition::{key_partition, PartitionOwner};
 use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, SourcePosition};
 use prometheus::{IntCounter, IntGauge};
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::{Scope, Stream};
 
-use super::config::{Reader, METADATA_TIMEOUT};
+use super::config::{Reader, ReaderContext, METADATA_TIMEOUT};
 use super::health::SourceHealth;
 use super::metrics::SourceMetrics;
 use super::resume::{KeyTrails, Trail};
@@ -58,6 +59,10 @@ use super::{KafkaConfig, KafkaError};
 /// each step pays timely's progress bookkeeping; 8,192 was ~8% faster than 4,096 reading a
 /// backlog at `-w 2`, more gained nothing (`bench-results/2026-12-01/ab-poll-batch.md`).
 pub const DEFAULT_MAX_BATCH: usize = 8_192;
+
+/// Event time a partition may read ahead of the slowest before it is paused, unless configured
+/// (see [`read_ahead_changes`]).
+pub const DEFAULT_MAX_READ_AHEAD_MS: u64 = 600_000;
 
 /// How a source reads.
 #[derive(Clone)]
@@ -84,6 +89,10 @@ pub struct SourceConfig {
     /// and have never carried a record follows the other workers' watermarks instead of
     /// holding the frontier at 0.
     pub board: Option<WatermarkBoard>,
+    /// Event time a partition may read ahead of the topic's slowest active partition (every
+    /// worker's, through `board`) before its reading is paused; `None` never pauses. See
+    /// [`read_ahead_changes`].
+    pub max_read_ahead_ms: Option<u64>,
 }
 
 /// The watermarks of one topic's sources, by (global) worker: `(watermark, active)`. This
@@ -120,6 +129,12 @@ impl WatermarkBoard {
         }
     }
 
+    /// The slowest watermark of any worker with active partitions, this one included.
+    fn slowest_active(&self) -> Option<EventTime> {
+        let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        board.entries.values().filter(|(_, active)| *active).map(|(t, _)| *t).min()
+    }
+
     /// Where an idle worker may go: the slowest other worker that still has active partitions,
     /// or, when every other worker is idle too, the furthest of them.
     fn follow(&self, worker: usize) -> Option<EventTime> {
@@ -144,6 +159,7 @@ impl SourceConfig {
             commit_interval: Duration::from_secs(1),
             metrics: None,
             board: None,
+            max_read_ahead_ms: None,
         }
     }
 }
@@ -207,6 +223,8 @@ struct PartitionState {
     /// in a replay the probe is behind it, and a worker still starting may not have read it).
     mark_floor: EventTime,
     metrics: Option<PartitionMetrics>,
+    /// Reading paused: this partition ran too far ahead of the slowest (see [`read_ahead_changes`]).
+    paused: bool,
 }
 
 /// One partition's metric handles, resolved once.
@@ -274,7 +292,10 @@ pub struct SourceStats {
 }
 
 struct SourceInner {
-    consumer: Reader,
+    consumer: Arc<Reader>,
+    /// Each partition's own message queue, in the order of `partitions`: a partition that read
+    /// ahead is left unpolled while the others are read.
+    queues: Vec<PartitionQueue<ReaderContext>>,
     /// Commits the delivered-before marks (group `<group>.delivered-before`).
     marks: Reader,
     /// Every partition's delivered-before mark as found at start (see [`read_marks`]).
@@ -292,6 +313,27 @@ impl Drop for SourceInner {
 }
 
 impl SourceInner {
+    /// Pauses the partitions that read too far ahead of `slowest` and resumes those it caught
+    /// up with (see [`read_ahead_changes`]). Pausing is not polling the partition's queue:
+    /// librdkafka stops fetching it once that queue holds `queued.min.messages`, and nothing is
+    /// fetched twice (its own pause drops what was prefetched and fetches it again, from inside
+    /// a batch, which Tansu 0.6 answers from the next batch on).
+    fn align_reading(&mut self, slowest: Option<EventTime>, ahead_ms: u64, lateness_ms: u64) {
+        let (pause, resume) = read_ahead_changes(&self.partitions, slowest, ahead_ms, lateness_ms);
+        for state in &mut self.partitions {
+            if pause.contains(&state.partition) {
+                state.paused = true;
+            } else if resume.contains(&state.partition) {
+                state.paused = false;
+                // Nothing was read while paused: the idle clock starts again now.
+                state.last_message = Instant::now();
+            }
+        }
+        if !pause.is_empty() || !resume.is_empty() {
+            tracing::debug!(topic = %self.topic, ?pause, ?resume, ?slowest, "read-ahead alignment");
+        }
+    }
+
     /// Consumer lag, stalled state and watermark lag of every partition, for the metrics.
     fn refresh_gauges(&self, watermark: EventTime) {
         let health = self.health.partitions();
@@ -433,7 +475,7 @@ where
 {
     let owner = PartitionOwner { worker_index: scope.index(), total_workers: scope.peers() };
     let worker_index = scope.index();
-    let consumer = config.kafka.plain_consumer(&config.group)?;
+    let consumer = Arc::new(config.kafka.partition_reader(&config.group)?);
     let count = config.kafka.partition_count(&consumer, &config.topic)?;
     let owned = owner.owned(count);
     let topic = config.topic.clone();
@@ -450,6 +492,16 @@ where
             .map_err(KafkaError::client(format!("reading committed offsets of group `{}`", config.group)))?
     };
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
+    // After the assignment (which undoes splits) and before the first poll (so nothing is
+    // buffered on the consumer's own queue).
+    let queues = owned
+        .iter()
+        .map(|&p| {
+            consumer
+                .split_partition_queue(&topic, p)
+                .ok_or_else(|| KafkaError::NoSuchTopic { topic: topic.clone(), brokers: config.kafka.brokers.clone() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Read once per worker: the floors of this worker's own marks, and (through the handle)
     // every partition's mark for the operators that drop re-derived outputs.
@@ -476,6 +528,7 @@ where
             committed: Some(start),
             mark_floor: delivered_before.get(p as usize).copied().flatten().unwrap_or(0),
             metrics: config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &topic, p)),
+            paused: false,
         });
     }
     tracing::info!(worker = scope.index(), topic = %topic, partitions = ?owned, "kafka source assigned");
@@ -483,6 +536,7 @@ where
     let health = SourceHealth::start(&config.kafka, &topic, &owned);
     let inner = Rc::new(RefCell::new(SourceInner {
         consumer,
+        queues,
         marks,
         delivered_before,
         health,
@@ -496,6 +550,7 @@ where
         let mut capability = Some(initial);
         let mut last_commit = Instant::now();
         let mut batch: Vec<SourceEvent<R>> = Vec::new();
+        let mut turn = 0usize;
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
@@ -505,31 +560,19 @@ where
             let mut read = 0;
             // One clock read per activation: a batch is read within microseconds.
             let now = Instant::now();
-            let SourceInner { consumer, partitions, stats, .. } = &mut *inner;
+            let SourceInner { consumer, queues, partitions, stats, .. } = &mut *inner;
             if !shutdown.load(Ordering::Relaxed) {
-                while read < config.max_batch && !partitions.iter().all(PartitionState::done) {
-                    let Some(result) = consumer.poll(Duration::ZERO) else {
-                        break;
-                    };
-                    read += 1;
-                    let message = match result {
-                        Ok(message) => message,
-                        Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
-                            if let Some(state) = partitions.iter_mut().find(|s| s.partition == partition) {
-                                state.eof_since.get_or_insert_with(Instant::now);
-                            }
-                            continue;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, topic = %topic, "kafka read error");
-                            continue;
-                        }
-                    };
+                // Errors and callbacks are served on the consumer's own queue; every message
+                // comes on its partition's queue (split before the first poll).
+                while let Some(result) = consumer.poll(Duration::ZERO) {
+                    match result {
+                        Ok(message) => tracing::error!(topic = %topic, partition = message.partition(), "a message on the consumer's own queue"),
+                        Err(error) => tracing::warn!(%error, topic = %topic, "kafka read error"),
+                    }
+                }
+                let mut ingest = |state: &mut PartitionState, message: &BorrowedMessage<'_>| {
                     let at = SourcePosition { partition: message.partition(), offset: message.offset() };
                     let (key, payload) = (message.key(), message.payload().unwrap_or_default());
-                    let Some(state) = partitions.iter_mut().find(|s| s.partition == at.partition) else {
-                        continue;
-                    };
                     if let Some(expected) = state.next_offset.filter(|n| at.offset > *n) {
                         stats.skipped_offsets += (at.offset - expected) as u64;
                         tracing::warn!(
@@ -558,6 +601,31 @@ where
                     };
                     state.read(at.offset, checkpoint_time, now);
                     batch.push(event);
+                };
+                // Round robin over the partitions that are neither finished nor paused, a chunk
+                // of each at a time, from a different partition each activation.
+                let mut progressed = true;
+                turn = turn.wrapping_add(1);
+                while progressed && read < config.max_batch {
+                    progressed = false;
+                    for k in 0..partitions.len() {
+                        let i = (turn + k) % partitions.len();
+                        let (state, queue) = (&mut partitions[i], &queues[i]);
+                        let mut taken = 0;
+                        while !state.paused && !state.done() && taken < PARTITION_CHUNK && read < config.max_batch {
+                            let Some(result) = queue.poll(Duration::ZERO) else {
+                                break;
+                            };
+                            (taken, read, progressed) = (taken + 1, read + 1, true);
+                            match result {
+                                Ok(message) => ingest(state, &message),
+                                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                                    state.eof_since.get_or_insert_with(Instant::now);
+                                }
+                                Err(error) => tracing::warn!(%error, topic = %topic, partition = state.partition, "kafka read error"),
+                            }
+                        }
+                    }
                 }
             }
             if !batch.is_empty() {
@@ -576,6 +644,9 @@ where
                 if let Err(error) = inner.commit_passed(|time| !probe.less_equal(&time), delivered, CommitMode::Async) {
                     tracing::warn!(%error, "offset commit failed; will retry");
                 }
+            }
+            if let (Some(ahead), Some(board), false) = (config.max_read_ahead_ms, &config.board, shutdown.load(Ordering::Relaxed)) {
+                inner.align_reading(board.slowest_active(), ahead, config.allowed_lateness_ms);
             }
             match next {
                 WatermarkStep::Finished => capability = None,
@@ -641,6 +712,31 @@ impl PartitionState {
     }
 }
 
+/// Which partitions to pause and which to resume so that none reads more than `ahead_ms` of
+/// event time past `slowest`, the watermark of the slowest worker with active partitions.
+///
+/// Partitions are read byte-fair, but event time moves with records per driver: a partition
+/// with one driver crosses the race five times faster than one with five. Replaying a backlog,
+/// the fast partitions' records all wait in the dataflow for the watermark (held by the slowest),
+/// so the buffered samples grew with the backlog (half of a million-record replay at its peak).
+/// Paused, a partition's records wait in the log instead. A paused partition resumes once the
+/// slowest is within half of `ahead_ms` of it (so the two do not alternate every activation). The
+/// slowest partition itself is never ahead of the slowest watermark, so reading never stops, and
+/// a paused partition counts as active (never idle) for the watermark, so it cannot be passed.
+/// Outputs do not change: each partition is still read in order, only the interleaving moves.
+fn read_ahead_changes(partitions: &[PartitionState], slowest: Option<EventTime>, ahead_ms: u64, lateness_ms: u64) -> (Vec<i32>, Vec<i32>) {
+    let Some(slowest) = slowest else {
+        return (Vec::new(), partitions.iter().filter(|s| s.paused).map(|s| s.partition).collect());
+    };
+    let lead = |s: &PartitionState| s.max_event_time.map_or(0, |m| m.saturating_sub(lateness_ms)).saturating_sub(slowest);
+    let pause = partitions.iter().filter(|s| !s.paused && !s.done() && lead(s) > ahead_ms).map(|s| s.partition).collect();
+    let resume = partitions.iter().filter(|s| s.paused && (s.done() || lead(s) <= ahead_ms / 2)).map(|s| s.partition).collect();
+    (pause, resume)
+}
+
+/// Most messages read from one partition before the next partition's turn.
+const PARTITION_CHUNK: usize = 512;
+
 /// How long an idle source waits before polling again.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 /// Checkpoints kept per partition between commits (see [`Trail`]): a commit is at most 1/256
@@ -655,13 +751,20 @@ enum WatermarkStep {
 fn next_watermark(partitions: &[PartitionState], config: &SourceConfig, worker: usize, current: EventTime) -> WatermarkStep {
     // A worker that owns no partition will never emit: it must not hold the frontier (with more
     // workers than partitions, live mode would otherwise stall at time 0 for everyone).
-    if partitions.is_empty() || (config.exit_at_end && partitions.iter().all(PartitionState::done)) {
+    if partitions.is_empty() {
+        return WatermarkStep::Finished;
+    }
+    if config.exit_at_end && partitions.iter().all(PartitionState::done) {
+        // Off the board as a worker still reading: others must not wait for it (read-ahead).
+        if let Some(board) = &config.board {
+            board.report(worker, current, false);
+        }
         return WatermarkStep::Finished;
     }
     let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(config.allowed_lateness_ms));
     // With exit-at-end, an unfinished partition still has records to deliver, so it is never idle.
     let active: Vec<&PartitionState> =
-        partitions.iter().filter(|s| !s.done() && (config.exit_at_end || !s.idle(config.eof_grace, config.idle_timeout))).collect();
+        partitions.iter().filter(|s| !s.done() && (config.exit_at_end || s.paused || !s.idle(config.eof_grace, config.idle_timeout))).collect();
     if active.is_empty() {
         // Everything is idle or finished: let the watermark follow the furthest partition. A
         // worker whose partitions never carried a record has no event time of its own: it
@@ -700,7 +803,55 @@ mod tests {
             committed: None,
             mark_floor: 0,
             metrics: None,
+            paused: false,
         }
+    }
+
+    fn at(partition: i32, max_event_time: Option<EventTime>) -> PartitionState {
+        PartitionState { partition, max_event_time, ..self::partition() }
+    }
+
+    #[test]
+    fn a_partition_more_than_the_read_ahead_past_the_slowest_pauses_and_resumes_at_half() {
+        // Lateness 500 ms: a partition's candidate watermark is its newest event time - 500.
+        let mut parts = vec![at(0, Some(10_500)), at(1, Some(70_500)), at(2, Some(70_501)), at(3, None)];
+        let (pause, resume) = read_ahead_changes(&parts, Some(10_000), 60_000, 500);
+        assert_eq!(pause, vec![2], "only a lead over 60 s pauses; one never read is never ahead");
+        assert!(resume.is_empty());
+        parts[2].paused = true;
+        // Still 30,001 ms ahead: stays paused (no flapping around the bound).
+        assert_eq!(read_ahead_changes(&parts, Some(40_000), 60_000, 500), (vec![], vec![]));
+        assert_eq!(read_ahead_changes(&parts, Some(40_001), 60_000, 500), (vec![], vec![2]));
+        // Nobody active on the board (all idle or finished): nothing stays paused.
+        assert_eq!(read_ahead_changes(&parts, None, 60_000, 500), (vec![], vec![2]));
+        // A finished partition is never paused.
+        let mut done = at(4, Some(1_000_000));
+        (done.end_offset, done.next_offset, done.eof_since) = (Some(5), Some(5), Some(Instant::now()));
+        assert_eq!(read_ahead_changes(&[done], Some(0), 60_000, 500), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_paused_partition_is_never_idle_and_a_finished_worker_leaves_the_slowest_to_the_others() {
+        let mut config = SourceConfig::new(KafkaConfig::new("unused:9092"), "t");
+        let board = WatermarkBoard::default();
+        config.board = Some(board.clone());
+        // Silent for a minute, but paused by pitwall, not by the producer: it still holds the
+        // watermark (its records would be late once it resumed behind a passed watermark).
+        let mut paused = at(0, Some(90_500));
+        paused.last_message = Instant::now() - Duration::from_secs(60);
+        paused.paused = true;
+        let mut behind = at(1, Some(20_500));
+        behind.eof_since = Some(Instant::now() - Duration::from_secs(60));
+        assert!(matches!(next_watermark(&[paused, behind], &config, 0, 0), WatermarkStep::To(90_000)));
+        assert_eq!(board.slowest_active(), Some(90_000));
+        assert!(matches!(next_watermark(&[at(0, Some(30_500))], &config, 1, 0), WatermarkStep::To(30_000)));
+        assert_eq!(board.slowest_active(), Some(30_000));
+        // Worker 1 reads to its end (exit-at-end): it no longer holds anyone's partitions back.
+        config.exit_at_end = true;
+        let mut finished = at(0, Some(40_500));
+        (finished.end_offset, finished.next_offset, finished.eof_since) = (Some(9), Some(9), Some(Instant::now()));
+        assert!(matches!(next_watermark(&[finished], &config, 1, 30_000), WatermarkStep::Finished));
+        assert_eq!(board.slowest_active(), Some(90_000));
     }
 
     #[test]
