@@ -23,6 +23,9 @@ pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// Messages a partition's own queue may hold before librdkafka stops fetching it, for readers
 /// with a queue per partition ([`KafkaConfig::partition_reader`]).
 pub const PARTITION_PREFETCH_MESSAGES: &str = "10000";
+/// librdkafka's default prefetch budget for one consumer queue, in KiB, shared by the partitions
+/// of a reader with a queue per partition.
+const CONSUMER_PREFETCH_KBYTES: usize = 65_536;
 
 /// Consumer context that treats end-of-partition as the news it is, not as an error.
 pub struct ReaderContext;
@@ -91,15 +94,30 @@ impl KafkaConfig {
         self.reader(group, &[])
     }
 
-    /// A [`KafkaConfig::plain_consumer`] whose reader polls each partition's queue of its own
-    /// (`split_partition_queue`). librdkafka's prefetch limits then hold per partition, not per
-    /// consumer: a partition stops being fetched at [`PARTITION_PREFETCH_MESSAGES`] queued
-    /// (librdkafka's default, 100,000, would let each partition buffer ~45 MB of telemetry).
-    pub fn partition_reader(&self, group: &str) -> Result<Reader, KafkaError> {
-        self.reader(group, &[("queued.min.messages", PARTITION_PREFETCH_MESSAGES)])
+    /// A [`KafkaConfig::plain_consumer`] for a reader that polls each of its `partitions`
+    /// from a queue of its own (`split_partition_queue`). librdkafka's prefetch limits then hold
+    /// per partition, not per consumer: a partition stops being fetched at
+    /// [`PARTITION_PREFETCH_MESSAGES`] queued (librdkafka's default, 100,000, would let each
+    /// partition buffer ~45 MB of telemetry), or at its share of librdkafka's default byte
+    /// budget for a whole consumer (64 MiB), whichever comes first (video frames are ~0.7 MB).
+    pub fn partition_reader(&self, group: &str, partitions: usize) -> Result<Reader, KafkaError> {
+        self.create_reader(self.partition_reader_config(group, partitions))
+    }
+
+    fn partition_reader_config(&self, group: &str, partitions: usize) -> ClientConfig {
+        let kbytes = (CONSUMER_PREFETCH_KBYTES / partitions.max(1)).max(1_024).to_string();
+        self.reader_config(group, &[("queued.min.messages", PARTITION_PREFETCH_MESSAGES), ("queued.max.messages.kbytes", &kbytes)])
     }
 
     fn reader(&self, group: &str, extra: &[(&str, &str)]) -> Result<Reader, KafkaError> {
+        self.create_reader(self.reader_config(group, extra))
+    }
+
+    fn create_reader(&self, config: ClientConfig) -> Result<Reader, KafkaError> {
+        config.create_with_context(ReaderContext).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+    }
+
+    fn reader_config(&self, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
         let mut settings = vec![
             ("group.id", group),
             ("enable.auto.commit", "false"),
@@ -110,7 +128,7 @@ impl KafkaConfig {
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ];
         settings.extend_from_slice(extra);
-        self.client(&settings).create_with_context(ReaderContext).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+        self.client(&settings)
     }
 
     /// Number of partitions of `topic`.
@@ -161,6 +179,21 @@ mod tests {
         assert_eq!(plain.get("linger.ms"), Some("5"));
         let user = KafkaConfig { properties: vec![("max.in.flight.requests.per.connection".into(), "5".into())], ..KafkaConfig::new("b:9092") };
         assert_eq!(user.producer(&[]).get("max.in.flight.requests.per.connection"), Some("5"));
+    }
+
+    #[test]
+    fn a_partition_reader_shares_one_consumer_prefetch_budget_among_its_partitions() {
+        let kafka = KafkaConfig::new("b:9092");
+        let kbytes = |n| kafka.partition_reader_config("g", n).get("queued.max.messages.kbytes").map(String::from);
+        assert_eq!(kbytes(1).as_deref(), Some("65536"));
+        assert_eq!(kbytes(4).as_deref(), Some("16384"), "four partitions hold what one consumer queue did");
+        assert_eq!(kbytes(0).as_deref(), Some("65536"));
+        assert_eq!(kbytes(500).as_deref(), Some("1024"), "never below 1 MiB: one large message must fit");
+        let config = kafka.partition_reader_config("g", 4);
+        assert_eq!(config.get("queued.min.messages"), Some(PARTITION_PREFETCH_MESSAGES));
+        assert_eq!(config.get("enable.partition.eof"), Some("true"));
+        let user = KafkaConfig { properties: vec![("queued.min.messages".into(), "500".into())], ..KafkaConfig::new("b:9092") };
+        assert_eq!(user.partition_reader_config("g", 4).get("queued.min.messages"), Some("500"), "-X wins");
     }
 
     #[test]

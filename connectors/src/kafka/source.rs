@@ -475,9 +475,11 @@ where
 {
     let owner = PartitionOwner { worker_index: scope.index(), total_workers: scope.peers() };
     let worker_index = scope.index();
-    let consumer = Arc::new(config.kafka.partition_reader(&config.group)?);
-    let count = config.kafka.partition_count(&consumer, &config.topic)?;
+    // The marks' consumer first: the reader's prefetch is sized by how many partitions it owns.
+    let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
+    let count = config.kafka.partition_count(&marks, &config.topic)?;
     let owned = owner.owned(count);
+    let consumer = Arc::new(config.kafka.partition_reader(&config.group, owned.len())?);
     let topic = config.topic.clone();
 
     let mut assignment = TopicPartitionList::new();
@@ -505,7 +507,6 @@ where
 
     // Read once per worker: the floors of this worker's own marks, and (through the handle)
     // every partition's mark for the operators that drop re-derived outputs.
-    let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
     let delivered_before = read_marks(&marks, &topic, count, &config.group)?;
     let mut partitions = Vec::new();
     for &p in &owned {
