@@ -563,14 +563,6 @@ where
             let now = Instant::now();
             let SourceInner { consumer, queues, partitions, stats, .. } = &mut *inner;
             if !shutdown.load(Ordering::Relaxed) {
-                // Errors and callbacks are served on the consumer's own queue; every message
-                // comes on its partition's queue (split before the first poll).
-                while let Some(result) = consumer.poll(Duration::ZERO) {
-                    match result {
-                        Ok(message) => tracing::error!(topic = %topic, partition = message.partition(), "a message on the consumer's own queue"),
-                        Err(error) => tracing::warn!(%error, topic = %topic, "kafka read error"),
-                    }
-                }
                 let mut ingest = |state: &mut PartitionState, message: &BorrowedMessage<'_>| {
                     let at = SourcePosition { partition: message.partition(), offset: message.offset() };
                     let (key, payload) = (message.key(), message.payload().unwrap_or_default());
@@ -603,6 +595,20 @@ where
                     state.read(at.offset, checkpoint_time, now);
                     batch.push(event);
                 };
+                // Errors and callbacks are served on the consumer's own queue; messages come on
+                // their partitions' queues (split before the first poll), but one found here is
+                // read all the same.
+                while let Some(result) = consumer.poll(Duration::ZERO) {
+                    match result {
+                        Ok(message) => match partitions.iter_mut().find(|s| s.partition == message.partition()) {
+                            Some(state) => ingest(state, &message),
+                            None => {
+                                tracing::error!(topic = %topic, partition = message.partition(), "a message of a partition this worker does not own")
+                            }
+                        },
+                        Err(error) => tracing::warn!(%error, topic = %topic, "kafka read error"),
+                    }
+                }
                 // Round robin over the partitions that are neither finished nor paused, a chunk
                 // of each at a time, from a different partition each activation.
                 let mut progressed = true;
