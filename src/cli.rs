@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use pitwall_connectors::kafka::source::{SourceConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_READ_AHEAD_MS};
 use pitwall_dataflows::keyed::DEFAULT_TIME_GRANULARITY_MS;
+use pitwall_dataflows::windows::SlidingWindows;
 
 use crate::topics;
 
@@ -315,6 +317,11 @@ pub struct DataflowArgs {
 }
 
 impl DataflowArgs {
+    /// The sliding window shape these flags ask for, or why it cannot be computed.
+    pub fn sliding_windows(&self) -> anyhow::Result<SlidingWindows> {
+        SlidingWindows::try_new(self.window_length_ms, self.window_slide_ms).context("--window-length-ms / --window-slide-ms")
+    }
+
     /// Sets what these flags say about reading and committing on `source`: when a partition
     /// stops holding the watermark back, and how often offsets and marks are committed. Both
     /// pipelines' sources take them.

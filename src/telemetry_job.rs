@@ -36,7 +36,6 @@ use pitwall_dataflows::quality::{sample_flags, QualityFlag};
 use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
 use pitwall_dataflows::records::{Alert, Sample, WindowResult};
 use pitwall_dataflows::restart::drop_delivered;
-use pitwall_dataflows::windows::SlidingWindows;
 use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use timely::dataflow::operators::core::Filter;
@@ -264,7 +263,7 @@ pub fn preflight(config: &JobConfig) -> Result<()> {
         bail!("--pipelines predictions needs telemetry too (predictions are made from its windows)");
     }
     // Checked here, not first in a worker: a bad flag is the user's error, not a worker panic.
-    SlidingWindows::try_new(config.dataflow.window_length_ms, config.dataflow.window_slide_ms).context("--window-length-ms / --window-slide-ms")?;
+    config.dataflow.sliding_windows()?;
     let consumer = config.kafka.plain_consumer(&config.dataflow.group)?;
     let mut topics = vec![&config.dataflow.dlq_topic, &config.dataflow.late_topic];
     if config.runs(Pipeline::Telemetry) {
@@ -513,7 +512,7 @@ fn build_telemetry(
         known_drivers: args.drivers.as_ref().map(|d| d.iter().cloned().collect::<BTreeSet<_>>()),
     };
     let telemetry = TelemetryConfig {
-        sliding: SlidingWindows::try_new(args.window_length_ms, args.window_slide_ms).context("--window-length-ms / --window-slide-ms")?,
+        sliding: args.sliding_windows()?,
         keyed: KeyedOptions { key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms), time_granularity_ms: args.time_granularity_ms },
         alerts_after_watermark: args.alerts_after_watermark,
         ..Default::default()

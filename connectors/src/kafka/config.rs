@@ -91,7 +91,7 @@ impl KafkaConfig {
     /// fetch for the whole wait even when data is ready), and a full local queue is re-checked
     /// after [`FETCH_QUEUE_BACKOFF_MS`].
     pub fn plain_consumer(&self, group: &str) -> Result<Reader, KafkaError> {
-        self.reader(group, &[])
+        self.create_reader(self.reader_config(group, &[]))
     }
 
     /// A [`KafkaConfig::plain_consumer`] for a reader that polls each of its `partitions`
@@ -107,10 +107,6 @@ impl KafkaConfig {
     fn partition_reader_config(&self, group: &str, partitions: usize) -> ClientConfig {
         let kbytes = (CONSUMER_PREFETCH_KBYTES / partitions.max(1)).max(1_024).to_string();
         self.reader_config(group, &[("queued.min.messages", PARTITION_PREFETCH_MESSAGES), ("queued.max.messages.kbytes", &kbytes)])
-    }
-
-    fn reader(&self, group: &str, extra: &[(&str, &str)]) -> Result<Reader, KafkaError> {
-        self.create_reader(self.reader_config(group, extra))
     }
 
     fn create_reader(&self, config: ClientConfig) -> Result<Reader, KafkaError> {

@@ -576,7 +576,7 @@ where
                             "the broker skipped offsets: expected on a compacted or transactional topic, otherwise records were lost before pitwall read them"
                         );
                     }
-                    let bound = state.max_event_time.map_or(watermark, |m| watermark.max(m.saturating_sub(config.allowed_lateness_ms)));
+                    let bound = state.candidate(config.allowed_lateness_ms).map_or(watermark, |c| watermark.max(c));
                     let (event, record_time) = classify(decode(at, key, payload), bound, &topic, at, key, payload);
                     stats.count(&event, payload.len());
                     if let Some(metrics) = &state.metrics {
@@ -712,6 +712,12 @@ impl PartitionState {
         self.checkpoints.push((newest, offset + 1));
     }
 
+    /// Where this partition would put the watermark: its newest event time less the allowed
+    /// lateness (`None` before its first record).
+    fn candidate(&self, lateness_ms: u64) -> Option<EventTime> {
+        self.max_event_time.map(|m| m.saturating_sub(lateness_ms))
+    }
+
     /// Whether this partition stops holding the watermark back: the broker said it is caught
     /// up and nothing came for `eof_grace`, or nothing at all came for `idle_timeout`.
     fn idle(&self, eof_grace: Duration, idle_timeout: Duration) -> bool {
@@ -735,7 +741,7 @@ fn read_ahead_changes(partitions: &[PartitionState], slowest: Option<EventTime>,
     let Some(slowest) = slowest else {
         return (Vec::new(), partitions.iter().filter(|s| s.paused).map(|s| s.partition).collect());
     };
-    let lead = |s: &PartitionState| s.max_event_time.map_or(0, |m| m.saturating_sub(lateness_ms)).saturating_sub(slowest);
+    let lead = |s: &PartitionState| s.candidate(lateness_ms).unwrap_or(0).saturating_sub(slowest);
     let pause = partitions.iter().filter(|s| !s.paused && !s.done() && lead(s) > ahead_ms).map(|s| s.partition).collect();
     let resume = partitions.iter().filter(|s| s.paused && (s.done() || lead(s) <= ahead_ms / 2)).map(|s| s.partition).collect();
     (pause, resume)
@@ -768,7 +774,7 @@ fn next_watermark(partitions: &[PartitionState], config: &SourceConfig, worker: 
         }
         return WatermarkStep::Finished;
     }
-    let candidate = |s: &PartitionState| s.max_event_time.map(|m| m.saturating_sub(config.allowed_lateness_ms));
+    let candidate = |s: &PartitionState| s.candidate(config.allowed_lateness_ms);
     // With exit-at-end, an unfinished partition still has records to deliver, so it is never idle.
     let active: Vec<&PartitionState> =
         partitions.iter().filter(|s| !s.done() && (config.exit_at_end || s.paused || !s.idle(config.eof_grace, config.idle_timeout))).collect();
