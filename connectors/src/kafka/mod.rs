@@ -11,7 +11,6 @@ pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod replay;
-mod resume;
 pub mod sink;
 pub mod source;
 pub mod tail;

@@ -52,7 +52,9 @@ use timely::dataflow::{Scope, Stream};
 use super::config::{Reader, ReaderContext, METADATA_TIMEOUT};
 use super::health::SourceHealth;
 use super::metrics::SourceMetrics;
-use super::resume::{KeyTrails, Trail};
+mod commit;
+
+use commit::{KeyTrails, Trail};
 use super::{KafkaConfig, KafkaError};
 
 /// Most messages one activation reads unless configured: each poll batch is a dataflow step, and
