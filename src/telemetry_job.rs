@@ -22,7 +22,7 @@ use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard};
+use pitwall_connectors::kafka::source::{kafka_source, split_events, BoardShare, SourceConfig, SourceHandle, SourceStats, SplitEvents, WatermarkBoard};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::store::{ObjectStore, UploadStats};
@@ -369,61 +369,6 @@ const PARK: Duration = Duration::from_millis(20);
 /// cannot tell whether process 0 serves a bridge.
 fn queries_possible(live: Option<&LiveStore>, communication: &timely::CommunicationConfig) -> bool {
     live.is_some_and(|l| l.queries().is_some()) || matches!(communication, timely::CommunicationConfig::Cluster { .. })
-}
-
-/// How often each worker shares its watermark-board entries with the other processes.
-const BOARD_INTERVAL: Duration = Duration::from_millis(100);
-
-/// One board entry on the wire: (board: 0 telemetry, 1 video; worker; watermark; active).
-type BoardPost = (u8, usize, u64, bool);
-
-/// Shares every worker's watermark-board entries with every process (a timely broadcast), so a
-/// worker whose partitions never carried a record follows the other workers of the whole
-/// cluster, not only of its process: a process whose partitions all stay empty no longer holds
-/// every live window open.
-struct BoardShare {
-    input: Option<timely::dataflow::operators::core::input::Handle<u64, timely::container::CapacityContainerBuilder<Vec<BoardPost>>>>,
-    boards: [WatermarkBoard; 2],
-    round: u64,
-    last: Instant,
-}
-
-impl BoardShare {
-    fn build(worker: &mut timely::worker::Worker, boards: &(WatermarkBoard, WatermarkBoard)) -> BoardShare {
-        use timely::dataflow::operators::vec::Broadcast;
-        use timely::dataflow::operators::{Input, Inspect};
-        let boards = [boards.0.clone(), boards.1.clone()];
-        let receiving = boards.clone();
-        let input = worker.dataflow::<u64, _, _>(move |scope| {
-            let (input, posts) = scope.new_input::<Vec<BoardPost>>();
-            posts.broadcast().inspect(move |(board, worker, watermark, active)| {
-                receiving[usize::from(*board).min(1)].post_remote(*worker, *watermark, *active);
-            });
-            input
-        });
-        BoardShare { input: Some(input), boards, round: 0, last: Instant::now() }
-    }
-
-    /// Sends this worker's entries, at most every [`BOARD_INTERVAL`].
-    fn tick(&mut self, worker: usize) {
-        let Some(input) = self.input.as_mut() else { return };
-        if self.last.elapsed() < BOARD_INTERVAL {
-            return;
-        }
-        self.last = Instant::now();
-        for (index, board) in self.boards.iter().enumerate() {
-            if let Some((watermark, active)) = board.entry(worker) {
-                input.send((index as u8, worker, watermark, active));
-            }
-        }
-        self.round += 1;
-        input.advance_to(self.round);
-    }
-
-    /// Closes the input so the sharing dataflow can finish with the job.
-    fn close(&mut self) {
-        self.input = None;
-    }
 }
 
 /// Copies this worker's state gauges and sink counts into the process's metrics.

@@ -1,3 +1,14 @@
+//! Commits: what the source commits, when, and where a restart resumes.
+//!
+//! Offsets are committed after the records they cover are fully processed: a probe placed after
+//! the sinks passes a time only once every output derived from earlier records has been
+//! delivered, so for each partition the source commits the offset after the last checkpoint
+//! whose event time the probe has passed ([`Committer::commit_passed`]). Each commit is preceded,
+//! synchronously, by its delivered-before mark in the companion group `<group>.delivered-before`
+//! ([`marks_group`], read back at start by [`read_marks`]).
+//!
+//! ## Where a restart resumes
+//!
 //! Where a restarted source must resume in a partition so that no key's replay begins inside an
 //! output that had been delivered under a later time.
 //!
@@ -23,6 +34,102 @@
 use std::collections::{HashMap, VecDeque};
 
 use pitwall_dataflows::records::EventTime;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::partition::PartitionState;
+use crate::kafka::config::{Reader, METADATA_TIMEOUT};
+use crate::kafka::KafkaError;
+
+/// Checkpoints kept per partition between commits (see [`Trail`]): a commit is at most 1/256
+/// of what was read since the last one earlier than it could be.
+pub(super) const MAX_CHECKPOINTS: usize = 256;
+
+/// The companion group that keeps `group`'s delivered-before marks (see the module docs).
+pub(super) fn marks_group(group: &str) -> String {
+    format!("{group}.delivered-before")
+}
+
+/// Per partition of `topic` (by index), as `marks` (a consumer of [`marks_group`]) finds them:
+/// the time before which every output of the job that last committed had been delivered; `None`
+/// where there is no mark (a fresh group) or it is 0 (a clean end).
+pub(super) fn read_marks(marks: &Reader, topic: &str, count: i32, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..count {
+        partitions.add_partition_offset(topic, p, Offset::Stored).map_err(KafkaError::client("building a partition list"))?;
+    }
+    let committed = marks
+        .committed_offsets(partitions, METADATA_TIMEOUT)
+        .map_err(KafkaError::client(format!("reading committed offsets of group `{}`", marks_group(group))))?;
+    Ok((0..count)
+        .map(|p| match committed.find_partition(topic, p)?.offset() {
+            Offset::Offset(mark) if mark > 0 => Some(mark as EventTime),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Commits one worker's offsets and, before them, their delivered-before marks.
+pub(super) struct Committer {
+    /// A consumer of the marks group (`<group>.delivered-before`).
+    pub(super) marks: Reader,
+    pub(super) topic: String,
+}
+
+impl Committer {
+    /// Commits, per partition, the offset after the newest checkpoint whose time `passed` says
+    /// is done, after `delivered` (the probe's frontier; `None` at a clean end) as its mark.
+    /// Returns whether any offset was committed.
+    pub(super) fn commit_passed(
+        &self,
+        consumer: &Reader,
+        partitions: &mut [PartitionState],
+        passed: impl Fn(EventTime) -> bool,
+        delivered: Option<EventTime>,
+        mode: CommitMode,
+    ) -> Result<bool, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        let mut marks = TopicPartitionList::new();
+        let mut updated = Vec::new();
+        for (index, state) in partitions.iter_mut().enumerate() {
+            let newest = state.checkpoints.pop_while(|(time, _)| passed(*time)).map(|(_, offset)| offset);
+            // A clean end (`delivered` is None) rewrites every committed offset with mark 0, so
+            // an older mark cannot outlive this run.
+            let newest = newest.or(if delivered.is_none() { state.committed } else { None });
+            // Mark 0 (a clean end) drops nothing on a later start.
+            let mark = delivered.map_or(0, |time| time.max(state.mark_floor));
+            // No key's replay may start at or after the mark (below); never backwards.
+            let newest = match (newest, delivered) {
+                (Some(after), Some(_)) => Some(state.keys.resume_at(after, mark).max(state.committed.unwrap_or(0))),
+                (newest, _) => newest,
+            };
+            if let Some(offset) = newest {
+                if state.committed != Some(offset) || delivered.is_none() {
+                    list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset))
+                        .map_err(KafkaError::client("building a commit"))?;
+                    marks
+                        .add_partition_offset(&self.topic, state.partition, Offset::Offset(mark as i64))
+                        .map_err(KafkaError::client("building a commit"))?;
+                    updated.push((index, offset));
+                }
+            }
+        }
+        if marks.count() > 0 {
+            // Synchronously and first: offsets are never committed past a mark not yet stored.
+            self.marks
+                .commit(&marks, CommitMode::Sync)
+                .map_err(KafkaError::client(format!("committing delivered-before marks of `{}`", self.topic)))?;
+        }
+        if list.count() == 0 {
+            return Ok(false);
+        }
+        consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
+        for (index, offset) in updated {
+            partitions[index].committed = Some(offset);
+        }
+        Ok(true)
+    }
+}
 
 /// A bounded record of `(time, offset)` points, oldest first, as a partition or key is read.
 /// Every point is offered; past `capacity` kept points, every other one is dropped and only
