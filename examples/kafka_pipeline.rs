@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pitwall::cli::{DataflowArgs, Pipeline};
 use pitwall::commands::produce::produce_records;
-use pitwall::telemetry_job::{run_job, JobConfig};
+use pitwall::job::{run_job, JobConfig};
 use pitwall::topics::*;
 use pitwall_connectors::kafka::replay::ReplayConfig;
 use pitwall_connectors::kafka::KafkaConfig;

@@ -27,7 +27,7 @@ use super::latency::percentiles;
 use super::process::Measured;
 use crate::cli::{ModelArgs, VideoBenchArgs};
 use crate::commands::gen::write_clip;
-use crate::video_job::{fire_options, fire_source};
+use crate::job::video::{fire_options, fire_source};
 
 /// One line of the results.
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -25,7 +25,7 @@ use rdkafka::mocking::MockCluster;
 use crate::cli::{DataflowArgs, DemoArgs, ModelArgs, Pipeline};
 use crate::commands::gen::write_clip;
 use crate::commands::produce::produce_records;
-use crate::telemetry_job::{run_job, JobConfig};
+use crate::job::{run_job, JobConfig};
 use crate::topics::*;
 
 /// How long the printers keep reading after the dataflow has flushed its last outputs.

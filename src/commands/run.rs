@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::{Pipeline, RunArgs};
-use crate::telemetry_job::{run_job, timely_config, JobConfig};
+use crate::job::{run_job, timely_config, JobConfig};
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let timely = timely_config(&args.timely)?;

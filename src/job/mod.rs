@@ -9,6 +9,8 @@
 //!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
 //! ```
 
+pub mod video;
+
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -44,7 +46,7 @@ use timely::dataflow::operators::Probe;
 
 use crate::cli::{BridgeArgs, DataflowArgs, ModelArgs, Pipeline, TimelyArgs};
 use crate::topics::ALERT_PARTITIONS;
-use crate::video_job::{batching, build_video, check_models, open_store, predictions_source, VideoReport, VideoSettings};
+use self::video::{batching, build_video, check_models, open_store, predictions_source, VideoReport, VideoSettings};
 
 /// Everything a worker needs to build the job.
 #[derive(Clone, Debug)]
