@@ -8,24 +8,14 @@ use pitwall_dataflows::records::TelemetryRecord;
 
 fn sample(ms: u64, speed: f64, gear: u8) -> TelemetryRecord {
     TelemetryRecord {
-        driver: "ALO".into(),
         lap: Some(12),
-        session_time_ms: ms,
-        date_ms: None,
         rpm: 11_000.0 * speed.max(30.0) / 300.0,
         speed,
         gear,
         throttle: 0.0,
         brake: true,
         drs: 0,
-        x: 0.0,
-        y: 0.0,
-        z: 0.0,
-        distance: 0.0,
-        relative_distance: None,
-        status: None,
-        source: None,
-        produced_at_ms: None,
+        ..TelemetryRecord::example("ALO", ms)
     }
 }
 

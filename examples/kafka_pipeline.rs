@@ -6,7 +6,6 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use pitwall::cli::{DataflowArgs, Pipeline};
 use pitwall::commands::produce::produce_records;
 use pitwall::job::{run_job, JobConfig};
 use pitwall::topics::*;
@@ -24,19 +23,10 @@ fn main() -> anyhow::Result<()> {
     let race = Race::generate(&RaceConfig { drivers: 6, laps: 1, ..Default::default() });
     let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2, stop: None }, true)?;
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
-    let dataflow = DataflowArgs { group: "example".into(), ..DataflowArgs::default() };
-    let report = run_job(
-        JobConfig {
-            kafka,
-            dataflow,
-            pipelines: vec![Pipeline::Telemetry],
-            models: Default::default(),
-            exit_at_end: true,
-            bridge: Default::default(),
-        },
-        timely::Config::process(2),
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let mut config = JobConfig::new(kafka);
+    config.dataflow.group = "example".into();
+    config.exit_at_end = true;
+    let report = run_job(config, timely::Config::process(2), Arc::new(AtomicBool::new(false)))?;
     println!(
         "processed {} records: {} alerts ({} injected), {} window results",
         report.records,

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::process::Command;
 use std::rc::Rc;
 
-use pitwall_connectors::onnx::fire::{FireDetector, FireModelKind, FireOptions};
+use pitwall_connectors::onnx::fire::{FireDetector, FireOptions};
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_connectors::onnx::{ModelSource, BUILTIN_FIRE_MODEL, BUILTIN_PACE_MODEL};
 use pitwall_dataflows::infer::BatchModel;
 use pitwall_dataflows::records::{ChannelStats, WindowKind, WindowResult};
 use pitwall_dataflows::sim::video::{Scene, SceneConfig};
 use pitwall_dataflows::video::frame::{FrameHeader, RgbImage, VideoRecord};
+use pitwall_dataflows::video::outputs::FireOutputs;
 use support::*;
 
 /// A graph with input `images [N,3,64,64]` whose output `[N, 6, 4]` is the same four
@@ -72,7 +73,7 @@ fn yolo_outputs_are_decoded_with_nms_and_scaled_to_the_frame() {
     let dir = temp_dir();
     let path = dir.path().join("yolo_stub.onnx");
     build_yolo_graph(&path);
-    let options = FireOptions { kind: FireModelKind::Yolo, width: 999, height: 999, ..FireOptions::default() };
+    let options = FireOptions { kind: FireOutputs::Yolo, width: 999, height: 999, ..FireOptions::default() };
     let mut model = FireDetector::load(&ModelSource::File(path), options).unwrap();
     // Frames twice as wide as the model input: x and widths scale by 2, y and heights by 1.
     let batch = vec![frame("a", 0, RgbImage::new(128, 64)), frame("b", 7, RgbImage::new(128, 64))];

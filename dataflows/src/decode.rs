@@ -132,26 +132,7 @@ mod tests {
     use super::*;
 
     fn good() -> TelemetryRecord {
-        TelemetryRecord {
-            driver: "VER".into(),
-            lap: Some(3),
-            session_time_ms: 3_600_250,
-            date_ms: None,
-            rpm: 11_000.0,
-            speed: 280.0,
-            gear: 7,
-            throttle: 100.0,
-            brake: false,
-            drs: 12,
-            x: 1.0,
-            y: 2.0,
-            z: 0.5,
-            distance: 1200.0,
-            relative_distance: Some(0.24),
-            status: Some("OnTrack".into()),
-            source: Some("car".into()),
-            produced_at_ms: None,
-        }
+        TelemetryRecord::example("VER", 3_600_250)
     }
 
     #[test]

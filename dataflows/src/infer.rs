@@ -38,9 +38,14 @@ pub struct Batching {
     pub max_wait: Duration,
 }
 
+/// Most items per model run unless configured (`--infer-batch`).
+pub const DEFAULT_INFER_BATCH: usize = 8;
+/// Longest an item waits for its batch to fill unless configured, ms (`--infer-wait-ms`).
+pub const DEFAULT_INFER_WAIT_MS: u64 = 20;
+
 impl Default for Batching {
     fn default() -> Self {
-        Batching { max_batch: 8, max_wait: Duration::from_millis(20) }
+        Batching { max_batch: DEFAULT_INFER_BATCH, max_wait: Duration::from_millis(DEFAULT_INFER_WAIT_MS) }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The bridge's live view: bounded rolling buffers of what the dataflows produce (samples and
 //! window results per driver, alerts, fire detections, video completions), fed by the workers
-//! as batches pass, and read by the HTTP bridge: Grafana's time series, tables and annotations,
-//! down-sampled to what the panel asks for.
+//! as batches pass, and read by the HTTP bridge as plain records: time series down-sampled to
+//! what a panel asks for, alerts and completions in a range, the dashboard's view. How they are
+//! put on the wire (Grafana's tables, the dashboard's JSON) is `connectors/src/bridge/`'s.
 //!
 //! Time is Unix epoch milliseconds (what Grafana sends and charts): a sample's `Date` when it has
 //! one, else its `SessionTime`; a window's end is mapped to epoch time with its driver's
@@ -13,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use timely::dataflow::operators::core::Inspect;
 use timely::dataflow::Stream;
 
-use crate::records::{now_ms, Alert, AnomalyKind, EventTime, Sample, SmolStr, WindowKind, WindowResult};
+use crate::records::{now_ms, Alert, AnomalyKind, EventTime, Sample, Severity, SmolStr, WindowKind, WindowResult};
 use crate::video::assemble::VideoCompletion;
 use crate::video::detect::FireDetection;
 
@@ -26,21 +27,17 @@ pub struct LiveConfig {
     pub events: usize,
 }
 
+/// Samples and sliding-window results kept per driver unless configured (`--bridge-points`).
+pub const DEFAULT_POINTS_PER_DRIVER: usize = 60_000;
+
 impl Default for LiveConfig {
     fn default() -> Self {
-        LiveConfig { points_per_driver: 60_000, events: 10_000 }
+        LiveConfig { points_per_driver: DEFAULT_POINTS_PER_DRIVER, events: 10_000 }
     }
 }
 
 /// Sample channels a target can name: `<driver>:<channel>`.
 pub const SAMPLE_CHANNELS: [&str; 6] = ["speed", "rpm", "throttle", "gear", "brake", "drs_open"];
-/// Window metrics a target can name (`<driver>:window.<metric>`) and a live query can read.
-pub const WINDOW_METRICS: [&str; 6] = ["speed_mean", "speed_max", "rpm_mean", "throttle_mean", "brake_pct", "gear_changes"];
-
-/// A sliding window's values of [`WINDOW_METRICS`], in that order.
-pub fn window_metrics(w: &WindowResult) -> [f64; 6] {
-    [w.speed.mean, w.speed.max, w.rpm.mean, w.throttle.mean, w.brake_pct, w.gear_changes as f64]
-}
 /// Table targets.
 pub const TABLES: [&str; 2] = ["alerts", "video_completions"];
 
@@ -53,7 +50,7 @@ struct Point {
 /// What a query asked for that the view cannot answer.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LiveError {
-    #[error("unknown target `{0}`: POST /grafana/search lists the targets")]
+    #[error("unknown target `{0}`")]
     UnknownTarget(String),
     #[error("the range starts ({from}) after it ends ({to})")]
     InvertedRange { from: i64, to: i64 },
@@ -88,6 +85,23 @@ pub struct Thumbnail {
     pub image: crate::video::frame::RgbImage,
 }
 
+/// What the dashboard shows, as of one moment (see [`LiveStore::dashboard_view`]); the bridge
+/// formats it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DashboardView {
+    pub cars: Vec<CarState>,
+    /// The track outline: `(x, y)` points of the first driver's path.
+    pub track: Vec<(f32, f32)>,
+    /// Per driver, the newest `(epoch ms, speed)` points, oldest first.
+    pub traces: BTreeMap<SmolStr, Vec<(i64, f64)>>,
+    /// The newest alerts with their epoch ms, newest first.
+    pub alerts: Vec<(i64, Alert)>,
+    /// Videos with a thumbnail: `(video id, frame index, score)`.
+    pub videos: Vec<(String, u64, f32)>,
+    /// The newest completions with their epoch ms, newest first.
+    pub completions: Vec<(i64, VideoCompletion)>,
+}
+
 /// Width of the dashboard's thumbnails.
 pub const THUMBNAIL_WIDTH: u32 = 160;
 /// Points of the track outline kept (the first driver's path, thinned).
@@ -113,24 +127,6 @@ struct Live {
 pub struct LiveStore {
     inner: Arc<RwLock<Live>>,
     config: LiveConfig,
-    /// Live queries, in the process that hosts worker 0 (where their results are gathered).
-    queries: Option<crate::queries::QueryHub>,
-}
-
-/// A table: Grafana's `{"columns": [{"text", "type"}], "rows": [[...]], "type": "table"}`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Table {
-    pub columns: Vec<Column>,
-    pub rows: Vec<Vec<serde_json::Value>>,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Column {
-    pub text: &'static str,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
 }
 
 fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, bound: usize) {
@@ -142,18 +138,7 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, bound: usize) {
 
 impl LiveStore {
     pub fn new(config: LiveConfig) -> LiveStore {
-        LiveStore { inner: Arc::default(), config, queries: None }
-    }
-
-    /// With a query hub: this process hosts worker 0, which takes queries in and gathers results.
-    pub fn with_queries(mut self) -> LiveStore {
-        self.queries = Some(crate::queries::QueryHub::default());
-        self
-    }
-
-    /// The live queries, where this process serves them.
-    pub fn queries(&self) -> Option<&crate::queries::QueryHub> {
-        self.queries.as_ref()
+        LiveStore { inner: Arc::default(), config }
     }
 
     pub fn config(&self) -> LiveConfig {
@@ -226,7 +211,7 @@ impl LiveStore {
         let mut live = self.write();
         for w in windows.into_iter().filter(|w| w.window == WindowKind::Sliding) {
             let t = w.end_ms as i64 + live.offsets.get(w.driver.as_str()).copied().unwrap_or(0);
-            let values = window_metrics(w).map(|v| v as f32);
+            let values = w.metric_values().map(|v| v as f32);
             let queue = live.windows.entry(w.driver.clone()).or_default();
             let at = queue.partition_point(|p| p.t <= t);
             queue.insert(at, Point { t, values });
@@ -264,7 +249,7 @@ impl LiveStore {
     /// Keeps a small overlayed copy of the newest frame of each video (one in `every` frames).
     pub fn push_frames<'a>(&self, frames: impl IntoIterator<Item = &'a crate::video::assemble::InferredFrame>, every: u64) {
         use crate::video::frame::VideoRecord;
-        use crate::video::overlay::{overlay_heatmap, OverlayStyle};
+        use crate::video::overlay::{overlay_heatmap, thumbnail, OverlayStyle};
         let mut made = Vec::new();
         for (record, verdict) in frames {
             let (VideoRecord::Frame { header, image }, Some(Ok(verdict))) = (&**record, verdict) else { continue };
@@ -296,35 +281,22 @@ impl LiveStore {
     }
 
     /// What the live dashboard shows: every car's newest state, the track outline, the last
-    /// `trace` speed points per driver, the newest alerts, videos and completions.
-    pub fn snapshot(&self, trace: usize, recent: usize) -> serde_json::Value {
+    /// `trace` speed points per driver, the newest `recent` alerts and completions (newest
+    /// first), and the videos with a thumbnail.
+    pub fn dashboard_view(&self, trace: usize, recent: usize) -> DashboardView {
         let live = self.read();
-        let traces: BTreeMap<&SmolStr, Vec<[f64; 2]>> =
-            live.samples.iter().map(|(d, q)| (d, q.iter().rev().take(trace).rev().map(|p| [p.t as f64, f64::from(p.values[0])]).collect())).collect();
-        let alerts: Vec<serde_json::Value> = live
-            .alerts
-            .iter()
-            .rev()
-            .take(recent)
-            .map(|(t, a)| serde_json::json!({ "time": t, "driver": a.driver, "kind": a.kind.name(), "severity": format!("{:?}", a.severity).to_lowercase(), "message": a.message }))
-            .collect();
-        let videos: Vec<serde_json::Value> =
-            live.thumbnails.values().map(|t| serde_json::json!({ "video_id": t.video_id, "frame_index": t.frame_index, "score": t.score })).collect();
-        let completions: Vec<serde_json::Value> = live
-            .completions
-            .iter()
-            .rev()
-            .take(recent)
-            .map(|(t, c)| serde_json::json!({ "time": t, "video_id": c.video_id, "frames": c.frames, "fire_frames": c.fire_frames, "max_score": c.max_score, "location": c.location }))
-            .collect();
-        serde_json::json!({
-            "cars": live.cars.values().collect::<Vec<_>>(),
-            "track": live.track,
-            "traces": traces,
-            "alerts": alerts,
-            "videos": videos,
-            "completions": completions,
-        })
+        DashboardView {
+            cars: live.cars.values().cloned().collect(),
+            track: live.track.clone(),
+            traces: live
+                .samples
+                .iter()
+                .map(|(d, q)| (d.clone(), q.iter().rev().take(trace).rev().map(|p| (p.t, f64::from(p.values[0]))).collect()))
+                .collect(),
+            alerts: live.alerts.iter().rev().take(recent).cloned().collect(),
+            videos: live.thumbnails.values().map(|t| (t.video_id.clone(), t.frame_index, t.score)).collect(),
+            completions: live.completions.iter().rev().take(recent).cloned().collect(),
+        }
     }
 
     /// Every target a query may name, sorted; with `filter`, those containing it.
@@ -335,7 +307,7 @@ impl LiveStore {
             out.extend(SAMPLE_CHANNELS.iter().map(|c| format!("{driver}:{c}")));
         }
         for driver in live.windows.keys() {
-            out.extend(WINDOW_METRICS.iter().map(|m| format!("{driver}:window.{m}")));
+            out.extend(WindowResult::METRICS.iter().map(|m| format!("{driver}:window.{m}")));
         }
         let videos: std::collections::BTreeSet<&str> = live.detections.iter().map(|d| d.video_id.as_str()).collect();
         out.extend(videos.into_iter().map(|v| format!("video:{v}:fire_score")));
@@ -359,7 +331,7 @@ impl LiveStore {
                 .collect(),
             "video" => live.detections.iter().map(|d| d.video_id.clone()).collect(),
             "kind" => AnomalyKind::ALL.iter().map(|k| k.name().to_string()).collect(),
-            "severity" => ["high", "medium", "low"].map(String::from).to_vec(),
+            "severity" => Severity::ALL.iter().map(|s| s.name().to_string()).collect(),
             _ => Vec::new(),
         };
         out.sort();
@@ -387,7 +359,7 @@ impl LiveStore {
         } else {
             let (driver, metric) = target.split_once(':').ok_or_else(|| LiveError::UnknownTarget(target.into()))?;
             let (buffer, index) = match metric.strip_prefix("window.") {
-                Some(m) => (live.windows.get(driver), WINDOW_METRICS.iter().position(|x| *x == m)),
+                Some(m) => (live.windows.get(driver), WindowResult::METRICS.iter().position(|x| *x == m)),
                 None => (live.samples.get(driver), SAMPLE_CHANNELS.iter().position(|x| *x == metric)),
             };
             let (Some(buffer), Some(index)) = (buffer, index) else { return Err(LiveError::UnknownTarget(target.into())) };
@@ -397,68 +369,10 @@ impl LiveStore {
         Ok(downsample(&points, from, to, max_points))
     }
 
-    /// A table target within `[from, to]`, newest first, at most `limit` rows.
-    pub fn table(&self, target: &str, from: i64, to: i64, limit: usize) -> Result<Table, LiveError> {
+    /// Completed videos announced within `[from, to]` (epoch ms of their announcement), oldest first.
+    pub fn completions(&self, from: i64, to: i64) -> Result<Vec<(i64, VideoCompletion)>, LiveError> {
         check_range(from, to, 1)?;
-        let live = self.read();
-        let column = |text, kind| Column { text, kind };
-        match target {
-            "alerts" => Ok(Table {
-                columns: vec![
-                    column("time", "time"),
-                    column("driver", "string"),
-                    column("kind", "string"),
-                    column("severity", "string"),
-                    column("message", "string"),
-                ],
-                rows: live
-                    .alerts
-                    .iter()
-                    .rev()
-                    .filter(|(t, _)| (from..=to).contains(t))
-                    .take(limit)
-                    .map(|(t, a)| {
-                        vec![
-                            (*t).into(),
-                            a.driver.clone().into(),
-                            a.kind.name().into(),
-                            format!("{:?}", a.severity).to_lowercase().into(),
-                            a.message.clone().into(),
-                        ]
-                    })
-                    .collect(),
-                kind: "table",
-            }),
-            "video_completions" => Ok(Table {
-                columns: vec![
-                    column("time", "time"),
-                    column("video", "string"),
-                    column("frames", "number"),
-                    column("fire_frames", "number"),
-                    column("max_score", "number"),
-                    column("location", "string"),
-                ],
-                rows: live
-                    .completions
-                    .iter()
-                    .rev()
-                    .filter(|(t, _)| (from..=to).contains(t))
-                    .take(limit)
-                    .map(|(t, c)| {
-                        vec![
-                            (*t).into(),
-                            c.video_id.clone().into(),
-                            c.frames.into(),
-                            c.fire_frames.into(),
-                            f64::from(c.max_score).into(),
-                            c.location.clone().unwrap_or_default().into(),
-                        ]
-                    })
-                    .collect(),
-                kind: "table",
-            }),
-            other => Err(LiveError::UnknownTarget(other.into())),
-        }
+        Ok(self.read().completions.iter().filter(|(t, _)| (from..=to).contains(t)).cloned().collect())
     }
 
     /// Alerts within `[from, to]` whose driver, kind or severity equals `query` (all when empty),
@@ -471,9 +385,7 @@ impl LiveStore {
             .alerts
             .iter()
             .filter(|(t, _)| (from..=to).contains(t))
-            .filter(|(_, a)| {
-                query.is_empty() || a.driver == query || a.kind.name() == query || format!("{:?}", a.severity).eq_ignore_ascii_case(query)
-            })
+            .filter(|(_, a)| query.is_empty() || a.driver == query || a.kind.name() == query || a.severity.name().eq_ignore_ascii_case(query))
             .cloned()
             .collect())
     }
@@ -489,21 +401,6 @@ impl LiveStore {
             ("completions", live.completions.len()),
         ])
     }
-}
-
-/// `image` scaled to `width` (aspect kept, nearest pixel): a dashboard thumbnail.
-pub fn thumbnail(image: &crate::video::frame::RgbImage, width: u32) -> crate::video::frame::RgbImage {
-    let width = width.min(image.width).max(1);
-    let height = ((u64::from(image.height) * u64::from(width) / u64::from(image.width.max(1))) as u32).max(1);
-    let mut out = crate::video::frame::RgbImage::new(width, height);
-    for y in 0..height {
-        for x in 0..width {
-            let sx = (u64::from(x) * u64::from(image.width) / u64::from(width)) as u32;
-            let sy = (u64::from(y) * u64::from(image.height) / u64::from(height)) as u32;
-            out.put(x, y, image.pixel(sx, sy));
-        }
-    }
-    out
 }
 
 /// Passes `stream` through unchanged, handing every batch to `push` (one call, so one lock, per
@@ -563,24 +460,11 @@ mod tests {
 
     fn sample(driver: &str, session: u64, speed: f64) -> Sample {
         let record = TelemetryRecord {
-            driver: driver.into(),
             lap: Some(1),
-            session_time_ms: session,
             date_ms: Some(1_000_000 + session as i64),
             rpm: 10_000.0,
             speed,
-            gear: 7,
-            throttle: 100.0,
-            brake: false,
-            drs: 12,
-            x: 0.0,
-            y: 0.0,
-            z: 0.0,
-            distance: 0.0,
-            relative_distance: None,
-            status: None,
-            source: None,
-            produced_at_ms: None,
+            ..TelemetryRecord::example(driver, session)
         };
         Sample { at: SourcePosition::default(), record }
     }
@@ -615,7 +499,6 @@ mod tests {
         assert_eq!(store.series("HAM:speed", 10, 0, 10), Err(LiveError::InvertedRange { from: 10, to: 0 }));
         assert!(matches!(store.series("HAM:speed", 0, 10, 0), Err(LiveError::MaxDataPoints { .. })));
         assert!(matches!(store.series("HAM:speed", 0, 10, 10_000_000), Err(LiveError::MaxDataPoints { .. })));
-        assert!(store.table("laps", 0, 10, 10).is_err());
         assert_eq!(store.targets("HAM:s"), vec!["HAM:speed".to_string()]);
         assert!(store.targets("").contains(&"alerts".to_string()));
     }

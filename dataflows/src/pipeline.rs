@@ -5,7 +5,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
-use crate::keyed::{by_driver, in_log_order, in_time_order, keyed_in_time_order, KeyedOptions, StateGauge};
+use crate::keyed::{by_driver, in_log_order, in_time_order, run_per_driver, KeyedOptions, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
@@ -31,6 +31,8 @@ pub struct TelemetryOutputs<'s> {
     pub alerts: Stream<'s, EventTime, Vec<Alert>>,
     /// Per keyed operator, a gauge of the state it holds on this worker.
     pub state: Vec<(&'static str, StateGauge)>,
+    /// The samples waiting for the watermark in `in_time_order` (also in `state`).
+    pub ordering: StateGauge,
 }
 
 /// Sliding, lap and sector windows per driver in event-time order, and anomaly detection per
@@ -42,14 +44,15 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     let (samples, order_state) = in_time_order(&by_driver);
     let arrivals = if config.alerts_after_watermark { samples.clone() } else { in_log_order(&by_driver) };
     let keyed = config.keyed;
-    let (sliding, sliding_state) = keyed_in_time_order(&samples, "SlidingWindows", config.sliding, keyed);
-    let (laps, lap_state) = keyed_in_time_order(&samples, "LapWindows", LapSegments::Lap, keyed);
-    let (sectors, sector_state) = keyed_in_time_order(&samples, "SectorWindows", LapSegments::Sector, keyed);
-    let (alerts, rule_state) = keyed_in_time_order(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, keyed);
+    let (sliding, sliding_state) = run_per_driver(&samples, "SlidingWindows", config.sliding, keyed);
+    let (laps, lap_state) = run_per_driver(&samples, "LapWindows", LapSegments::Lap, keyed);
+    let (sectors, sector_state) = run_per_driver(&samples, "SectorWindows", LapSegments::Sector, keyed);
+    let (alerts, rule_state) = run_per_driver(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, keyed);
     TelemetryOutputs {
         windows: sliding.clone().concat(laps).concat(sectors),
         sliding,
         alerts,
+        ordering: order_state.clone(),
         state: vec![
             ("in_time_order", order_state),
             ("sliding_windows", sliding_state),

@@ -2,7 +2,7 @@
 //!
 //! Each driver's newest sliding window is a differential collection: a new window inserts its
 //! values and retracts the driver's previous ones, at the new window's end time. The collection is
-//! arranged once by metric, and every registered query is data, `(id, query)`, joined against
+//! arranged once, by a shard of the driver, and every registered query is data, `(id, query)`, joined against
 //! that one arrangement: adding a query does not re-scan history or build a new index, and each
 //! query's result changes only where the windows it reads change.
 //!
@@ -24,7 +24,6 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
-use crate::live::{window_metrics, WINDOW_METRICS};
 use crate::records::{Alert, DriverCode, EventTime, WindowKind, WindowResult};
 
 /// Shards of the current-windows arrangement (see [`live_queries`]).
@@ -60,25 +59,36 @@ impl Query {
     }
 }
 
+/// Why a query cannot be registered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    #[error("unknown metric `{name}`; one of {}", WindowResult::METRICS.join(", "))]
+    UnknownMetric { name: String },
+    #[error("k must be 1..=100, got {0}")]
+    K(u32),
+    #[error("threshold must be a finite number, got {0}")]
+    Threshold(f64),
+    #[error("seconds must be 1..=3600, got {0}")]
+    Seconds(u32),
+    #[error("at most {MAX_QUERIES} queries may be registered")]
+    TooMany,
+}
+
 impl QuerySpec {
     /// Checks the spec and compiles it.
-    pub fn compile(&self) -> Result<Query, String> {
+    pub fn compile(&self) -> Result<Query, QueryError> {
         let metric = |name: &str| {
-            WINDOW_METRICS
-                .iter()
-                .position(|m| *m == name)
-                .map(|i| i as u8)
-                .ok_or_else(|| format!("unknown metric `{name}`; one of {}", WINDOW_METRICS.join(", ")))
+            WindowResult::METRICS.iter().position(|m| *m == name).map(|i| i as u8).ok_or_else(|| QueryError::UnknownMetric { name: name.to_string() })
         };
         match self {
             QuerySpec::TopK { metric: m, k } if (1..=100).contains(k) => Ok(Query::TopK { metric: metric(m)?, k: *k }),
-            QuerySpec::TopK { k, .. } => Err(format!("k must be 1..=100, got {k}")),
+            QuerySpec::TopK { k, .. } => Err(QueryError::K(*k)),
             QuerySpec::Above { metric: m, threshold } if threshold.is_finite() && threshold.abs() < 1e12 => {
                 Ok(Query::Above { metric: metric(m)?, threshold_milli: milli(*threshold) })
             }
-            QuerySpec::Above { threshold, .. } => Err(format!("threshold must be a finite number, got {threshold}")),
+            QuerySpec::Above { threshold, .. } => Err(QueryError::Threshold(*threshold)),
             QuerySpec::AlertCounts { seconds } if (1..=3_600).contains(seconds) => Ok(Query::AlertCounts { seconds: *seconds }),
-            QuerySpec::AlertCounts { seconds } => Err(format!("seconds must be 1..=3600, got {seconds}")),
+            QuerySpec::AlertCounts { seconds } => Err(QueryError::Seconds(*seconds)),
         }
     }
 }
@@ -87,9 +97,9 @@ fn milli(value: f64) -> i64 {
     (value * 1_000.0).round() as i64
 }
 
-/// A window's metrics in thousandths, in [`WINDOW_METRICS`] order.
+/// A window's metrics in thousandths, in [`WindowResult::METRICS`] order.
 pub fn window_values(w: &WindowResult) -> [i64; 6] {
-    window_metrics(w).map(milli)
+    w.metric_values().map(milli)
 }
 
 /// Each driver's newest sliding window as a differential collection, at window-end times. Input
@@ -150,7 +160,7 @@ fn alert_events(alerts: Stream<'_, EventTime, Vec<Alert>>) -> VecCollection<'_, 
                     let Some(cap) = cap.retain_least(0) else { return };
                     for alert in data.iter() {
                         let time = alert.session_time_ms.max(*cap.time());
-                        let label = format!("{}/{}", alert.kind.name(), format!("{:?}", alert.severity).to_lowercase());
+                        let label = format!("{}/{}", alert.kind.name(), alert.severity.name());
                         output.session(&cap.delayed(&time)).give(((label, time), time, 1_isize));
                     }
                 });
@@ -264,11 +274,11 @@ impl QueryHub {
     }
 
     /// Registers a query; its results start flowing once a worker takes it in.
-    pub fn register(&self, spec: QuerySpec) -> Result<u64, String> {
+    pub fn register(&self, spec: QuerySpec) -> Result<u64, QueryError> {
         let query = spec.compile()?;
         let mut hub = self.lock();
         if hub.specs.len() >= MAX_QUERIES {
-            return Err(format!("at most {MAX_QUERIES} queries may be registered"));
+            return Err(QueryError::TooMany);
         }
         hub.next_id += 1;
         let id = hub.next_id;

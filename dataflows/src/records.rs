@@ -59,6 +59,32 @@ pub struct TelemetryRecord {
 pub const DRS_OPEN_MIN: u8 = 10;
 
 impl TelemetryRecord {
+    /// A plausible sample of `driver` at `session_time_ms` (lap 3, 7th gear at 280 km/h and
+    /// 11,000 RPM, full throttle, DRS open, on track, from the car): the one fixture the tests
+    /// and examples start from, changing what they are about with `..`.
+    pub fn example(driver: &str, session_time_ms: u64) -> TelemetryRecord {
+        TelemetryRecord {
+            driver: driver.into(),
+            lap: Some(3),
+            session_time_ms,
+            date_ms: None,
+            rpm: 11_000.0,
+            speed: 280.0,
+            gear: 7,
+            throttle: 100.0,
+            brake: false,
+            drs: 12,
+            x: 1.0,
+            y: 2.0,
+            z: 0.5,
+            distance: 1200.0,
+            relative_distance: Some(0.24),
+            status: Some("OnTrack".into()),
+            source: Some("car".into()),
+            produced_at_ms: None,
+        }
+    }
+
     pub fn drs_open(&self) -> bool {
         self.drs >= DRS_OPEN_MIN
     }
@@ -129,9 +155,20 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::High, Severity::Medium, Severity::Low];
+
     /// The `f1-alerts` partition for this severity: high=0, medium=1, low=2.
     pub fn partition(self) -> i32 {
         self as i32
+    }
+
+    /// The name on the wire and in queries: `high`, `medium`, `low`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
     }
 }
 
@@ -246,6 +283,16 @@ pub struct WindowResult {
     pub gear_changes: u64,
     /// Sum of the time from each sample with DRS open to the next sample in the window.
     pub drs_open_ms: u64,
+}
+
+impl WindowResult {
+    /// The metrics a Grafana target can name (`<driver>:window.<metric>`) and a live query can read.
+    pub const METRICS: [&'static str; 6] = ["speed_mean", "speed_max", "rpm_mean", "throttle_mean", "brake_pct", "gear_changes"];
+
+    /// This window's values of [`WindowResult::METRICS`], in that order.
+    pub fn metric_values(&self) -> [f64; 6] {
+        [self.speed.mean, self.speed.max, self.rpm.mean, self.throttle.mean, self.brake_pct, self.gear_changes as f64]
+    }
 }
 
 /// A message pitwall could not use, with the reason; published to `pitwall-dlq`.

@@ -16,24 +16,15 @@ const TTL_MS: u64 = 2_000;
 fn sample(key: usize, i: u64) -> Sample {
     let time = 1_000 + key as u64 * STAGGER_MS + i * 125;
     let record = TelemetryRecord {
-        driver: format!("K{key:05}").into(),
         lap: Some(1),
-        session_time_ms: time,
-        date_ms: None,
         rpm: 10_000.0,
         speed: 200.0,
         gear: 5,
         throttle: 80.0,
-        brake: false,
         drs: 1,
-        x: 0.0,
-        y: 0.0,
-        z: 0.0,
         distance: i as f64 * 7.0,
         relative_distance: Some(0.1),
-        status: None,
-        source: None,
-        produced_at_ms: None,
+        ..TelemetryRecord::example(&format!("K{key:05}"), time)
     };
     Sample { at: SourcePosition { partition: 0, offset: (key as u64 * SAMPLES_PER_KEY + i) as i64 }, record }
 }

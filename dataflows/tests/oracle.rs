@@ -34,9 +34,12 @@ fn run_dataflow(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<Win
     (windows.into_iter().map(|(_, w)| w).collect(), alerts.into_iter().map(|(_, a)| a).collect())
 }
 
+/// Every window result and alert with the timely time it was emitted at.
+type Timed = (Vec<(u64, WindowResult)>, Vec<(u64, Alert)>);
+
 /// Runs the dataflow on `workers` threads; returns every window result and alert with the
 /// timely time it was emitted at.
-fn run_timed(workers: usize, config: TelemetryConfig, feed: Feed) -> (Vec<(u64, WindowResult)>, Vec<(u64, Alert)>) {
+fn run_timed(workers: usize, config: TelemetryConfig, feed: Feed) -> Timed {
     let records = race().all_records();
     let (windows_tx, windows_rx) = std::sync::mpsc::channel();
     let (alerts_tx, alerts_rx) = std::sync::mpsc::channel();

@@ -24,7 +24,10 @@ const COUNTS: Query = Query::AlertCounts { seconds: 20 };
 /// A top-5 removed halfway through the race.
 const REMOVED: Query = Query::TopK { metric: 2, k: 5 };
 
-fn run(workers: usize) -> (Vec<WindowResult>, Vec<Update>, EventTime, Vec<(EventTime, Alert)>) {
+/// What one run gives: the windows, the query updates, the removal time, the alerts with their times.
+type Run = (Vec<WindowResult>, Vec<Update>, EventTime, Vec<(EventTime, Alert)>);
+
+fn run(workers: usize) -> Run {
     let race = Race::generate(&RaceConfig { drivers: 6, laps: 2, seed: 5, inject_anomalies: true });
     let records = race.all_records();
     let removal_time = records[records.len() / 2].session_time_ms;
@@ -123,7 +126,7 @@ fn brute_force(windows: &[WindowResult], query: &Query, t: EventTime) -> BTreeSe
 fn alert_counts(alerts: &[(EventTime, Alert)], seconds: u32, t: EventTime) -> BTreeSet<Row> {
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for (_, a) in alerts.iter().filter(|(raised, _)| *raised <= t && raised + u64::from(seconds) * 1_000 > t) {
-        *counts.entry(format!("{}/{}", a.kind.name(), format!("{:?}", a.severity).to_lowercase())).or_default() += 1_000;
+        *counts.entry(format!("{}/{}", a.kind.name(), a.severity.name())).or_default() += 1_000;
     }
     counts.into_iter().collect()
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use pitwall_dataflows::infer::{BatchModel, Batching};
-use pitwall_dataflows::video::assemble::{AssemblyConfig, EncodedVideo, EncoderFactory, FinishedVideo, VideoEncoder};
+use pitwall_dataflows::video::assemble::{AssemblyConfig, EncodeError, EncodedVideo, EncoderFactory, FinishedVideo, VideoEncoder};
 use pitwall_dataflows::video::detect::{FireDetection, FireVerdict};
 use pitwall_dataflows::video::frame::{FrameHeader, RgbImage, VideoRecord};
 use pitwall_dataflows::video::overlay::Heatmap;
@@ -44,7 +44,10 @@ impl BatchModel for RedModel {
 
 /// Per video: (encoder opened on worker, frames pushed as (index, overlayed)). The index is
 /// the right column's green level (never overlayed); overlayed: the left column was changed.
-type Encoded = Arc<Mutex<BTreeMap<String, (usize, Vec<(u8, bool)>)>>>;
+type Encoded = Arc<Mutex<EncodedByVideo>>;
+
+/// Per video: (worker, frames pushed as (index, overlayed)).
+type EncodedByVideo = BTreeMap<String, (usize, Vec<(u8, bool)>)>;
 
 struct Recorder {
     worker: usize,
@@ -57,18 +60,18 @@ struct Recording {
 }
 
 impl VideoEncoder for Recording {
-    fn push(&mut self, frame: &RgbImage) -> Result<(), String> {
+    fn push(&mut self, frame: &RgbImage) -> Result<(), EncodeError> {
         let (left, right) = (frame.pixel(0, 0), frame.pixel(1, 0));
         self.encoded.lock().unwrap().get_mut(&self.video).expect("started").1.push((right[1], left != right));
         Ok(())
     }
-    fn finish(self: Box<Self>) -> Result<EncodedVideo, String> {
+    fn finish(self: Box<Self>) -> Result<EncodedVideo, EncodeError> {
         Ok(EncodedVideo { path: format!("/spool/{}.mp4", self.video).into(), bytes: 1 })
     }
 }
 
 impl EncoderFactory for Recorder {
-    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, String> {
+    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, EncodeError> {
         let previous = self.encoded.lock().unwrap().insert(first.video_id.clone(), (self.worker, Vec::new()));
         assert!(previous.is_none(), "video {} started twice", first.video_id);
         Ok(Box::new(Recording { video: first.video_id.clone(), encoded: self.encoded.clone() }))
@@ -115,7 +118,7 @@ fn records() -> Vec<VideoRecord> {
     out
 }
 
-fn run(workers: usize) -> (Vec<FireDetection>, Vec<FinishedVideo>, BTreeMap<String, (usize, Vec<(u8, bool)>)>) {
+fn run(workers: usize) -> (Vec<FireDetection>, Vec<FinishedVideo>, EncodedByVideo) {
     let encoded: Encoded = Arc::default();
     let shared = encoded.clone();
     let (det_tx, det_rx) = std::sync::mpsc::channel();

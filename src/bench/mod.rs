@@ -37,8 +37,8 @@ const SHARED_OUTPUTS: [(&str, i32); 4] = [("bench-alerts", 3), ("bench-windows",
 /// The whole harness.
 pub fn scaling(args: &ScalingArgs) -> Result<()> {
     let args = args.effective();
-    let broker = broker::Broker::choose(args.brokers.as_ref(), args.mock_broker)?;
-    let kafka = KafkaConfig { brokers: broker.brokers(), properties: args.property.clone() };
+    let broker = broker::Broker::choose(args.broker.brokers.as_ref(), args.broker.mock_broker)?;
+    let kafka = args.broker.client.config(broker.brokers());
     let broker_name = broker.describe();
     let date = chrono::Local::now().format("%Y-%m-%d").to_string();
     let dir = args.out.join(&date);

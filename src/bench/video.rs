@@ -27,7 +27,7 @@ use super::latency::percentiles;
 use super::process::Measured;
 use crate::cli::{ModelArgs, VideoBenchArgs};
 use crate::commands::gen::write_clip;
-use crate::job::video::{fire_options, fire_source};
+use crate::job::models::{fire_options, fire_source};
 
 /// One line of the results.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -45,8 +45,8 @@ struct VideoRow {
 
 pub fn video(args: &VideoBenchArgs) -> Result<()> {
     let (videos, seconds) = if args.smoke { (2, 2.0) } else { (args.videos, args.seconds) };
-    let broker = Broker::choose(args.brokers.as_ref(), args.mock_broker)?;
-    let kafka = KafkaConfig::new(broker.brokers());
+    let broker = Broker::choose(args.broker.brokers.as_ref(), args.broker.mock_broker)?;
+    let kafka = args.broker.client.config(broker.brokers());
     let date = chrono::Local::now().format("%Y-%m-%d").to_string();
     let dir = args.out.join(&date);
     let logs = dir.join("logs");

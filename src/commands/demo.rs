@@ -22,7 +22,7 @@ use pitwall_dataflows::sim::{Race, RaceConfig};
 use pitwall_dataflows::video::assemble::VideoCompletion;
 use rdkafka::mocking::MockCluster;
 
-use crate::cli::{DataflowArgs, DemoArgs, ModelArgs, Pipeline};
+use crate::cli::{DataflowArgs, DemoArgs, Pipeline, VideoArgs};
 use crate::commands::gen::write_clip;
 use crate::commands::produce::produce_records;
 use crate::job::{run_job, JobConfig};
@@ -66,7 +66,7 @@ fn clock(ms: u64) -> String {
 }
 
 fn print_alert(alert: &Alert) {
-    let severity = format!("{:?}", alert.severity).to_uppercase();
+    let severity = alert.severity.name().to_uppercase();
     println!(
         "ALERT {severity:<6} {} {:<22} lap {} at {}  {}",
         alert.driver,
@@ -181,12 +181,22 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     };
     let dataflow = DataflowArgs { group: format!("pitwall-demo-{}", std::process::id()), ..DataflowArgs::default() };
     let pipelines = if args.no_video { vec![Pipeline::Telemetry] } else { vec![Pipeline::Telemetry, Pipeline::Predictions, Pipeline::Video] };
-    let models = ModelArgs { video_group: format!("pitwall-demo-video-{}", std::process::id()), ..args.models.clone() };
+    let video_args = VideoArgs { video_group: format!("pitwall-demo-video-{}", std::process::id()), ..VideoArgs::default() };
     let timely = timely::Config {
         communication: if args.workers > 1 { timely::CommunicationConfig::Process(args.workers) } else { timely::CommunicationConfig::Thread },
         worker: Default::default(),
     };
-    let report = run_job(JobConfig { kafka, dataflow, pipelines, models, exit_at_end: false, bridge: args.bridge.clone() }, timely, shutdown)?;
+    let config = JobConfig {
+        kafka,
+        dataflow,
+        pipelines,
+        models: args.models.clone(),
+        video: video_args,
+        storage: args.storage.clone(),
+        exit_at_end: false,
+        bridge: args.bridge.clone(),
+    };
+    let report = run_job(config, timely, shutdown)?;
     // Every client is gone before the embedded broker is dropped at the end of this function.
     let _ = producer.join();
     if let Some(video) = video {

@@ -12,6 +12,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         dataflow: args.dataflow.clone(),
         pipelines: args.pipelines.clone(),
         models: args.models.clone(),
+        video: args.video.clone(),
+        storage: args.storage.clone(),
         exit_at_end: args.exit_at_end,
         bridge: args.bridge.clone(),
     };

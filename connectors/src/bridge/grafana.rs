@@ -127,7 +127,73 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Answer> {
 }
 
 fn live_error(error: LiveError) -> Answer {
-    bad(error)
+    match error {
+        LiveError::UnknownTarget(_) => bad(format!("{error}: POST /grafana/search lists the targets")),
+        other => bad(other),
+    }
+}
+
+/// A table: Grafana's `{"columns": [{"text", "type"}], "rows": [[...]], "type": "table"}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Column {
+    pub text: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// A table target (`alerts`, `video_completions`) within `[from, to]`, newest first, at most
+/// `limit` rows.
+pub fn table(store: &LiveStore, target: &str, from: i64, to: i64, limit: usize) -> Result<Table, LiveError> {
+    let columns = |names: &[(&'static str, &'static str)]| names.iter().map(|&(text, kind)| Column { text, kind }).collect();
+    match target {
+        "alerts" => Ok(Table {
+            columns: columns(&[("time", "time"), ("driver", "string"), ("kind", "string"), ("severity", "string"), ("message", "string")]),
+            rows: store
+                .alerts(from, to, "")?
+                .into_iter()
+                .rev()
+                .take(limit)
+                .map(|(t, a)| vec![t.into(), a.driver.into(), a.kind.name().into(), a.severity.name().into(), a.message.into()])
+                .collect(),
+            kind: "table",
+        }),
+        "video_completions" => Ok(Table {
+            columns: columns(&[
+                ("time", "time"),
+                ("video", "string"),
+                ("frames", "number"),
+                ("fire_frames", "number"),
+                ("max_score", "number"),
+                ("location", "string"),
+            ]),
+            rows: store
+                .completions(from, to)?
+                .into_iter()
+                .rev()
+                .take(limit)
+                .map(|(t, c)| {
+                    vec![
+                        t.into(),
+                        c.video_id.into(),
+                        c.frames.into(),
+                        c.fire_frames.into(),
+                        f64::from(c.max_score).into(),
+                        c.location.unwrap_or_default().into(),
+                    ]
+                })
+                .collect(),
+            kind: "table",
+        }),
+        other => Err(LiveError::UnknownTarget(other.into())),
+    }
 }
 
 const ENDPOINTS: [&str; 9] = [
@@ -201,7 +267,7 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
             value["refId"] = json!(target.ref_id);
             out.push(value);
         } else if target.kind.as_deref() == Some("table") || TABLES.contains(&name) {
-            let mut table = store.table(name, from, to, TABLE_ROWS).map_err(live_error)?;
+            let mut table = table(store, name, from, to, TABLE_ROWS).map_err(live_error)?;
             if name == "alerts" {
                 // Columns: time, driver, kind, severity, message.
                 let cell = |row: &[Value], i: usize| row.get(i).and_then(Value::as_str).unwrap_or("").to_string();
@@ -229,7 +295,7 @@ fn annotation_table(store: &LiveStore, from: i64, to: i64, admits: &dyn Fn(&str,
     let rows: Vec<Value> = alerts
         .into_iter()
         .filter_map(|(time, alert)| {
-            let severity = format!("{:?}", alert.severity).to_lowercase();
+            let severity = alert.severity.name().to_string();
             admits(&alert.driver, alert.kind.name(), &severity).then(|| {
                 let title = format!("{} {} ({severity})", alert.driver, alert.kind.name());
                 json!([time, time, title, alert.message, format!("{},{},{severity}", alert.driver, alert.kind.name())])
@@ -283,7 +349,7 @@ fn annotations(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
     let events: Vec<Value> = alerts
         .into_iter()
         .map(|(time, alert)| {
-            let severity = format!("{:?}", alert.severity).to_lowercase();
+            let severity = alert.severity.name().to_string();
             json!({
                 "annotation": request.annotation,
                 "time": time,

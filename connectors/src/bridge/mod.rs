@@ -11,17 +11,19 @@
 pub mod grafana;
 pub mod queries;
 
+mod dashboard;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Bytes, Frame, Incoming};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use pitwall_dataflows::live::LiveStore;
+use pitwall_dataflows::queries::QueryHub;
 use prometheus::{Encoder, Registry, TextEncoder};
 use thiserror::Error;
 
@@ -88,7 +90,14 @@ pub enum BridgeError {
 
 /// Serves the bridge on `addr` from a background thread until the process ends. Returns the
 /// bound address (useful with port 0).
-pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, access: Access, live: Option<LiveStore>) -> Result<SocketAddr, BridgeError> {
+pub fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    health: HealthCheck,
+    access: Access,
+    live: Option<LiveStore>,
+    queries: Option<QueryHub>,
+) -> Result<SocketAddr, BridgeError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BridgeError::Runtime)?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| BridgeError::Bind { addr, source })?;
@@ -98,11 +107,11 @@ pub fn serve(addr: SocketAddr, registry: Registry, health: HealthCheck, access: 
             runtime.block_on(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (registry, health, access, live) = (registry.clone(), health.clone(), access.clone(), live.clone());
+                    let (registry, health, access, live, queries) = (registry.clone(), health.clone(), access.clone(), live.clone(), queries.clone());
                     tokio::spawn(async move {
                         let service = service_fn(move |request| {
                             let origin = access.allowed_origin(request.headers().get(hyper::header::ORIGIN).map(|v| v.as_bytes()));
-                            let answer = respond(request, registry.clone(), health.clone(), access.token.clone(), live.clone());
+                            let answer = respond(request, registry.clone(), health.clone(), access.token.clone(), live.clone(), queries.clone());
                             async move { answer.await.map(|response| with_cors(response, origin)) }
                         });
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
@@ -146,6 +155,7 @@ async fn respond(
     health: HealthCheck,
     token: Option<Token>,
     live: Option<LiveStore>,
+    queries: Option<QueryHub>,
 ) -> Result<Response<Body>, Infallible> {
     // The health check and the dashboard page itself (which holds no data) are open; the page
     // passes `?access_token=` on to its API calls, since a browser's EventSource cannot send headers.
@@ -169,7 +179,7 @@ async fn respond(
         }
     }
     if request.uri().path().starts_with("/v1/queries") {
-        let Some(hub) = live.as_ref().and_then(|l| l.queries()).cloned() else {
+        let Some(hub) = queries else {
             let message =
                 br#"{"error":"live queries are served by the process that hosts worker 0 (process 0), with --bridge and the telemetry pipeline"}"#;
             return Ok(text(StatusCode::NOT_FOUND, "application/json", message.to_vec()));
@@ -194,7 +204,7 @@ async fn respond(
         return Ok(text(status, "application/json", value.to_string().into_bytes()));
     }
     if let (Some(live), &Method::GET) = (&live, request.method()) {
-        if let Some(response) = dashboard(live, request.uri().path()) {
+        if let Some(response) = dashboard::dashboard(live, request.uri().path()) {
             return Ok(response);
         }
     }
@@ -236,49 +246,8 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     }
 }
 
-/// The live dashboard: the page, its snapshot, its event stream and the video thumbnails.
-fn dashboard(live: &LiveStore, path: &str) -> Option<Response<Body>> {
-    const TRACE_POINTS: usize = 240;
-    const RECENT: usize = 20;
-    match path {
-        "/" => Some(text(StatusCode::OK, "text/html; charset=utf-8", include_bytes!("dashboard.html").to_vec())),
-        "/api/snapshot" => Some(text(StatusCode::OK, "application/json", live.snapshot(TRACE_POINTS, RECENT).to_string().into_bytes())),
-        "/api/events" => {
-            // A snapshot every 500 ms for as long as the page listens (server-sent events).
-            let live = live.clone();
-            let ticks = tokio::time::interval(std::time::Duration::from_millis(500));
-            let stream = futures_util::stream::unfold((live, ticks), |(live, mut ticks)| async move {
-                ticks.tick().await;
-                let event = format!("data: {}\n\n", live.snapshot(TRACE_POINTS, RECENT));
-                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), (live, ticks)))
-            });
-            let mut response = Response::new(StreamBody::new(stream).boxed());
-            let headers = response.headers_mut();
-            headers.insert(hyper::header::CONTENT_TYPE, "text/event-stream".parse().expect("valid header"));
-            headers.insert(hyper::header::CACHE_CONTROL, "no-cache".parse().expect("valid header"));
-            Some(response)
-        }
-        _ => {
-            let video = path.strip_prefix("/api/thumbnails/")?.strip_suffix(".png")?;
-            let video = percent_decode(video);
-            Some(match live.thumbnail(&video).map(|t| png(&t.image)) {
-                Some(Ok(bytes)) => text(StatusCode::OK, "image/png", bytes),
-                Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.into_bytes()),
-                None => text(StatusCode::NOT_FOUND, "text/plain", format!("no thumbnail of video `{video}`\n").into_bytes()),
-            })
-        }
-    }
-}
-
-fn png(image: &pitwall_dataflows::video::frame::RgbImage) -> Result<Vec<u8>, String> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::write_buffer_with_format(&mut out, &image.pixels, image.width, image.height, image::ColorType::Rgb8, image::ImageOutputFormat::Png)
-        .map_err(|e| format!("encoding a thumbnail: {e}"))?;
-    Ok(out.into_inner())
-}
-
 /// `%XX` escapes of a URL path or query part decoded (invalid escapes are kept as they are).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 

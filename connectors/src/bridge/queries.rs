@@ -39,7 +39,7 @@ pub fn route(hub: &QueryHub, method: &str, path: &str, body: &[u8]) -> Response<
             Err(e) => answer(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid query spec: {e}") })),
             Ok(spec) => match hub.register(spec.clone()) {
                 Ok(id) => answer(StatusCode::CREATED, json!({ "id": id, "query": spec })),
-                Err(e) => answer(StatusCode::BAD_REQUEST, json!({ "error": e })),
+                Err(e) => answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
             },
         },
         ("GET", None, None) => {

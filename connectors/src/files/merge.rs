@@ -102,30 +102,32 @@ pub fn merge_car_and_pos(car: Vec<TelemetryRecord>, pos: Vec<TelemetryRecord>) -
 mod tests {
     use super::*;
 
-    fn car(time: u64, speed: f64, gear: u8, throttle: f64) -> TelemetryRecord {
+    /// The fixture with every channel a car or position file may lack left empty.
+    fn blank(time: u64) -> TelemetryRecord {
         TelemetryRecord {
-            driver: "VER".into(),
-            session_time_ms: time,
-            speed,
-            rpm: speed * 40.0,
-            gear,
-            throttle,
-            source: Some("car".into()),
-            ..Default::default()
+            lap: None,
+            rpm: 0.0,
+            speed: 0.0,
+            gear: 0,
+            throttle: 0.0,
+            drs: 0,
+            x: 0.0,
+            y: 0.0,
+            z: 0.0,
+            distance: 0.0,
+            relative_distance: None,
+            status: None,
+            source: None,
+            ..TelemetryRecord::example("VER", time)
         }
     }
 
+    fn car(time: u64, speed: f64, gear: u8, throttle: f64) -> TelemetryRecord {
+        TelemetryRecord { speed, rpm: speed * 40.0, gear, throttle, source: Some("car".into()), ..blank(time) }
+    }
+
     fn pos(time: u64, x: f64) -> TelemetryRecord {
-        TelemetryRecord {
-            driver: "VER".into(),
-            session_time_ms: time,
-            x,
-            y: -x,
-            z: 1.0,
-            status: Some("OnTrack".into()),
-            source: Some("pos".into()),
-            ..Default::default()
-        }
+        TelemetryRecord { x, y: -x, z: 1.0, status: Some("OnTrack".into()), source: Some("pos".into()), ..blank(time) }
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Kafka: the transport of every pitwall pipeline (rdkafka over librdkafka).
 //!
 //! `config.rs` builds client settings, `admin.rs` creates topics, `health.rs` decides when a
-//! source is stalled, `source.rs` is the timely
-//! source (partition ownership, watermarks, commits), `resume.rs` where a restart must resume so
-//! that no key's replay starts inside a delivered output, `sink.rs` the timely sink (delivery
-//! tracking), `replay.rs` the event-time-paced producer pool and `tail.rs` a kcat-like reader.
+//! source is stalled, `source/` is the timely source (partitions, watermarks, commits and where a
+//! restart resumes, one file each), `sink.rs` the timely sink (delivery tracking), `replay.rs`
+//! the event-time-paced producer pool and `tail.rs` a kcat-like reader.
 
 pub mod admin;
 pub mod config;

@@ -39,6 +39,13 @@ pub struct Route {
     pub partition: Option<i32>,
 }
 
+impl Route {
+    /// To `topic` with `key`, partitioned by the key (murmur2, like Kafka's Java client).
+    pub fn keyed(topic: &str, key: &str) -> Route {
+        Route { topic: topic.to_string(), key: Some(key.to_string()), partition: None }
+    }
+}
+
 /// One message in flight.
 pub struct Delivery {
     ledger: Arc<Ledger>,

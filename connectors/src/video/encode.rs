@@ -7,7 +7,7 @@ use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next::util::frame::Video as VideoFrame;
 use ffmpeg_next::{codec, encoder, format, Dictionary, Packet, Rational};
-use pitwall_dataflows::video::assemble::{EncodedVideo, EncoderFactory, VideoEncoder};
+use pitwall_dataflows::video::assemble::{EncodeError, EncodedVideo, EncoderFactory, VideoEncoder};
 use pitwall_dataflows::video::frame::{FrameHeader, RgbImage};
 
 use super::{even, init, VideoError};
@@ -132,12 +132,12 @@ impl Mp4Writer {
 }
 
 impl VideoEncoder for Mp4Writer {
-    fn push(&mut self, frame: &RgbImage) -> Result<(), String> {
-        Mp4Writer::push(self, frame).map_err(|e| e.to_string())
+    fn push(&mut self, frame: &RgbImage) -> Result<(), EncodeError> {
+        Mp4Writer::push(self, frame).map_err(EncodeError::new)
     }
 
-    fn finish(self: Box<Self>) -> Result<EncodedVideo, String> {
-        Mp4Writer::finish(*self).map_err(|e| e.to_string())
+    fn finish(self: Box<Self>) -> Result<EncodedVideo, EncodeError> {
+        Mp4Writer::finish(*self).map_err(EncodeError::new)
     }
 }
 
@@ -149,11 +149,12 @@ pub struct Mp4Spool {
 }
 
 impl EncoderFactory for Mp4Spool {
-    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating spool folder {}: {e}", self.dir.display()))?;
+    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| EncodeError::new(VideoError::Invalid(format!("creating spool folder {}: {e}", self.dir.display()))))?;
         let safe: String = first.video_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         let path = self.dir.join(format!("{safe}_with_heatmaps.mp4"));
-        let writer = Mp4Writer::create(&path, first.width, first.height, first.fps_num, first.fps_den, &self.options).map_err(|e| e.to_string())?;
+        let writer = Mp4Writer::create(&path, first.width, first.height, first.fps_num, first.fps_den, &self.options).map_err(EncodeError::new)?;
         Ok(Box::new(writer))
     }
 }

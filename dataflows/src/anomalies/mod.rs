@@ -1,6 +1,6 @@
 //! Anomaly rules: each file holds one rule (a small state machine over one driver's samples in
 //! event-time order) and documents it. [`AnomalyDetector`] runs a set of rules per driver inside
-//! one `keyed_in_time_order` operator, so each driver's state is looked up once per sample for
+//! one `run_per_driver` operator, so each driver's state is looked up once per sample for
 //! all rules.
 
 pub mod brake_throttle;

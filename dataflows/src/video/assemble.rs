@@ -21,16 +21,29 @@ use super::frame::{FrameHeader, RgbImage, VideoRecord};
 use super::overlay::{overlay_heatmap, OverlayStyle};
 use crate::records::{now_ms, EventTime};
 
+/// Why an encoder could not open, take a frame or finish: the adapter's own error, kept whole
+/// (its `Display` goes into the video's completion).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EncodeError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl EncodeError {
+    /// Wraps any error the adapter has.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> EncodeError {
+        EncodeError(Box::new(error))
+    }
+}
+
 /// Where one video's overlayed frames go, in order.
 pub trait VideoEncoder {
-    fn push(&mut self, frame: &RgbImage) -> Result<(), String>;
+    fn push(&mut self, frame: &RgbImage) -> Result<(), EncodeError>;
     /// Flushes and closes the file.
-    fn finish(self: Box<Self>) -> Result<EncodedVideo, String>;
+    fn finish(self: Box<Self>) -> Result<EncodedVideo, EncodeError>;
 }
 
 /// Opens an encoder for a new video (its first frame's header gives size and frame rate).
 pub trait EncoderFactory: 'static {
-    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, String>;
+    fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, EncodeError>;
 }
 
 /// A finished file.

@@ -114,6 +114,10 @@ impl std::str::FromStr for ScoreScale {
 pub enum DetectError {
     #[error("detection output has shape {0:?}; expected [N, 4 + classes, boxes] with at least one class")]
     Shape(Vec<i64>),
+    #[error("the model gave no output `{0}`")]
+    MissingOutput(String),
+    #[error("outputs have {0}")]
+    Outputs(String),
 }
 
 /// Decodes one image of a YOLO (v5u/v8/v11 export) output `[N, 4 + C, K]`: for each of the K

@@ -163,6 +163,21 @@ pub fn hot_regions(heatmap: &Heatmap, threshold: f32, frame_width: u32, frame_he
     regions.into_iter().take(limit).map(|(_, r)| r).collect()
 }
 
+/// `image` scaled to `width` (aspect kept, nearest pixel): a dashboard thumbnail.
+pub fn thumbnail(image: &RgbImage, width: u32) -> RgbImage {
+    let width = width.min(image.width).max(1);
+    let height = ((u64::from(image.height) * u64::from(width) / u64::from(image.width.max(1))) as u32).max(1);
+    let mut out = RgbImage::new(width, height);
+    for y in 0..height {
+        for x in 0..width {
+            let sx = (u64::from(x) * u64::from(image.width) / u64::from(width)) as u32;
+            let sy = (u64::from(y) * u64::from(image.height) / u64::from(height)) as u32;
+            out.put(x, y, image.pixel(sx, sy));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

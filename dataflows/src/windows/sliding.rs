@@ -19,9 +19,16 @@ pub struct SlidingWindows {
     pub slide_ms: u64,
 }
 
+impl SlidingWindows {
+    /// The default window length: 5 s of event time (`--window-length-ms`).
+    pub const DEFAULT_LENGTH_MS: u64 = 5_000;
+    /// The default slide: 1 s of event time (`--window-slide-ms`).
+    pub const DEFAULT_SLIDE_MS: u64 = 1_000;
+}
+
 impl Default for SlidingWindows {
     fn default() -> Self {
-        SlidingWindows { length_ms: 5_000, slide_ms: 1_000 }
+        SlidingWindows { length_ms: SlidingWindows::DEFAULT_LENGTH_MS, slide_ms: SlidingWindows::DEFAULT_SLIDE_MS }
     }
 }
 

@@ -22,6 +22,9 @@
 //! | `partition.rs` | one partition's read state, opening the assignment, the read-ahead decision |
 //! | `watermark.rs` | the watermark rule, the board of every worker's watermark, its broadcast |
 //! | `commit.rs` | commits and delivered-before marks, checkpoints, where a restart resumes |
+//!
+//! This file is about 500 lines: the operator, its read loop and the handle all work on
+//! `SourceInner`'s private state, which stays private to this module that way.
 
 mod commit;
 mod partition;
@@ -47,7 +50,7 @@ use timely::dataflow::{Scope, Stream};
 use self::commit::{marks_group, read_marks, Committer};
 use self::partition::{open_partitions, owned_partitions, read_ahead_changes, PartitionState};
 use self::watermark::{next_watermark, WatermarkStep};
-pub use self::watermark::{BoardShare, WatermarkBoard};
+pub use self::watermark::{BoardShare, TopicBoards, WatermarkBoard};
 use super::config::{Reader, ReaderContext};
 use super::health::SourceHealth;
 use super::metrics::SourceMetrics;
@@ -61,6 +64,26 @@ pub const DEFAULT_MAX_BATCH: usize = 8_192;
 /// Event time a partition may read ahead of the slowest before it is paused, unless configured
 /// (see [`read_ahead_changes`]).
 pub const DEFAULT_MAX_READ_AHEAD_MS: u64 = 600_000;
+
+/// The consumer group a source commits to unless configured (`--group`).
+pub const DEFAULT_GROUP: &str = "pitwall";
+/// Event time a record may trail its partition's newest record without being late, unless
+/// configured (`--allowed-lateness-ms`).
+pub const DEFAULT_ALLOWED_LATENESS_MS: u64 = 500;
+/// How long a partition the broker reports caught up may stay silent before it stops holding the
+/// watermark back, unless configured (`--eof-idle-ms`).
+pub const DEFAULT_EOF_GRACE_MS: u64 = 200;
+/// How long any partition may stay silent before it stops holding the watermark back, unless
+/// configured (`--idle-timeout-ms`).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 3_000;
+/// How often offsets and marks are committed unless configured (`--commit-interval-ms`).
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
+
+/// Most messages read from one partition before the next partition's turn.
+const PARTITION_CHUNK: usize = 512;
+
+/// How long an idle source waits before polling again.
+const IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// How a source reads.
 #[derive(Clone)]
@@ -98,13 +121,13 @@ impl SourceConfig {
         SourceConfig {
             kafka,
             topic: topic.into(),
-            group: "pitwall".into(),
-            allowed_lateness_ms: 500,
-            eof_grace: Duration::from_millis(200),
-            idle_timeout: Duration::from_secs(3),
+            group: DEFAULT_GROUP.into(),
+            allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS,
+            eof_grace: Duration::from_millis(DEFAULT_EOF_GRACE_MS),
+            idle_timeout: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
             exit_at_end: false,
             max_batch: DEFAULT_MAX_BATCH,
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(DEFAULT_COMMIT_INTERVAL_MS),
             metrics: None,
             board: None,
             max_read_ahead_ms: None,
@@ -248,8 +271,9 @@ impl SourceInner {
     }
 
     /// Reads what is waiting, up to `max_batch` messages, into `batch`: first anything on the
-    /// consumer's own queue (errors, callbacks; messages are on their partitions' queues, split
-    /// before the first poll, but one found here is read all the same), then round robin over
+    /// consumer's own queue (errors, callbacks; messages and end-of-partition events are on their
+    /// partitions' queues, split right after the assignment, but one found here counts all the
+    /// same), then round robin over
     /// the partitions that are neither finished nor paused, [`PARTITION_CHUNK`] of each at a
     /// time, starting from a different partition each activation (`turn`). Returns how many
     /// messages were taken from the partitions' queues.
@@ -265,6 +289,12 @@ impl SourceInner {
                     Some(state) => batch.push(reading.ingest(state, stats, &message)),
                     None => tracing::error!(topic = %topic, partition = message.partition(), "a message of a partition this worker does not own"),
                 },
+                // Like a message, an end-of-partition event found here counts all the same.
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    if let Some(state) = partitions.iter_mut().find(|s| s.partition == p) {
+                        state.eof_since.get_or_insert_with(Instant::now);
+                    }
+                }
                 Err(error) => tracing::warn!(%error, topic = %topic, "kafka read error"),
             }
         }
@@ -410,17 +440,7 @@ where
     // Read once per worker: the floors of this worker's own marks, and (through the handle)
     // every partition's mark for the operators that drop re-derived outputs.
     let delivered_before = read_marks(&marks, &topic, count, &config.group)?;
-    let partitions = open_partitions(&consumer, &config, &owned, &delivered_before)?;
-    // After the assignment (which undoes splits) and before the first poll (so nothing is
-    // buffered on the consumer's own queue).
-    let queues = owned
-        .iter()
-        .map(|&p| {
-            consumer
-                .split_partition_queue(&topic, p)
-                .ok_or_else(|| KafkaError::NoSuchTopic { topic: topic.clone(), brokers: config.kafka.brokers.clone() })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (partitions, queues) = open_partitions(&consumer, &config, &owned, &delivered_before)?;
     tracing::info!(worker = worker_index, topic = %topic, partitions = ?owned, "kafka source assigned");
 
     let health = SourceHealth::start(&config.kafka, &topic, &owned);
@@ -450,8 +470,13 @@ where
             let mut read = 0;
             if !stopping {
                 turn = turn.wrapping_add(1);
-                let mut reading =
-                    Reading { topic: &topic, lateness_ms: config.allowed_lateness_ms, watermark: *cap.time(), now: Instant::now(), decode: &mut decode };
+                let mut reading = Reading {
+                    topic: &topic,
+                    lateness_ms: config.allowed_lateness_ms,
+                    watermark: *cap.time(),
+                    now: Instant::now(),
+                    decode: &mut decode,
+                };
                 read = inner.read_batch(&mut reading, config.max_batch, turn, &mut batch);
             }
             if !batch.is_empty() {
@@ -503,9 +528,3 @@ fn classify<R, E: Display>(
         Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason.to_string())), None),
     }
 }
-
-/// Most messages read from one partition before the next partition's turn.
-const PARTITION_CHUNK: usize = 512;
-
-/// How long an idle source waits before polling again.
-const IDLE_POLL: Duration = Duration::from_millis(2);

@@ -4,17 +4,19 @@
 //! Nothing here talks to the broker after [`open_partitions`]: the decisions are pure functions
 //! of [`PartitionState`], which is what the unit tests drive.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitwall_dataflows::partition::PartitionOwner;
 use pitwall_dataflows::records::EventTime;
 use prometheus::{IntCounter, IntGauge};
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::commit::{KeyTrails, Trail, MAX_CHECKPOINTS};
 use super::{SourceConfig, SourceEvent};
-use crate::kafka::config::{Reader, METADATA_TIMEOUT};
+use crate::kafka::config::{Reader, ReaderContext, METADATA_TIMEOUT};
 use crate::kafka::metrics::SourceMetrics;
 use crate::kafka::KafkaError;
 
@@ -131,15 +133,15 @@ impl PartitionMetrics {
     }
 }
 
-/// The partitions of `config.topic` that `owner` gives this worker, assigned to `consumer`
-/// from the offsets committed to the group (the log start where none is), each with its end
-/// offset (exit-at-end), its mark floor (from `delivered_before`) and its metrics.
+/// The partitions `owned` of `config.topic`, assigned to `consumer` from the offsets committed
+/// to the group (the log start where none is), each with its own message queue, its end offset
+/// (exit-at-end), its mark floor (from `delivered_before`) and its metrics.
 pub(super) fn open_partitions(
-    consumer: &Reader,
+    consumer: &Arc<Reader>,
     config: &SourceConfig,
     owned: &[i32],
     delivered_before: &[Option<EventTime>],
-) -> Result<Vec<PartitionState>, KafkaError> {
+) -> Result<(Vec<PartitionState>, Vec<PartitionQueue<ReaderContext>>), KafkaError> {
     let topic = &config.topic;
     let mut assignment = TopicPartitionList::new();
     for &p in owned {
@@ -153,6 +155,17 @@ pub(super) fn open_partitions(
             .map_err(KafkaError::client(format!("reading committed offsets of group `{}`", config.group)))?
     };
     consumer.assign(&assignment).map_err(KafkaError::client(format!("assigning partitions {owned:?} of `{topic}`")))?;
+    // Right after the assignment (which undoes splits) and before anything else: librdkafka
+    // starts fetching at once, and what it fetched before a partition's queue is split stays on
+    // the consumer's own queue (end-of-partition events included).
+    let queues = owned
+        .iter()
+        .map(|&p| {
+            consumer
+                .split_partition_queue(topic, p)
+                .ok_or_else(|| KafkaError::NoSuchTopic { topic: topic.clone(), brokers: config.kafka.brokers.clone() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut partitions = Vec::with_capacity(owned.len());
     for &p in owned {
         let (low, high) = consumer
@@ -168,7 +181,7 @@ pub(super) fn open_partitions(
         state.metrics = config.metrics.as_ref().map(|m| PartitionMetrics::new(m, topic, p));
         partitions.push(state);
     }
-    Ok(partitions)
+    Ok((partitions, queues))
 }
 
 /// The partitions of a topic with `count` partitions that this worker reads.
@@ -188,12 +201,7 @@ pub(super) fn owned_partitions(worker_index: usize, total_workers: usize, count:
 /// slowest partition itself is never ahead of the slowest watermark, so reading never stops, and
 /// a paused partition counts as active (never idle) for the watermark, so it cannot be passed.
 /// Outputs do not change: each partition is still read in order, only the interleaving moves.
-pub(super) fn read_ahead_changes(
-    partitions: &[PartitionState],
-    slowest: Option<EventTime>,
-    ahead_ms: u64,
-    lateness_ms: u64,
-) -> (Vec<i32>, Vec<i32>) {
+pub(super) fn read_ahead_changes(partitions: &[PartitionState], slowest: Option<EventTime>, ahead_ms: u64, lateness_ms: u64) -> (Vec<i32>, Vec<i32>) {
     let Some(slowest) = slowest else {
         return (Vec::new(), partitions.iter().filter(|s| s.paused).map(|s| s.partition).collect());
     };

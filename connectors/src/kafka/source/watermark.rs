@@ -20,7 +20,6 @@ use timely::dataflow::operators::core::input::Handle as InputHandle;
 use super::partition::PartitionState;
 use super::SourceConfig;
 
-
 /// The watermarks of one topic's sources, by (global) worker: `(watermark, active)`. This
 /// process's workers report directly; the other processes' workers arrive through
 /// [`WatermarkBoard::post_remote`] (the job broadcasts each worker's entry through timely).
@@ -116,6 +115,13 @@ pub(super) fn next_watermark(partitions: &[PartitionState], config: &SourceConfi
     WatermarkStep::To(watermark)
 }
 
+/// The boards of the job's two source topics, shared by the workers of one process.
+#[derive(Clone, Debug, Default)]
+pub struct TopicBoards {
+    pub telemetry: WatermarkBoard,
+    pub video: WatermarkBoard,
+}
+
 /// How often each worker shares its watermark-board entries with the other processes.
 const BOARD_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -134,10 +140,10 @@ pub struct BoardShare {
 }
 
 impl BoardShare {
-    pub fn build(worker: &mut timely::worker::Worker, boards: &(WatermarkBoard, WatermarkBoard)) -> BoardShare {
+    pub fn build(worker: &mut timely::worker::Worker, boards: &TopicBoards) -> BoardShare {
         use timely::dataflow::operators::vec::Broadcast;
         use timely::dataflow::operators::{Input, Inspect};
-        let boards = [boards.0.clone(), boards.1.clone()];
+        let boards = [boards.telemetry.clone(), boards.video.clone()];
         let receiving = boards.clone();
         let input = worker.dataflow::<u64, _, _>(move |scope| {
             let (input, posts) = scope.new_input::<Vec<BoardPost>>();

@@ -1,0 +1,149 @@
+//! The process-wide Prometheus metrics every worker of the job updates, and how a worker copies
+//! its counts into them (names and meanings in the main README's metrics table).
+
+use std::time::Duration;
+
+use pitwall_connectors::kafka::metrics::SourceMetrics;
+use pitwall_connectors::kafka::sink::SinkHandle;
+use pitwall_connectors::store::UploadStats;
+use pitwall_dataflows::infer::InferStats;
+use pitwall_dataflows::keyed::StateGauge;
+use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The process-wide metrics every worker updates.
+#[derive(Clone)]
+pub(crate) struct JobMetrics {
+    pub(crate) source: SourceMetrics,
+    pub(crate) state_keys: IntGaugeVec,
+    pub(crate) state_bytes: IntGaugeVec,
+    pub(crate) state_expired: IntGaugeVec,
+    pub(crate) delivered: IntCounterVec,
+    /// A record's production (`produced_at_ms`) to its alert leaving the rules.
+    pub(crate) alert_latency: Histogram,
+    /// Items through a model and seconds spent in it, per pipeline (video, predictions).
+    pub(crate) inferred: IntCounterVec,
+    pub(crate) inference_seconds: CounterVec,
+    /// Overlayed videos stored or not, and bytes stored.
+    pub(crate) uploads: IntCounterVec,
+    pub(crate) upload_bytes: IntCounter,
+    /// Points the bridge's live view holds, per buffer.
+    pub(crate) live_points: IntGaugeVec,
+    /// Records into and out of the main operators.
+    pub(crate) operator_records: IntCounterVec,
+    /// Samples raising each data-quality flag (`dataflows/src/quality.rs`).
+    pub(crate) quality_flags: IntCounterVec,
+}
+
+impl JobMetrics {
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<JobMetrics> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?);
+        let counter = |name: &str, help: &str, labels: &[&str]| registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?);
+        let delivered = counter("pitwall_sink_delivered_total", "Records acknowledged by the broker, per sink", &["sink"])?;
+        let alert_latency = registered(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new("pitwall_alert_latency_seconds", "A telemetry record's production to its alert leaving the rules")
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+        )?;
+        let inferred = counter("pitwall_inferred_total", "Items run through a model, per pipeline", &["pipeline"])?;
+        let inference_seconds = registered(
+            registry,
+            CounterVec::new(Opts::new("pitwall_inference_seconds_total", "Seconds spent in model runs, per pipeline"), &["pipeline"])?,
+        )?;
+        let uploads = counter("pitwall_uploads_total", "Overlayed videos stored or not, by outcome", &["outcome"])?;
+        let upload_bytes = registered(registry, IntCounter::new("pitwall_upload_bytes_total", "Bytes of overlayed videos stored")?)?;
+        let operator_records =
+            counter("pitwall_operator_records_total", "Records into (direction=in) and out of (out) the main operators", &["operator", "direction"])?;
+        let quality_flags = counter(
+            "pitwall_data_quality_flags_total",
+            "Telemetry samples raising a data-quality flag (processed, not rejected), per flag",
+            &["flag"],
+        )?;
+        Ok(JobMetrics {
+            source: SourceMetrics::register(registry)?,
+            state_keys: gauge("pitwall_state_keys", "Keys (drivers) with state, per keyed operator and worker", &["operator", "worker"])?,
+            state_bytes: gauge("pitwall_state_bytes", "Approximate bytes of state, per keyed operator and worker", &["operator", "worker"])?,
+            state_expired: gauge(
+                "pitwall_state_expired_keys",
+                "Keys dropped after the key TTL so far, per keyed operator and worker",
+                &["operator", "worker"],
+            )?,
+            delivered,
+            alert_latency,
+            inferred,
+            inference_seconds,
+            uploads,
+            upload_bytes,
+            quality_flags,
+            live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
+            operator_records,
+        })
+    }
+}
+
+/// `metric`, registered with `registry`.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// Copies this worker's state gauges and sink counts into the process's metrics.
+pub(crate) fn refresh_worker_metrics(
+    metrics: &JobMetrics,
+    worker: &str,
+    state: &[(&str, StateGauge)],
+    sinks: &[(&str, SinkHandle)],
+    reported: &mut Vec<u64>,
+) {
+    for (operator, gauge) in state {
+        let size = gauge.get();
+        metrics.state_keys.with_label_values(&[operator, worker]).set(size.keys as i64);
+        metrics.state_bytes.with_label_values(&[operator, worker]).set(size.bytes as i64);
+        metrics.state_expired.with_label_values(&[operator, worker]).set(size.expired as i64);
+    }
+    reported.resize(sinks.len(), 0);
+    for ((name, sink), reported) in sinks.iter().zip(reported.iter_mut()) {
+        let delivered = sink.delivered();
+        metrics.delivered.with_label_values(&[name]).inc_by(delivered.saturating_sub(*reported));
+        *reported = delivered;
+    }
+}
+
+/// What one worker's models and uploads had reported, to add only the difference each refresh.
+#[derive(Default)]
+pub(crate) struct WorkCounts {
+    video_items: u64,
+    video_us: u64,
+    prediction_items: u64,
+    prediction_us: u64,
+    stored: u64,
+    failed: u64,
+    bytes: u64,
+}
+
+impl WorkCounts {
+    pub(crate) fn refresh(&mut self, metrics: &JobMetrics, predictions: Option<&InferStats>, video: Option<(&InferStats, &UploadStats)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let model = |pipeline: &str, stats: &InferStats, items: &mut u64, us: &mut u64| {
+            let (now_items, now_us) = (stats.items.get(), stats.model_us.get());
+            metrics.inferred.with_label_values(&[pipeline]).inc_by(now_items.saturating_sub(*items));
+            metrics.inference_seconds.with_label_values(&[pipeline]).inc_by(now_us.saturating_sub(*us) as f64 / 1e6);
+            (*items, *us) = (now_items, now_us);
+        };
+        if let Some(stats) = predictions {
+            model("predictions", stats, &mut self.prediction_items, &mut self.prediction_us);
+        }
+        if let Some((stats, uploads)) = video {
+            model("video", stats, &mut self.video_items, &mut self.video_us);
+            let (stored, failed, bytes) = (uploads.stored.load(Relaxed), uploads.failed.load(Relaxed), uploads.bytes.load(Relaxed));
+            metrics.uploads.with_label_values(&["stored"]).inc_by(stored.saturating_sub(self.stored));
+            metrics.uploads.with_label_values(&["failed"]).inc_by(failed.saturating_sub(self.failed));
+            metrics.upload_bytes.inc_by(bytes.saturating_sub(self.bytes));
+            (self.stored, self.failed, self.bytes) = (stored, failed, bytes);
+        }
+    }
+}
+
+/// How often a worker refreshes the state and sink metrics.
+pub(crate) const METRICS_INTERVAL: Duration = Duration::from_secs(1);
