@@ -40,35 +40,41 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Healthy before the outage, once the job has read the first half.
+    wait_listening(&bridge, Duration::from_secs(60));
+    let read_so_far = || metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_records_total", "") as usize;
+    wait_until("the first half to be read", Duration::from_secs(60), || holds(read_so_far() == half, || format!("{} read", read_so_far())));
     let (status, body) = http_get(&bridge, "/health");
     assert_eq!((status, body.as_str()), (200, r#"{"reasons":[],"status":"ok"}"#), "healthy before the outage");
 
     cluster.broker_down(1).unwrap();
-    std::thread::sleep(Duration::from_secs(6));
-    let (_, health) = http_get(&bridge, "/health");
+    // Down until every partition's own probe has failed (each shows in /health in turn) and the
+    // stalled gauges have been seen set.
+    let (mut stalled_seen, mut gauge_seen) = (std::collections::BTreeSet::new(), false);
+    wait_until("every partition reported stalled while the broker is down", Duration::from_secs(30), || {
+        let health = http_get(&bridge, "/health").1;
+        stalled_seen.extend(stalled_partitions(&health));
+        gauge_seen |= metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_stalled", "topic=\"f1-telemetry\"") >= 1.0;
+        holds(stalled_seen.len() == 4 && gauge_seen, || format!("stalled so far: {stalled_seen:?}, gauge set: {gauge_seen}; {health}"))
+    });
+    let health = http_get(&bridge, "/health").1;
     assert!(health.contains(r#""status":"degraded""#) && health.contains("broker did not answer"), "degraded with the cause: {health}");
-    let metrics = http_get(&bridge, "/metrics").1;
-    assert!(metric_sum(&metrics, "pitwall_source_stalled", "topic=\"f1-telemetry\"") >= 1.0, "stalled gauge set:\n{metrics}");
 
     cluster.broker_up(1).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
     send(half, records.len());
     // Reconnection backoff can take ~10 s; wait until the health answer clears by itself.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !http_get(&bridge, "/health").1.contains(r#""status":"ok""#) {
-        assert!(std::time::Instant::now() < deadline, "health did not recover: {}", http_get(&bridge, "/health").1);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    // Wait (not a fixed sleep: the machine may be busy) until every record is read and the
-    // stalled gauges have cleared.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let settled =
-        |m: &str| metric_sum(m, "pitwall_source_records_total", "") as usize == records.len() && metric_sum(m, "pitwall_source_stalled", "") == 0.0;
-    while !settled(&http_get(&bridge, "/metrics").1) {
-        assert!(std::time::Instant::now() < deadline, "not settled after the outage:\n{}", http_get(&bridge, "/metrics").1);
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_until("health to recover", Duration::from_secs(30), || {
+        let health = http_get(&bridge, "/health").1;
+        holds(health.contains(r#""status":"ok""#), || health)
+    });
+    // Then until every record is read and the stalled gauges have cleared.
+    wait_until("every record read and the stalled gauges cleared", Duration::from_secs(60), || {
+        let m = http_get(&bridge, "/metrics").1;
+        holds(
+            metric_sum(&m, "pitwall_source_records_total", "") as usize == records.len() && metric_sum(&m, "pitwall_source_stalled", "") == 0.0,
+            || m,
+        )
+    });
     let metrics = http_get(&bridge, "/metrics").1;
     assert_eq!(metric_sum(&metrics, "pitwall_source_stalled", ""), 0.0, "stalled gauges cleared:\n{metrics}");
     assert_eq!(metric_sum(&metrics, "pitwall_source_records_total", "") as usize, records.len(), "per-partition record counters:\n{metrics}");
@@ -148,20 +154,18 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
         .spawn()
         .unwrap();
     let read = || metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_records_total", "") as usize;
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| wait_until(what, Duration::from_secs(90), || holds(done(), String::new));
     wait_for("the bridge", &|| std::net::TcpStream::connect(&bridge).is_ok());
     wait_for("the first half", &|| read() == half);
 
     tansu.kill();
-    std::thread::sleep(Duration::from_secs(6));
-    let (_, health) = http_get(&bridge, "/health");
-    assert!(health.contains(r#""status":"degraded""#), "degraded while the broker is down: {health}");
+    // Down until every partition's own probe has failed (each shows in /health in turn).
+    let mut stalled_seen = std::collections::BTreeSet::new();
+    wait_until("every partition reported stalled while the broker is down", Duration::from_secs(90), || {
+        let health = http_get(&bridge, "/health").1;
+        stalled_seen.extend(stalled_partitions(&health));
+        holds(stalled_seen.len() == 4, || format!("stalled so far: {stalled_seen:?}; {health}"))
+    });
 
     let tansu = Tansu::start_with(port, "s3://tansu/", &env).unwrap_or_else(|e| panic!("{e:#}"));
     send("f1-telemetry", half, records.len());
@@ -285,16 +289,15 @@ fn the_topic_reader_rides_out_a_broker_outage_and_reads_everything() {
         })
     };
     let wait_for = |count: u64, what: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while read.load(Ordering::Relaxed) < count && !reader.is_finished() {
-            assert!(std::time::Instant::now() < deadline, "{what}: {} of {count} read", read.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(what, Duration::from_secs(60), || {
+            let so_far = read.load(Ordering::Relaxed);
+            holds(so_far >= count || reader.is_finished(), || format!("{so_far} of {count} read"))
+        })
     };
     wait_for(100, "before the outage");
     cluster.broker_down(1).unwrap();
     // Long enough for librdkafka to see every broker down and say so (it reconnects every ~1 s).
-    std::thread::sleep(Duration::from_secs(5));
+    hold_fault(Duration::from_secs(5));
     assert!(!reader.is_finished(), "the reader gave up during a 5 s outage");
     cluster.broker_up(1).unwrap();
     send(100, 200);
@@ -335,4 +338,9 @@ fn the_topic_reader_gives_up_on_a_broker_that_stays_down() {
     assert!(error.to_string().contains("nothing but errors"), "{error}");
     assert!(waited >= OUTAGE_LIMIT, "gave up after {waited:?}, before the limit");
     assert!(waited < OUTAGE_LIMIT + Duration::from_secs(15), "gave up only after {waited:?}");
+}
+
+/// The partitions of `f1-telemetry` a `/health` answer names as stalled.
+fn stalled_partitions(health: &str) -> Vec<u32> {
+    health.split("`f1-telemetry` partition ").skip(1).filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
 }

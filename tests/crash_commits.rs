@@ -49,26 +49,30 @@ fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
     run_to_end(b, "reference", "ref", "ref", &[]);
 
     // The same records, in the same order, replayed live at 40x while a job reads them; killed mid-stream.
-    let child = pitwall_command(&[
-        "run",
-        "--brokers",
-        b,
-        "-w",
-        "2",
-        "--telemetry-topic",
-        "live",
-        "--group",
-        "crash",
-        "--alerts-topic",
-        "alerts-crash",
-        "--windows-topic",
-        "windows-crash",
-    ])
+    let dir = temp_dir();
+    let log = dir.path().join("job.log");
+    let child = pitwall_command_logged(
+        &[
+            "run",
+            "--brokers",
+            b,
+            "-w",
+            "2",
+            "--telemetry-topic",
+            "live",
+            "--group",
+            "crash",
+            "--alerts-topic",
+            "alerts-crash",
+            "--windows-topic",
+            "windows-crash",
+        ],
+        &log,
+    )
     .stdout(Stdio::null())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_sources(&[&log], 2, Duration::from_secs(60));
     let (t0, start) = (records[0].session_time_ms, Instant::now());
     let kill_at = Duration::from_secs_f64((records.last().unwrap().session_time_ms - t0) as f64 / 1_000.0 / SPEED * 0.6);
     for record in &records {
@@ -76,11 +80,15 @@ fn committed_offsets_after_a_crash_cover_only_delivered_outputs() {
         if due > start + kill_at {
             break;
         }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        pace_until(due);
         send("live", record);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed once progress is committed (two laps have closed by now), mid-stream.
+    wait_until_every("the job to commit progress before the kill", Duration::from_secs(60), Duration::from_millis(500), || {
+        let total: i64 = committed(b, "crash", "live").values().sum();
+        holds(total > 0, || format!("{total} committed"))
+    });
     let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
     let _ = wait_with_timeout(child, "killed run", Duration::from_secs(30));
 

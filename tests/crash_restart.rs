@@ -19,7 +19,9 @@ use support::*;
 
 const SPEED: f64 = 40.0;
 
-fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str]) -> Vec<Child> {
+/// Two processes of one job; with `logged`, their stderr goes to `<dir>/<name>-<p>.log` with
+/// each source's assignment in it.
+fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str], logged: bool) -> Vec<Child> {
     let hosts = path_str(&hostfile(dir, &format!("{name}.txt"), 2));
     (0..2)
         .map(|p| {
@@ -43,7 +45,11 @@ fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str]) -> Vec<Child> 
                 "windows-crash",
             ];
             args.extend_from_slice(extra);
-            pitwall_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall")
+            let mut command = if logged { pitwall_command_logged(&args, &dir.join(format!("{name}-{p}.log"))) } else { pitwall_command(&args) };
+            if !logged {
+                command.stderr(Stdio::piped());
+            }
+            command.stdout(Stdio::piped()).spawn().expect("spawn pitwall")
         })
         .collect()
 }
@@ -84,8 +90,9 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     // window boundary lies after the mark would replay a partial window had the commit not been
     // pulled back to one of its records before the mark (it failed about half the runs so).
     let patient = ["--eof-idle-ms", "1500", "--commit-interval-ms", "50"];
-    let cluster = start_cluster(b, dir.path(), "first", &patient);
-    std::thread::sleep(Duration::from_secs(2));
+    let cluster = start_cluster(b, dir.path(), "first", &patient, true);
+    let logs = [dir.path().join("first-0.log"), dir.path().join("first-1.log")];
+    wait_for_sources(&[&logs[0], &logs[1]], 2, Duration::from_secs(60));
     let (t0, start) = (records[0].session_time_ms, Instant::now());
     let kill_at = start + Duration::from_secs_f64((records.last().unwrap().session_time_ms - t0) as f64 / 1_000.0 / SPEED * 0.6);
     let mut sent = 0;
@@ -94,17 +101,23 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
         if due > kill_at {
             break;
         }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        pace_until(due);
         send_record(&producer, "live", 4, record);
         sent += 1;
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed once progress is committed (two laps have closed by now), mid-stream.
+    let committed_sum =
+        || -> i64 { committed_offsets(b, "crash", "live").as_object().unwrap().values().map(|v| v["committed"].as_i64().unwrap_or(0)).sum() };
+    wait_until_every("the job to commit progress before the kill", Duration::from_secs(60), Duration::from_millis(500), || {
+        let committed = committed_sum();
+        holds(committed > 0, || format!("{committed} committed"))
+    });
     for child in cluster {
         let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
         let _ = wait_with_timeout(child, "killed process", Duration::from_secs(30));
     }
-    let committed: i64 = committed_offsets(b, "crash", "live").as_object().unwrap().values().map(|v| v["committed"].as_i64().unwrap_or(0)).sum();
+    let committed = committed_sum();
     assert!(committed > 0 && committed < sent, "killed mid-stream with progress committed: {committed} of {sent}");
 
     // The rest of the race arrives while the job is down; the restarted cluster finishes it.
@@ -112,7 +125,7 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     producer.flush(Duration::from_secs(30)).unwrap();
     let mut restarted = 0;
     let mut not_resent = 0;
-    for child in start_cluster(b, dir.path(), "second", &["--exit-at-end"]) {
+    for child in start_cluster(b, dir.path(), "second", &["--exit-at-end"], false) {
         let output = wait_with_timeout(child, "restarted process", COMMAND_TIMEOUT);
         assert!(output.status.success(), "restart failed: {}", String::from_utf8_lossy(&output.stderr));
         let report = run_report(&String::from_utf8_lossy(&output.stdout));

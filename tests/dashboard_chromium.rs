@@ -6,7 +6,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -79,28 +79,18 @@ fn the_dashboard_renders_drivers_alerts_and_videos_in_chromium() {
         .unwrap(),
     );
     // Wait until the job has every car, an alert and the stored video in its live view.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if std::net::TcpStream::connect(&bridge).is_ok() {
-            let (status, body) = http_get(&bridge, "/api/snapshot");
-            if status == 200 {
-                let s: Value = serde_json::from_str(&body).unwrap();
-                let ready = s["cars"].as_array().unwrap().len() == 4
-                    && !s["alerts"].as_array().unwrap().is_empty()
-                    && !s["videos"].as_array().unwrap().is_empty()
-                    && !s["completions"].as_array().unwrap().is_empty();
-                if ready {
-                    break;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "the live view never filled up");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_listening(&bridge, Duration::from_secs(90));
+    wait_until("every car, an alert and the stored video in the live view", Duration::from_secs(90), || {
+        let (status, body) = http_get(&bridge, "/api/snapshot");
+        let s: Value = serde_json::from_str(&body).unwrap_or_default();
+        let filled = |key: &str| s[key].as_array().is_some_and(|a| !a.is_empty());
+        let ready =
+            status == 200 && s["cars"].as_array().is_some_and(|c| c.len() == 4) && filled("alerts") && filled("videos") && filled("completions");
+        holds(ready, || format!("{status} {body}"))
+    });
     // The work shows in /metrics: frames through the model, the stored upload and its bytes,
     // alert latency, the live view's size (refreshed every second).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until("the work in /metrics", Duration::from_secs(30), || {
         let m = http_get(&bridge, "/metrics").1;
         let done = metric_sum(&m, "pitwall_inferred_total", "pipeline=\"video\"") == 50.0
             && metric_sum(&m, "pitwall_uploads_total", "outcome=\"stored\"") == 1.0
@@ -109,13 +99,8 @@ fn the_dashboard_renders_drivers_alerts_and_videos_in_chromium() {
             && metric_sum(&m, "pitwall_bridge_points", "buffer=\"samples\"") > 1_000.0
             && metric_sum(&m, "pitwall_operator_records_total", "operator=\"fire_model\"") == 50.0
             && metric_sum(&m, "pitwall_operator_records_total", "operator=\"telemetry_dataflow\"") > 1_000.0;
-        if done {
-            assert!(metric_sum(&m, "pitwall_inference_seconds_total", "pipeline=\"video\"") > 0.0);
-            break;
-        }
-        assert!(Instant::now() < deadline, "work metrics never showed up:\n{m}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        holds(done && metric_sum(&m, "pitwall_inference_seconds_total", "pipeline=\"video\"") > 0.0, || m)
+    });
     let (status, png) = http_get_bytes(&bridge, "/api/thumbnails/cam-1.png", None);
     assert_eq!(status, 200, "thumbnail");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG thumbnail");

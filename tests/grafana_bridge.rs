@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -57,24 +57,19 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     let (from, to) = ("2023-03-05T14:00:00.000Z", "2023-03-05T16:00:00.000Z");
     let driver = rows.keys().next().unwrap().clone();
     let target = format!("{driver}:speed");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while std::net::TcpStream::connect(&bridge).is_err() {
-        assert!(Instant::now() < deadline && job.0.try_wait().unwrap().is_none(), "the bridge never listened on {bridge}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    loop {
+    wait_until("the bridge to listen", Duration::from_secs(90), || {
+        assert!(job.0.try_wait().unwrap().is_none(), "the job exited before its bridge listened on {bridge}");
+        std::net::TcpStream::connect(&bridge).map(drop).map_err(|e| e.to_string())
+    });
+    wait_until_every("every sample and every driver's windows in the live view", Duration::from_secs(90), Duration::from_millis(300), || {
         let (status, body) =
             http_post(&bridge, "/grafana/query", &query_body(from, to, 100_000, json!([{ "target": target, "refId": "A", "type": "timeserie" }])));
         let samples_in = status == 200 && serde_json::from_str::<Value>(&body).unwrap()[0]["datapoints"].as_array().unwrap().len() == rows[&driver];
         // Windows close as the watermark passes them: wait for every driver's first ones too.
         let (_, listed) = http_post(&bridge, "/grafana/search", br#"{"target":"window.speed_mean"}"#);
         let windows_in = serde_json::from_str::<Vec<String>>(&listed).map(|l| l.len() == rows.len()).unwrap_or(false);
-        if samples_in && windows_in {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the live view never held all {} samples of {driver}: {status} {body}", rows[&driver]);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        holds(samples_in && windows_in, || format!("{} samples of {driver} wanted: {status} {body}", rows[&driver]))
+    });
     let addr = bridge;
 
     // Health and search.
@@ -268,9 +263,5 @@ fn plugin_contract(addr: &str, from: &str, to: &str, driver: &str, alerts: usize
 /// SIGTERM, then wait for a clean exit.
 fn terminate(job: &mut KillOnDrop) {
     let _ = std::process::Command::new("kill").args(["-TERM", &job.0.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while job.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the job did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the job to stop on SIGTERM", Duration::from_secs(30), || holds(job.0.try_wait().unwrap().is_some(), String::new));
 }

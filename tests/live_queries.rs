@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -67,31 +67,20 @@ fn a_single_process_job_with_a_bridge_answers_queries() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "the bridge never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&addr, Duration::from_secs(60));
     let (status, top) = post(&addr, json!({ "kind": "top_k", "metric": "speed_mean", "k": 3 }));
     assert_eq!(status, 201, "{top}");
     let top = top["id"].as_u64().unwrap();
     produce_race(b, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    wait_until_every("the query to match the windows", Duration::from_secs(90), Duration::from_millis(500), || {
         let (got, time) = answer(&addr, top);
         let windows = sliding_windows(b);
         let newest = newest_by(&windows, time);
         let expected = top_by_mean_speed(&newest, 3);
-        if newest.len() == 6 && time > 3_630_000 && got == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the query never matched the windows: {got:?} vs {expected:?} at {time}; the job's log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        holds(newest.len() == 6 && time > 3_630_000 && got == expected, || {
+            format!("{got:?} vs {expected:?} at {time}; the job's log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        })
+    });
 }
 
 #[test]
@@ -108,11 +97,7 @@ fn queries_follow_the_windows_across_two_processes() {
         })
         .collect();
     let addr = bridges[0].as_str();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "process 0's bridge never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(addr, Duration::from_secs(60));
 
     // Bad specs are refused with a message.
     for (bad, words) in [
@@ -134,11 +119,7 @@ fn queries_follow_the_windows_across_two_processes() {
     assert_eq!(status, 201, "{counts}");
     let counts = counts["id"].as_u64().unwrap();
     // The other process does not serve queries (its workers feed process 0's worker 0).
-    let wait_other = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&bridges[1]).is_err() {
-        assert!(Instant::now() < wait_other, "process 1's bridge never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&bridges[1], Duration::from_secs(30));
     assert_eq!(http_get(&bridges[1], &format!("/v1/queries/{top}")).0, 404);
 
     // The change stream, opened before any data: the snapshot first, then changes.
@@ -162,8 +143,7 @@ fn queries_follow_the_windows_across_two_processes() {
 
     // Each answer equals the query recomputed over the published windows up to the event time
     // the answer says it reflects (results are final up to the sliding windows' frontier).
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    wait_until_every("the queries to match the windows", Duration::from_secs(90), Duration::from_millis(500), || {
         let ((got_top, top_time), (mut got_fast, fast_time)) = (answer(addr, top), answer(addr, fast));
         got_fast.sort();
         let windows = sliding_windows(b);
@@ -173,15 +153,10 @@ fn queries_follow_the_windows_across_two_processes() {
             newest_by(&windows, fast_time).iter().filter(|(_, w)| milli(&w["speed"]["max"]) > 300_000).map(|(d, _)| d.clone()).collect();
         expected_fast.sort();
         // Well into the race: every driver has windows, and the answers match.
-        if newest.len() == 6 && top_time > 3_630_000 && got_top == expected_top && got_fast == expected_fast {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queries never matched the windows: top {got_top:?} vs {expected_top:?} at {top_time}, above {got_fast:?} vs {expected_fast:?} at {fast_time}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        holds(newest.len() == 6 && top_time > 3_630_000 && got_top == expected_top && got_fast == expected_fast, || {
+            format!("top {got_top:?} vs {expected_top:?} at {top_time}, above {got_fast:?} vs {expected_fast:?} at {fast_time}")
+        })
+    });
 
     // Alert counts over 10 minutes: per kind/severity, never more than were published, and the
     // alerts raised before the query's frontier are there (exactness is the oracle's job:
@@ -191,8 +166,7 @@ fn queries_follow_the_windows_across_two_processes() {
     for a in &alerts {
         *published.entry(format!("{}/{}", a["value"]["kind"].as_str().unwrap(), a["value"]["severity"].as_str().unwrap())).or_default() += 1.0;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until_every("the alert counts to cover the published alerts", Duration::from_secs(60), Duration::from_millis(500), || {
         let (_, body) = http_get(addr, &format!("/v1/queries/{counts}"));
         let rows: Value = serde_json::from_str(&body).unwrap();
         let rows = rows["rows"].as_array().unwrap().clone();
@@ -201,12 +175,8 @@ fn queries_follow_the_windows_across_two_processes() {
             assert!(r["value"].as_f64().unwrap() <= published.get(label).copied().unwrap_or(0.0), "{label}: {r} vs {published:?}");
         }
         let total: f64 = rows.iter().map(|r| r["value"].as_f64().unwrap()).sum();
-        if total >= (alerts.len() as f64 - 2.0).max(1.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "alert counts {total} of {} alerts: {rows:?}", alerts.len());
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        holds(total >= (alerts.len() as f64 - 2.0).max(1.0), || format!("alert counts {total} of {} alerts: {rows:?}", alerts.len()))
+    });
 
     // Listing, deleting.
     let (_, list) = http_get(addr, "/v1/queries");

@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -56,19 +56,11 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
             .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); run scripts/setup.sh (Debian package prometheus)")),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut records = None;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        if std::net::TcpStream::connect(&prom_addr).is_err() {
-            continue;
-        }
-        records = scalar(&prom_query(&prom_addr, "sum(pitwall_source_records_total{topic=\"f1-telemetry\"})"));
-        if records == Some(sent) {
-            break;
-        }
-    }
-    assert_eq!(records, Some(sent), "Prometheus never saw every record counted");
+    wait_listening(&prom_addr, Duration::from_secs(90));
+    wait_until_every("Prometheus to see every record counted", Duration::from_secs(90), Duration::from_millis(500), || {
+        let records = scalar(&prom_query(&prom_addr, "sum(pitwall_source_records_total{topic=\"f1-telemetry\"})"));
+        holds(records == Some(sent), || format!("{records:?} of {sent}"))
+    });
     assert_eq!(scalar(&prom_query(&prom_addr, "up{job=\"pitwall\"}")), Some(1.0));
     let partitions = prom_query(&prom_addr, "pitwall_source_records_total{topic=\"f1-telemetry\"}");
     assert_eq!(partitions.len(), 4, "one series per partition: {partitions:?}");

@@ -57,7 +57,7 @@ fn an_upload_during_an_s3_outage_is_retried_until_the_server_is_back() {
     s3.stop();
     let started = Instant::now();
     let upload = std::thread::spawn(move || store.put_file_blocking(&file, "videos/clip.mp4"));
-    std::thread::sleep(Duration::from_secs(3));
+    hold_fault(Duration::from_secs(3));
     assert!(!upload.is_finished(), "the upload gave up (or succeeded) while the server was down");
     s3.restart();
     let location = upload.join().unwrap().expect("stored once the server is back");

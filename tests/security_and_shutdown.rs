@@ -50,10 +50,7 @@ fn token_guards_the_bridge_and_sigterm_drains_flushes_and_commits() {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     let bearer = format!("Bearer {TOKEN}");
-    while std::net::TcpStream::connect(&bridge).is_err() {
-        assert!(Instant::now() < deadline, "the bridge did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&bridge, deadline.saturating_duration_since(Instant::now()));
     // /health is open: load balancers and probes need no secret.
     assert_eq!(http_get(&bridge, "/health").0, 200);
     for (authorization, expected) in
@@ -68,10 +65,10 @@ fn token_guards_the_bridge_and_sigterm_drains_flushes_and_commits() {
     }
     // Wait until every record is read, then ask for a graceful stop.
     let read = || metric_sum(&http_get_with(&bridge, "/metrics", Some(&bearer)).1, "pitwall_source_records_total", "");
-    while read() < records.len() as f64 {
-        assert!(Instant::now() < deadline, "read {} of {} records", read(), records.len());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("every record read", deadline.saturating_duration_since(Instant::now()), || {
+        let read = read();
+        holds(read >= records.len() as f64, || format!("read {read} of {}", records.len()))
+    });
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let output = wait_with_timeout(child, "pitwall run (SIGTERM)", COMMAND_TIMEOUT);
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -100,15 +100,24 @@ fn late_records_are_published_with_how_late_they_were_at_any_batch_size() {
     assert_eq!(reported[0], reported[1], "same outputs at -w 1 and at -w 2 with batches of one");
 }
 
-/// Starts `pitwall run` (live, no exit-at-end) in the background.
-fn start_live(brokers: &str, group: &str, windows: &str, extra: &[&str]) -> std::process::Child {
+/// Starts `pitwall run` (live, no exit-at-end) in the background and waits until both its
+/// workers read; its stderr goes to `log`.
+fn start_live(brokers: &str, group: &str, windows: &str, extra: &[&str], log: &std::path::Path) -> std::process::Child {
     let mut args = vec!["run", "--brokers", brokers, "-w", "2", "--group", group, "--windows-topic", windows];
     args.extend_from_slice(extra);
-    pitwall_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall run")
+    let child = pitwall_command_logged(&args, log).stdout(Stdio::piped()).spawn().expect("spawn pitwall run");
+    wait_for_sources(&[log], 2, Duration::from_secs(60));
+    child
 }
 
-/// Reads `topic` from the start until `stop`, noting when each message arrived.
-fn watch(brokers: &str, topic: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Instant, Value)>> {
+/// Reads `topic` from the start until `stop`, noting when each message arrived; `count` says
+/// how many it has seen so far.
+fn watch(
+    brokers: &str,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<(Instant, Value)>> {
     let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "watch").set("fetch.wait.max.ms", "10").create().unwrap();
     let mut assignment = TopicPartitionList::new();
@@ -121,6 +130,7 @@ fn watch(brokers: &str, topic: &str, stop: Arc<AtomicBool>) -> std::thread::Join
         while !stop.load(Ordering::Relaxed) {
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) {
                 seen.push((Instant::now(), serde_json::from_slice(message.payload().unwrap()).unwrap()));
+                count.store(seen.len(), Ordering::Relaxed);
             }
         }
         seen
@@ -146,7 +156,7 @@ fn replay_with_a_silent_partition(brokers: &str, rows: &[(String, Vec<TelemetryR
         if driver == silent && due > start + Duration::from_secs(1) {
             continue;
         }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        pace_until(due);
         send(&producer, "f1-telemetry", record);
         last = record.session_time_ms;
     }
@@ -194,15 +204,24 @@ fn a_partition_the_broker_reports_caught_up_does_not_hold_back_the_others() {
         ("windows-timeout", ["--idle-timeout-ms", "600000", "--eof-idle-ms", "600000"]),
     ] {
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = watch(b, windows, stop.clone());
-        let child = start_live(b, windows, windows, &extra);
-        std::thread::sleep(Duration::from_millis(1_500));
+        let seen_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let watcher = watch(b, windows, stop.clone(), seen_count.clone());
+        let dir = temp_dir();
+        let log = dir.path().join("job.log");
+        let child = start_live(b, windows, windows, &extra, &log);
         let (start, t0, last) = replay_with_a_silent_partition(b, &chosen, 0);
-        std::thread::sleep(Duration::from_secs(2));
+        // The scenario: the job stays live for 2 s after the replay (what idleness releases in
+        // that time is what is measured), then stops.
+        keep_running(Duration::from_secs(2));
         let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let output = wait_with_timeout(child, "pitwall run (live)", Duration::from_secs(60));
-        assert!(output.status.success(), "SIGTERM drains and exits 0: {}", String::from_utf8_lossy(&output.stderr));
-        std::thread::sleep(Duration::from_secs(1));
+        assert!(output.status.success(), "SIGTERM drains and exits 0: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        // Every window the job published has reached the watcher.
+        let published = tail(b, windows).len();
+        wait_until("the watcher to see every published window", Duration::from_secs(30), || {
+            let seen = seen_count.load(Ordering::Relaxed);
+            holds(seen >= published, || format!("{seen} of {published}"))
+        });
         stop.store(true, Ordering::Relaxed);
         let seen = watcher.join().unwrap();
         // Windows ending 8 s of event time after the start: the silent partition stopped at ~4 s.
@@ -276,15 +295,15 @@ fn a_process_whose_partitions_stay_empty_does_not_hold_live_windows_open() {
         })
         .collect();
     // Live: the job never ends by itself; windows must arrive while it runs.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let windows = loop {
-        let windows = tail(b, "windows-sparse");
-        if windows.len() > 10 {
-            break windows;
-        }
-        assert!(Instant::now() < deadline, "no live windows after 60 s: process 1 held the watermark ({} so far)", windows.len());
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let windows =
+        wait_until_every("live windows (process 1 must not hold the watermark)", Duration::from_secs(60), Duration::from_millis(500), || {
+            let windows = tail(b, "windows-sparse");
+            if windows.len() > 10 {
+                Ok(windows)
+            } else {
+                Err(format!("{} so far", windows.len()))
+            }
+        });
     assert!(windows.iter().all(|w| key_partition(w["value"]["driver"].as_str().unwrap().as_bytes(), 2) == 0));
     drop(processes);
 }

@@ -13,6 +13,59 @@ use serde_json::Value;
 /// How long one pitwall command may take in a test before it is killed and the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How often [`wait_until`] polls its condition unless told otherwise.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Polls `check` every 100 ms until it gives a value; past `within`, fails the test naming
+/// `what` and the last state `check` described (`Err(state)` means "not yet").
+pub fn wait_until<T>(what: &str, within: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    wait_until_every(what, within, POLL, check)
+}
+
+/// [`wait_until`], polling every `every` (for checks that cost a process or a scan each).
+pub fn wait_until_every<T>(what: &str, within: Duration, every: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(state) if std::time::Instant::now() >= deadline => panic!("timed out after {within:?} waiting for {what}: {state}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// `Ok(())` when `holds`, else `Err(state())`: a yes/no condition for [`wait_until`].
+pub fn holds(holds: bool, state: impl FnOnce() -> String) -> Result<(), String> {
+    if holds {
+        Ok(())
+    } else {
+        Err(state())
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_listening(addr: &str, within: Duration) {
+    wait_until(&format!("a listener on {addr}"), within, || TcpStream::connect(addr).map(drop).map_err(|e| e.to_string()));
+}
+
+/// Sleeps until `due`: how a test paces a replay in real time (a schedule, not a wait for
+/// something to happen).
+pub fn pace_until(due: std::time::Instant) {
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+}
+
+/// Lets a live job run on for `length`: a scenario step (what happens meanwhile is what the
+/// test measures), not a wait for something to happen.
+pub fn keep_running(length: Duration) {
+    std::thread::sleep(length);
+}
+
+/// Keeps a fault in place for `length` (an outage the scenario needs to last, not a wait for
+/// something to happen).
+pub fn hold_fault(length: Duration) {
+    std::thread::sleep(length);
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     pitwall::bench::broker::free_port().expect("a free loopback port")
@@ -30,6 +83,26 @@ pub fn pitwall_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pitwall"));
     command.args(args).env("PITWALL_LOG", "warn").env_remove("PITWALL_BROKERS");
     command
+}
+
+/// The tracing filter under which a job logs each worker's source assignment
+/// ("kafka source assigned"), for [`wait_for_sources`].
+pub const SOURCE_LOG: &str = "warn,pitwall_connectors::kafka::source=info";
+
+/// A `pitwall` command whose stderr goes to `log` with each source's assignment in it.
+pub fn pitwall_command_logged(args: &[&str], log: &Path) -> Command {
+    let mut command = pitwall_command(args);
+    command.env("PITWALL_LOG", SOURCE_LOG).stderr(std::fs::File::create(log).expect("a log file"));
+    command
+}
+
+/// Waits until the logs (see [`pitwall_command_logged`]) say `workers` workers have their
+/// partitions assigned: the job is reading.
+pub fn wait_for_sources(logs: &[&Path], workers: usize, within: Duration) {
+    wait_until("every worker's source to be assigned", within, || {
+        let assigned: usize = logs.iter().map(|log| std::fs::read_to_string(log).unwrap_or_default().matches("kafka source assigned").count()).sum();
+        holds(assigned >= workers, || format!("{assigned} of {workers} assigned; logs: {logs:?}"))
+    });
 }
 
 /// Waits for `child` at most `timeout` while draining its output; kills it and panics past that.
@@ -297,11 +370,7 @@ impl S3Server {
             .unwrap_or_else(|e| {
                 panic!("cannot start the S3 server `{binary}` ({e}); run scripts/setup.sh (cargo install s3s-fs@0.14.1 --features binary)")
             });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "s3s-fs did not listen on 127.0.0.1:{port} within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20));
         child
     }
 
