@@ -12,7 +12,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 # The examples must keep running, not only compiling.
-for example in windows anomaly_rule kafka_pipeline; do
+for example in windows anomaly_rule live_query video_pipeline kafka_pipeline; do
   echo "example $example:"
   cargo run --quiet --locked --example "$example" | tail -n 3
 done
