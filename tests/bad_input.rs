@@ -1,7 +1,8 @@
 //! Bad input never crashes a worker and never loses the good data around it: malformed JSON,
 //! a wrong type, a NaN speed, a 2 MB message, an unknown driver, a key that disagrees with the
-//! record and an empty message, interleaved with a race, all land in the DLQ with a reason, and
-//! the race's outputs equal those of a clean run.
+//! record, an empty message, a record years ahead and one jumping two days ahead of its partition,
+//! interleaved with a race, all land in the DLQ with a reason, and the race's outputs equal those
+//! of a clean run, with no record late.
 
 mod support;
 
@@ -52,7 +53,14 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
     let unknown =
         String::from_utf8(encode_telemetry(&pitwall_dataflows::records::TelemetryRecord { driver: "XYZ".into(), ..race.drivers[1].1[300].clone() }))
             .unwrap();
+    use pitwall_dataflows::records::TelemetryRecord;
+    let (years_ahead, jumper) = (&race.drivers[1], &race.drivers[2]);
+    let far_future = encode_telemetry(&TelemetryRecord { session_time_ms: 9_000_000_000_000_000, ..years_ahead.1[300].clone() });
+    // Two days ahead of its partition: within what decode accepts, past the jump bound (1 h).
+    let jump = encode_telemetry(&TelemetryRecord { session_time_ms: jumper.1[300].session_time_ms + 2 * 86_400_000, ..jumper.1[300].clone() });
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        (years_ahead.0.as_str(), far_future, "`session_time_ms` is 9000000000000000"),
+        (jumper.0.as_str(), jump, "ahead of partition"),
         ("VER", b"{\"driver\": \"VER\", \"session_ti".to_vec(), "malformed JSON"),
         (
             "PER",
@@ -89,7 +97,9 @@ fn bad_records_go_to_the_dlq_with_a_reason_and_good_ones_are_all_processed() {
         let report = run_to_end(b, topic, topic, topic, &["-w", "2", "--drivers", &drivers]);
         assert_eq!(report["records"].as_u64().unwrap() as usize, good, "{topic}: every good record processed: {report}");
         assert_eq!(report["dead_letters"].as_u64().unwrap() as usize, if topic == "dirty" { bad.len() } else { 0 }, "{topic}: {report}");
+        assert_eq!(report["late"], 0, "{topic}: no good record turned late: {report}");
     }
+    assert!(tail(b, "pitwall-late").is_empty(), "nothing in the late topic");
 
     let dead = tail(b, "pitwall-dlq");
     let source = tail(b, "dirty");

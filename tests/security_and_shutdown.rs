@@ -63,6 +63,22 @@ fn token_guards_the_bridge_and_sigterm_drains_flushes_and_commits() {
             assert!(!body.contains(TOKEN), "the token is never echoed");
         }
     }
+    // Every route but /health and the dashboard page needs the token: Prometheus, Grafana's
+    // datasource, live queries, the dashboard's API, its event stream and thumbnails.
+    let guarded =
+        ["/metrics", "/grafana", "/grafana/search", "/v1/queries", "/v1/queries/1", "/api/snapshot", "/api/thumbnails/cam.png", "/api/events"];
+    for path in guarded {
+        assert_eq!(http_get(&bridge, path).0, 401, "GET {path} without the token");
+        // The event stream never ends: only its refusal is read.
+        if path != "/api/events" {
+            let (status, body) = http_get_with(&bridge, path, Some(&bearer));
+            assert_ne!(status, 401, "GET {path} with the token: {body}");
+        }
+    }
+    for path in ["/grafana/query", "/grafana/search", "/v1/queries"] {
+        assert_eq!(http_request(&bridge, "POST", path, "Content-Type: application/json\r\n", b"{}").0, 401, "POST {path} without the token");
+    }
+    assert_eq!(http_get(&bridge, "/").0, 200, "the dashboard page itself is open (it holds no data)");
     // Wait until every record is read, then ask for a graceful stop.
     let read = || metric_sum(&http_get_with(&bridge, "/metrics", Some(&bearer)).1, "pitwall_source_records_total", "");
     wait_until("every record read", deadline.saturating_duration_since(Instant::now()), || {

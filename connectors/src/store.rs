@@ -171,11 +171,18 @@ impl ObjectStore {
     pub async fn put_file(&self, file: &Path, key: &str) -> Result<String, StoreError> {
         match &self.target {
             Target::Local { root } => {
-                let dest = root.join(key);
+                let dest = local_path(root, key)?;
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| StoreError::Local(format!("creating {}: {e}", parent.display())))?;
                 }
-                std::fs::copy(file, &dest).map_err(|e| StoreError::Local(format!("copying {} to {}: {e}", file.display(), dest.display())))?;
+                // Copied under a temporary name beside it, then renamed: a reader never sees a
+                // partial file at the final path, and a failed copy leaves none there.
+                let partial = dest.with_file_name(format!(".{}.partial", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+                let copied = std::fs::copy(file, &partial).and_then(|_| std::fs::rename(&partial, &dest));
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(StoreError::Local(format!("copying {} to {}: {e}", file.display(), dest.display())));
+                }
                 Ok(dest.display().to_string())
             }
             Target::S3 { client, bucket } => {
@@ -355,4 +362,44 @@ pub fn upload_videos<'s>(
         }
     });
     (stream, stats)
+}
+
+/// Where `key` is stored under a local `root`: a relative path of plain components only, so no
+/// key (`../x`, `/etc/x`) can name a file outside the folder.
+fn local_path(root: &Path, key: &str) -> Result<PathBuf, StoreError> {
+    let relative = Path::new(key);
+    let plain = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if key.is_empty() || !plain {
+        return Err(StoreError::Local(format!("refusing to store under key {key:?}: not a plain relative path")));
+    }
+    Ok(root.join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ObjectStore;
+
+    #[test]
+    fn a_local_store_writes_only_under_its_folder_and_never_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("videos-out");
+        let store = ObjectStore::local(&root).unwrap();
+        let source = dir.path().join("clip.mp4");
+        std::fs::write(&source, b"a whole video").unwrap();
+        for key in ["../escaped.mp4", "videos/../../escaped.mp4", "/tmp/escaped.mp4", ""] {
+            let refused = store.put_file_blocking(&source, key).expect_err(key).to_string();
+            assert!(refused.contains("not a plain relative path"), "{key}: {refused}");
+        }
+        assert!(!dir.path().join("escaped.mp4").exists() && !std::path::Path::new("/tmp/escaped.mp4").exists());
+        // Stored whole at its key, with no temporary file left beside it.
+        let stored = store.put_file_blocking(&source, "videos/cam-1_with_heatmaps.mp4").unwrap();
+        assert_eq!(std::fs::read(&stored).unwrap(), b"a whole video");
+        let names: Vec<_> = std::fs::read_dir(root.join("videos")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("cam-1_with_heatmaps.mp4")]);
+        // A copy that fails leaves the previous video at the key as it was, and nothing partial.
+        let missing = dir.path().join("not-there.mp4");
+        assert!(store.put_file_blocking(&missing, "videos/cam-1_with_heatmaps.mp4").is_err());
+        assert_eq!(std::fs::read(&stored).unwrap(), b"a whole video");
+        assert_eq!(std::fs::read_dir(root.join("videos")).unwrap().count(), 1);
+    }
 }

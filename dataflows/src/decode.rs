@@ -50,6 +50,13 @@ impl Default for DecodePolicy {
     }
 }
 
+/// Latest `session_time_ms` accepted: 7 days. FastF1's `SessionTime` counts from the start of a
+/// session (a race weekend's longest is hours); a later one is a corrupt or absurd record, and
+/// a bound here keeps every sum of event times and durations far from overflowing.
+pub const MAX_SESSION_TIME_MS: u64 = 7 * 24 * 3_600_000;
+/// Latest wall-clock time (`date_ms`, `produced_at_ms`) accepted: the start of 2200, epoch ms.
+pub const MAX_EPOCH_MS: u64 = 7_258_118_400_000;
+
 /// Valid ranges of the numeric channels. Throttle allows FastF1's 104 "invalid" sentinel.
 const RANGES: [(&str, f64, f64); 4] = [("speed", 0.0, 500.0), ("rpm", 0.0, 25_000.0), ("throttle", 0.0, 104.0), ("drs", 0.0, 14.0)];
 const MAX_GEAR: u8 = 8;
@@ -104,6 +111,20 @@ pub fn validate(record: &TelemetryRecord, key: Option<&[u8]>, policy: &DecodePol
         if value < *min || value > *max {
             return Err(DecodeError::OutOfRange { field, value, min: *min, max: *max });
         }
+    }
+    if record.session_time_ms > MAX_SESSION_TIME_MS {
+        return Err(DecodeError::OutOfRange {
+            field: "session_time_ms",
+            value: record.session_time_ms as f64,
+            min: 0.0,
+            max: MAX_SESSION_TIME_MS as f64,
+        });
+    }
+    if let Some(date) = record.date_ms.filter(|d| !(0..=MAX_EPOCH_MS as i64).contains(d)) {
+        return Err(DecodeError::OutOfRange { field: "date_ms", value: date as f64, min: 0.0, max: MAX_EPOCH_MS as f64 });
+    }
+    if let Some(produced) = record.produced_at_ms.filter(|p| *p > MAX_EPOCH_MS) {
+        return Err(DecodeError::OutOfRange { field: "produced_at_ms", value: produced as f64, min: 0.0, max: MAX_EPOCH_MS as f64 });
     }
     if record.gear > MAX_GEAR {
         return Err(DecodeError::OutOfRange { field: "gear", value: f64::from(record.gear), min: 0.0, max: f64::from(MAX_GEAR) });
@@ -165,7 +186,20 @@ mod tests {
             (encode_telemetry(&good()), Some(b"HAM"), "does not match"),
             (encode_telemetry(&TelemetryRecord { speed: 900.0, ..good() }), None, "outside the valid range"),
             (encode_telemetry(&TelemetryRecord { driver: "V E R".into(), ..good() }), None, "not 1-8 ASCII"),
+            // Well-formed but absurd times: years ahead, or past what u64 arithmetic on them can take.
+            (encode_telemetry(&TelemetryRecord { session_time_ms: 9_000_000_000_000_000, ..good() }), None, "`session_time_ms` is 9000000000000000"),
+            (encode_telemetry(&TelemetryRecord { session_time_ms: u64::MAX, ..good() }), None, "`session_time_ms`"),
+            (encode_telemetry(&TelemetryRecord { date_ms: Some(-1), ..good() }), None, "`date_ms`"),
+            (encode_telemetry(&TelemetryRecord { produced_at_ms: Some(u64::MAX), ..good() }), None, "`produced_at_ms`"),
         ];
+        // The bounds themselves are accepted.
+        let longest = TelemetryRecord {
+            session_time_ms: MAX_SESSION_TIME_MS,
+            date_ms: Some(MAX_EPOCH_MS as i64),
+            produced_at_ms: Some(MAX_EPOCH_MS),
+            ..good()
+        };
+        assert!(decode_telemetry(None, &encode_telemetry(&longest), &DecodePolicy::default()).is_ok());
         for (payload, key, expected) in cases {
             let err = decode_telemetry(key, &payload, &policy).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");

@@ -294,6 +294,7 @@ impl QueryHub {
         hub.pending.push(Command::Remove(id, query));
         hub.rows.remove(&id);
         hub.changes.remove(&id);
+        hub.time.remove(&id);
         true
     }
 
@@ -358,4 +359,26 @@ pub fn publish_results(results: VecCollection<'_, EventTime, (u64, Row), isize>,
             hub.apply(batch);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_query_leaves_nothing_behind_in_the_hub() {
+        let hub = QueryHub::default();
+        let id = hub.register(QuerySpec::TopK { metric: "speed_mean".into(), k: 3 }).unwrap();
+        hub.apply(&[((id, ("VER".into(), 280_000)), 5_000, 1)]);
+        assert_eq!(hub.result(id).map(|(_, rows, time)| (rows.len(), time)), Some((1, 5_000)));
+        assert!(hub.remove(id));
+        let inner = hub.lock();
+        assert!(!inner.specs.contains_key(&id) && !inner.rows.contains_key(&id) && !inner.changes.contains_key(&id));
+        assert!(!inner.time.contains_key(&id), "the removed query's time entry is gone too");
+        drop(inner);
+        // Late updates for it are ignored, and recreate nothing.
+        hub.apply(&[((id, ("VER".into(), 281_000)), 6_000, 1)]);
+        assert!(!hub.lock().time.contains_key(&id) && hub.result(id).is_none());
+        assert_eq!(hub.register(QuerySpec::TopK { metric: "boost".into(), k: 3 }), Err(QueryError::UnknownMetric { name: "boost".into() }));
+    }
 }

@@ -90,4 +90,20 @@ mod tests {
         assert!(BridgeArgs::default().bridge.is_none() && BridgeArgs::default().bridge_token.is_none());
         assert_eq!(BridgeArgs::default().bridge_points, 60_000);
     }
+
+    #[test]
+    fn a_bridge_beyond_loopback_needs_a_token_or_an_explicit_insecure() {
+        let bridge = |args: &[&str]| {
+            let Command::Run(run) = Cli::try_parse_from([&["pitwall", "run", "--brokers", "b:9092"], args].concat()).expect("parses").command else {
+                panic!("a run command");
+            };
+            run.bridge.check_exposure()
+        };
+        let refused = bridge(&["--bridge", "0.0.0.0:8080"]).expect_err("open to the network without a token").to_string();
+        assert!(refused.contains("--bridge-token") && refused.contains("--bridge-insecure"), "{refused}");
+        assert!(bridge(&["--bridge", "192.168.1.10:8080"]).is_err());
+        assert!(bridge(&["--bridge", "0.0.0.0:8080", "--bridge-token", "s3cr3t"]).is_ok());
+        assert!(bridge(&["--bridge", "0.0.0.0:8080", "--bridge-insecure"]).is_ok());
+        assert!(bridge(&["--bridge", "127.0.0.1:8080"]).is_ok() && bridge(&["--bridge", "[::1]:8080"]).is_ok() && bridge(&[]).is_ok());
+    }
 }

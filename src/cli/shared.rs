@@ -109,6 +109,11 @@ pub struct DataflowArgs {
     /// waits in Kafka. Results do not depend on it.
     #[arg(long, default_value_t = source::DEFAULT_MAX_READ_AHEAD_MS)]
     pub max_read_ahead_ms: u64,
+    /// A telemetry record whose event time is more than this many ms ahead of its partition's
+    /// newest record goes to the DLQ as implausible (one record at a far-future time would
+    /// otherwise make every later record of its partition late); 0 accepts any jump.
+    #[arg(long, default_value_t = source::DEFAULT_MAX_EVENT_TIME_JUMP_MS)]
+    pub max_event_time_jump_ms: u64,
     /// Accept only these driver ids (comma-separated); others go to the DLQ as unknown.
     #[arg(long, value_delimiter = ',')]
     pub drivers: Option<Vec<String>>,
@@ -273,7 +278,8 @@ pub(crate) fn parse_size(text: &str) -> Result<(u32, u32), String> {
 #[derive(Args, Debug, Clone)]
 pub struct BridgeArgs {
     /// Serve GET /metrics (Prometheus) and GET /health on this address; `--bridge` alone means
-    /// 127.0.0.1:8080 (loopback). Bind a non-loopback address only with --bridge-token.
+    /// 127.0.0.1:8080 (loopback). A non-loopback address is refused without --bridge-token
+    /// (or an explicit --bridge-insecure).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
     pub bridge: Option<std::net::SocketAddr>,
     /// Require `Authorization: Bearer TOKEN` on every bridge endpoint except /health. Prefer the
@@ -289,13 +295,35 @@ pub struct BridgeArgs {
     /// bytes a point, so the default is ~77 MB for 20 drivers.
     #[arg(long, default_value_t = DEFAULT_POINTS_PER_DRIVER)]
     pub bridge_points: usize,
+    /// Serve a non-loopback --bridge address without a token: anyone who can reach it reads the
+    /// live data and registers queries. Only on a network you trust.
+    #[arg(long)]
+    pub bridge_insecure: bool,
+}
+
+impl BridgeArgs {
+    /// Refuses to serve the bridge beyond this machine without a token, unless asked to.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        match self.bridge {
+            Some(addr) if !addr.ip().is_loopback() && self.bridge_token.is_none() && !self.bridge_insecure => anyhow::bail!(
+                "--bridge {addr} is reachable from other machines: set --bridge-token (or PITWALL_BRIDGE_TOKEN), or pass --bridge-insecure to serve it without one"
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for BridgeArgs {
     /// No bridge and no token whatever the environment says (not parsed: a malformed
     /// `PITWALL_BRIDGE_TOKEN` must not make a default fail); the flags' defaults otherwise.
     fn default() -> Self {
-        BridgeArgs { bridge: None, bridge_token: None, bridge_cors_origin: Vec::new(), bridge_points: DEFAULT_POINTS_PER_DRIVER }
+        BridgeArgs {
+            bridge: None,
+            bridge_token: None,
+            bridge_cors_origin: Vec::new(),
+            bridge_points: DEFAULT_POINTS_PER_DRIVER,
+            bridge_insecure: false,
+        }
     }
 }
 

@@ -115,13 +115,14 @@ pub fn video(args: &ProduceVideoArgs) -> Result<()> {
     use pitwall_connectors::video::decode::ReadOptions;
     use pitwall_connectors::video::publish::{publish_video, PublishOptions};
 
+    use pitwall_dataflows::video::frame::{check_video_id, VIDEO_ID_RULE};
+
     let video_id = match &args.id {
         Some(id) => id.clone(),
-        None => args.file.file_stem().and_then(|s| s.to_str()).map(String::from).context("the file has no name to use as the video id: pass --id")?,
+        None => id_from_file_name(&args.file).context("the file has no name to use as the video id: pass --id")?,
     };
-    if video_id.is_empty() || video_id.len() > pitwall_dataflows::video::frame::MAX_VIDEO_ID {
-        bail!("--id must be 1 to {} bytes", pitwall_dataflows::video::frame::MAX_VIDEO_ID);
-    }
+    // Refused here, before anything is read or sent: the id names a path where the video is stored.
+    check_video_id(&video_id).with_context(|| format!("--id must be {VIDEO_ID_RULE}"))?;
     let options = PublishOptions {
         topic: args.topic.clone(),
         video_id,
@@ -159,4 +160,31 @@ pub fn video(args: &ProduceVideoArgs) -> Result<()> {
         bail!("{} frames were not delivered", report.failed);
     }
     Ok(())
+}
+
+/// The video id a file gets without `--id`: its name without extension, with every character a
+/// video id may not hold (see `VIDEO_ID_RULE`) replaced by `_` and leading dots dropped.
+fn id_from_file_name(file: &std::path::Path) -> Option<String> {
+    let stem = file.file_stem()?.to_string_lossy();
+    let id: String =
+        stem.trim_start_matches('.').chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    (!id.is_empty()).then(|| id.chars().take(pitwall_dataflows::video::frame::MAX_VIDEO_ID).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_from_file_name;
+    use pitwall_dataflows::video::frame::check_video_id;
+
+    #[test]
+    fn a_file_name_becomes_a_safe_video_id() {
+        for (file, id) in
+            [("clips/cam-7.mp4", "cam-7"), ("Wildfire Drone (1).mov", "Wildfire_Drone__1_"), ("..hidden.mp4", "hidden"), ("ça va.mkv", "_a_va")]
+        {
+            let made = id_from_file_name(std::path::Path::new(file)).expect("an id");
+            assert_eq!(made, id, "{file}");
+            assert_eq!(check_video_id(&made), Ok(()), "{file}");
+        }
+        assert_eq!(id_from_file_name(std::path::Path::new("...")), None);
+    }
 }

@@ -32,6 +32,7 @@ pub fn check_models(models: &ModelArgs, video: bool, predictions: bool) -> Resul
 
 /// Checks the flags and what the job needs from the broker before any worker starts.
 pub fn preflight(config: &JobConfig) -> Result<()> {
+    config.bridge.check_exposure()?;
     if config.pipelines.is_empty() {
         bail!("--pipelines is empty: name at least one of telemetry, predictions, video");
     }

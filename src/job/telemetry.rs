@@ -137,6 +137,7 @@ pub(crate) fn build_telemetry(
     let mut source = source_config(config, &args.telemetry_topic, &args.group, args.allowed_lateness_ms);
     source.max_batch = args.max_poll_batch.max(1);
     source.max_read_ahead_ms = (args.max_read_ahead_ms > 0).then_some(args.max_read_ahead_ms);
+    source.max_event_time_jump_ms = (args.max_event_time_jump_ms > 0).then_some(args.max_event_time_jump_ms);
     source.metrics = Some(metrics.source.clone());
     source.board = Some(shared.boards.telemetry.clone());
 

@@ -119,7 +119,7 @@ pub(crate) fn build_video(
         },
         model_name: detector.name().to_string(),
     };
-    let spool = Mp4Spool { dir: spool_dir(&config.storage).join(format!("worker-{}", worker.index())), options: EncodeOptions::default() };
+    let spool = Mp4Spool::new(spool_dir(&config.storage).join(format!("worker-{}", worker.index())), EncodeOptions::default());
     let mut source = source_config(config, &video.video_topic, &video.video_group, video.video_lateness_ms);
     source.max_batch = FRAMES_PER_POLL;
     source.metrics = Some(shared.metrics.source.clone());

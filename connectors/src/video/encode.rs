@@ -8,6 +8,7 @@ use ffmpeg_next::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next::util::frame::Video as VideoFrame;
 use ffmpeg_next::{codec, encoder, format, Dictionary, Packet, Rational};
 use pitwall_dataflows::video::assemble::{EncodeError, EncodedVideo, EncoderFactory, VideoEncoder};
+use pitwall_dataflows::video::frame::check_video_id;
 use pitwall_dataflows::video::frame::{FrameHeader, RgbImage};
 
 use super::{even, init, VideoError};
@@ -141,19 +142,30 @@ impl VideoEncoder for Mp4Writer {
     }
 }
 
-/// Opens one MP4 per video under a spool folder, named after the video id.
+/// Opens one MP4 per video under a spool folder: `<video id>.<n>_with_heatmaps.mp4`, `n`
+/// counting the videos this spool has started. Video ids are safe names (checked at decode,
+/// `check_video_id`), so two ids never share a file, and a reused id (consecutive clips of one
+/// camera) gets a new file while the previous one may still be uploading.
 #[derive(Clone, Debug)]
 pub struct Mp4Spool {
-    pub dir: PathBuf,
-    pub options: EncodeOptions,
+    dir: PathBuf,
+    options: EncodeOptions,
+    started: u64,
+}
+
+impl Mp4Spool {
+    pub fn new(dir: PathBuf, options: EncodeOptions) -> Mp4Spool {
+        Mp4Spool { dir, options, started: 0 }
+    }
 }
 
 impl EncoderFactory for Mp4Spool {
     fn start(&mut self, first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, EncodeError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| EncodeError::new(VideoError::Invalid(format!("creating spool folder {}: {e}", self.dir.display()))))?;
-        let safe: String = first.video_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        let path = self.dir.join(format!("{safe}_with_heatmaps.mp4"));
+        check_video_id(&first.video_id).map_err(EncodeError::new)?;
+        self.started += 1;
+        let path = self.dir.join(format!("{}.{}_with_heatmaps.mp4", first.video_id, self.started));
         let writer = Mp4Writer::create(&path, first.width, first.height, first.fps_num, first.fps_den, &self.options).map_err(EncodeError::new)?;
         Ok(Box::new(writer))
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitwall_dataflows::partition::key_partition;
-use pitwall_dataflows::video::frame::{encode_end, encode_frame, FrameHeader};
+use pitwall_dataflows::video::frame::{check_video_id, encode_end, encode_frame, FrameError, FrameHeader};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
@@ -46,11 +46,14 @@ pub enum PublishError {
     Video(#[from] VideoError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    VideoId(#[from] FrameError),
 }
 
 /// Decodes `file` and publishes it; `sent` counts frames for a progress display. The file is
 /// opened before the broker is asked anything, so a bad file is reported as such.
 pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
+    check_video_id(&options.video_id)?;
     super::decode::probe_video(file)?;
     let producer: ThreadedProducer<DeliveryCounter> = config
         .producer(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])

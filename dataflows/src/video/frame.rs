@@ -128,6 +128,10 @@ pub enum FrameError {
     Encoding(u8),
     #[error("video id is empty, longer than {MAX_VIDEO_ID} bytes, or not UTF-8")]
     VideoId,
+    #[error("video id {0:?} is not a safe name: {VIDEO_ID_RULE}")]
+    UnsafeVideoId(String),
+    #[error("{field} {value} is outside 0..={max}")]
+    OutOfRange { field: &'static str, value: i128, max: u64 },
     #[error("frame size {0}x{1} is outside 1..={MAX_DIMENSION}")]
     Dimensions(u32, u32),
     #[error("body is {got} bytes but {width}x{height} RGB needs {expected}")]
@@ -192,6 +196,28 @@ impl<'a> Reader<'a> {
 
 /// Reads one record, checking every length against the header; never panics. With a key, the
 /// key must equal the video id.
+/// What a video id may be, in words (it names an S3 key, a local file and a spool file).
+pub const VIDEO_ID_RULE: &str = "1-255 ASCII letters, digits, '.', '_' or '-', not starting with '.'";
+
+/// Checks a video id against [`VIDEO_ID_RULE`]: it becomes part of a path
+/// (`videos/<id>_with_heatmaps.mp4` in S3 or under `--video-out`, a spool file), so `../x`,
+/// `/`, spaces and the like are refused, never escaped.
+pub fn check_video_id(id: &str) -> Result<(), FrameError> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if id.is_empty() || id.len() > MAX_VIDEO_ID || id.starts_with('.') || !id.bytes().all(safe) {
+        return Err(FrameError::UnsafeVideoId(id.to_string()));
+    }
+    Ok(())
+}
+
+/// Latest `produced_at_ms` accepted: the start of 2200, epoch ms (as `decode::MAX_EPOCH_MS`).
+pub const MAX_PRODUCED_AT_MS: u64 = crate::decode::MAX_EPOCH_MS;
+/// Highest frame index (and frame count) accepted: a trillion frames, over a thousand years at
+/// 25 fps; keeps every count and gap computed from them far from overflowing.
+pub const MAX_FRAME_INDEX: u64 = 1_000_000_000_000;
+/// Largest presentation time accepted either side of 0, ms (about 31 years).
+pub const MAX_PTS_MS: u64 = 1_000_000_000_000;
+
 pub fn decode_video_record(key: Option<&[u8]>, bytes: &[u8]) -> Result<VideoRecord, FrameError> {
     let mut r = Reader { bytes };
     let magic = r.array::<4>("magic")?;
@@ -208,6 +234,7 @@ pub fn decode_video_record(key: Option<&[u8]>, bytes: &[u8]) -> Result<VideoReco
         return Err(FrameError::VideoId);
     }
     let video_id = std::str::from_utf8(r.take(id_len, "video id")?).map_err(|_| FrameError::VideoId)?.to_string();
+    check_video_id(&video_id)?;
     if let Some(key) = key {
         if key != video_id.as_bytes() {
             return Err(FrameError::KeyMismatch { key: String::from_utf8_lossy(key).into_owned(), video_id });
@@ -223,6 +250,16 @@ pub fn decode_video_record(key: Option<&[u8]>, bytes: &[u8]) -> Result<VideoReco
     let total = u64::from_le_bytes(r.array("total frames")?);
     let encoding = r.array::<1>("encoding")?[0];
     let body_len = u32::from_le_bytes(r.array("body length")?) as usize;
+    for (field, value, max) in [
+        ("frame index", i128::from(frame_index), MAX_FRAME_INDEX),
+        ("total frames", i128::from(total), MAX_FRAME_INDEX),
+        ("produced at (ms)", i128::from(produced_at_ms), MAX_PRODUCED_AT_MS),
+        ("presentation time (ms, absolute)", i128::from(pts_ms).abs(), MAX_PTS_MS),
+    ] {
+        if value > i128::from(max) {
+            return Err(FrameError::OutOfRange { field, value, max });
+        }
+    }
     let header =
         FrameHeader { video_id, frame_index, pts_ms, produced_at_ms, width, height, fps_num, fps_den, total_frames: (total > 0).then_some(total) };
     let record = match kind {
@@ -300,5 +337,30 @@ mod tests {
         assert!(matches!(decode_video_record(None, &short_body), Err(FrameError::BodyLength { got: 5, expected: 24, .. })));
         let huge = FrameHeader { width: 100_000, ..header() };
         assert_eq!(decode_video_record(None, &encode_frame(&huge, &RgbImage::new(0, 0))), Err(FrameError::Dimensions(100_000, 2)));
+    }
+
+    #[test]
+    fn unsafe_ids_and_absurd_times_are_refused_by_name() {
+        for bad in ["../../x", "a/b", "..", ".hidden", "cam 1", "cam\\1", "caméra", ""] {
+            let h = FrameHeader { video_id: bad.into(), ..header() };
+            let decoded = decode_video_record(None, &encode_frame(&h, &RgbImage::new(4, 2)));
+            let refused = matches!(&decoded, Err(FrameError::UnsafeVideoId(_)) | Err(FrameError::VideoId));
+            assert!(refused, "{bad:?}: {decoded:?}");
+        }
+        for good in ["cam-7", "cam.1", "cam_1", "A.b-c_9"] {
+            assert_eq!(check_video_id(good), Ok(()), "{good}");
+        }
+        let err = check_video_id("../../x").unwrap_err().to_string();
+        assert!(err.contains("not a safe name") && err.contains("not starting with '.'"), "{err}");
+        let cases = [
+            FrameHeader { produced_at_ms: 9_000_000_000_000_000, ..header() },
+            FrameHeader { frame_index: u64::MAX, ..header() },
+            FrameHeader { total_frames: Some(u64::MAX), ..header() },
+            FrameHeader { pts_ms: i64::MIN, ..header() },
+        ];
+        for h in cases {
+            let decoded = decode_video_record(None, &encode_frame(&h, &RgbImage::new(4, 2)));
+            assert!(matches!(decoded, Err(FrameError::OutOfRange { .. })), "{h:?}: {decoded:?}");
+        }
     }
 }

@@ -57,8 +57,10 @@ impl SlidingWindows {
 
     /// Start of the earliest window that contains `time`.
     pub fn first_start(&self, time: EventTime) -> EventTime {
-        let earliest = (time + 1).saturating_sub(self.length_ms);
-        earliest.div_ceil(self.slide_ms) * self.slide_ms
+        // Saturating: event times are bounded at decode (`decode::MAX_SESSION_TIME_MS`), and
+        // these sums must not panic or wrap even for a time at the top of the range.
+        let earliest = time.saturating_add(1).saturating_sub(self.length_ms);
+        earliest.div_ceil(self.slide_ms).saturating_mul(self.slide_ms)
     }
 
     /// Starts of all windows containing `time`.
@@ -116,7 +118,7 @@ impl KeyedLogic for SlidingWindows {
     fn on_progress(&self, state: &mut SlidingState, frontier: Option<EventTime>, out: &mut Vec<(EventTime, WindowResult)>) {
         let limit = frontier.unwrap_or(EventTime::MAX);
         while let Some(start) = state.next_start {
-            let end = start + self.length_ms;
+            let end = start.saturating_add(self.length_ms);
             if end > limit {
                 break;
             }
@@ -127,7 +129,7 @@ impl KeyedLogic for SlidingWindows {
             if let Some((first, _)) = acc.span() {
                 out.push((first, acc.finish(&state.driver, WindowKind::Sliding, start, end)));
             }
-            let next = start + self.slide_ms;
+            let next = start.saturating_add(self.slide_ms);
             while state.panes.front().is_some_and(|(pane, _)| *pane < next) {
                 state.panes.pop_front();
             }
@@ -136,7 +138,7 @@ impl KeyedLogic for SlidingWindows {
     }
 
     fn wake_at(&self, state: &SlidingState) -> Option<EventTime> {
-        state.next_start.map(|start| start + self.length_ms)
+        state.next_start.map(|start| start.saturating_add(self.length_ms))
     }
 
     /// The oldest sample still in an open window: the time its first window is emitted at.

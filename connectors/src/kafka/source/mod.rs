@@ -76,6 +76,10 @@ pub const DEFAULT_EOF_GRACE_MS: u64 = 200;
 /// How long any partition may stay silent before it stops holding the watermark back, unless
 /// configured (`--idle-timeout-ms`).
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 3_000;
+/// How far (ms of event time) a record may jump ahead of its partition's newest record before it
+/// is dead-lettered as implausible, unless configured (`--max-event-time-jump-ms`): an hour, longer
+/// than any stoppage in a session.
+pub const DEFAULT_MAX_EVENT_TIME_JUMP_MS: u64 = 3_600_000;
 /// How often offsets and marks are committed unless configured (`--commit-interval-ms`).
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
 
@@ -110,6 +114,9 @@ pub struct SourceConfig {
     /// and have never carried a record follows the other workers' watermarks instead of
     /// holding the frontier at 0.
     pub board: Option<WatermarkBoard>,
+    /// A record whose event time is more than this ahead of its partition's newest record is a
+    /// dead letter, not a record (see `PartitionState::implausible_jump`); `None` accepts any.
+    pub max_event_time_jump_ms: Option<u64>,
     /// Event time a partition may read ahead of the topic's slowest active partition (every
     /// worker's, through `board`) before its reading is paused; `None` never pauses. See
     /// [`read_ahead_changes`].
@@ -131,6 +138,7 @@ impl SourceConfig {
             metrics: None,
             board: None,
             max_read_ahead_ms: None,
+            max_event_time_jump_ms: None,
         }
     }
 }
@@ -328,6 +336,8 @@ impl SourceInner {
 struct Reading<'a, D> {
     topic: &'a str,
     lateness_ms: u64,
+    /// See [`SourceConfig::max_event_time_jump_ms`].
+    max_jump_ms: Option<u64>,
     /// The capability's time: late records and dead letters are emitted (and checkpointed) at it.
     watermark: EventTime,
     /// One clock read per activation: a batch is read within microseconds.
@@ -355,7 +365,14 @@ impl<D> Reading<'_, D> {
             );
         }
         let bound = state.candidate(self.lateness_ms).map_or(self.watermark, |c| self.watermark.max(c));
-        let (event, record_time) = classify((self.decode)(at, key, payload), bound, self.topic, at, key, payload);
+        let decoded = match (self.decode)(at, key, payload) {
+            Ok((time, record)) => match state.implausible_jump(time, self.max_jump_ms) {
+                Some(reason) => Err(reason),
+                None => Ok((time, record)),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        let (event, record_time) = classify(decoded, bound, self.topic, at, key, payload);
         stats.count(&event, payload.len());
         if let Some(metrics) = &state.metrics {
             metrics.count(&event, payload.len());
@@ -473,6 +490,7 @@ where
                 let mut reading = Reading {
                     topic: &topic,
                     lateness_ms: config.allowed_lateness_ms,
+                    max_jump_ms: config.max_event_time_jump_ms,
                     watermark: *cap.time(),
                     now: Instant::now(),
                     decode: &mut decode,

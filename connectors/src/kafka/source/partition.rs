@@ -88,6 +88,22 @@ impl PartitionState {
         self.max_event_time.map(|m| m.saturating_sub(lateness_ms))
     }
 
+    /// Why a record at `time` is refused as a jump implausibly far ahead of this partition's
+    /// newest record (more than `bound` ms; `None` when it is not, when there is no bound, or
+    /// before the partition's first record). One such record would otherwise drag the
+    /// partition's watermark candidate with it: every later record of the partition late, its
+    /// commits stopped behind the absurd time, its reading paused by the read-ahead bound.
+    pub(super) fn implausible_jump(&self, time: EventTime, bound: Option<u64>) -> Option<String> {
+        let (bound, newest) = (bound?, self.max_event_time?);
+        (time > newest.saturating_add(bound)).then(|| {
+            format!(
+                "event time {time} ms is {} ms ahead of partition {}'s newest record ({newest} ms), more than the {bound} ms a partition may jump (--max-event-time-jump-ms)",
+                time - newest,
+                self.partition
+            )
+        })
+    }
+
     /// Whether this partition stops holding the watermark back: the broker said it is caught
     /// up and nothing came for `eof_grace`, or nothing at all came for `idle_timeout`.
     pub(super) fn idle(&self, eof_grace: Duration, idle_timeout: Duration) -> bool {
@@ -252,5 +268,18 @@ mod tests {
         let mut done = at(4, Some(1_000_000));
         (done.end_offset, done.next_offset, done.eof_since) = (Some(5), Some(5), Some(Instant::now()));
         assert_eq!(read_ahead_changes(&[done], Some(0), 60_000, 500), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_record_jumping_more_than_the_bound_ahead_of_its_partition_is_refused_with_the_reason() {
+        let fresh = at(3, None);
+        assert_eq!(fresh.implausible_jump(u64::MAX, Some(3_600_000)), None, "nothing to judge a first record by");
+        let reading = at(3, Some(10_000));
+        assert_eq!(reading.implausible_jump(3_610_000, Some(3_600_000)), None, "exactly the bound is allowed");
+        let reason = reading.implausible_jump(3_610_001, Some(3_600_000)).expect("past the bound");
+        assert!(reason.contains("3600001 ms ahead of partition 3's newest record (10000 ms)"), "{reason}");
+        assert_eq!(reading.implausible_jump(u64::MAX, None), None, "no bound, no check");
+        assert!(at(0, Some(u64::MAX - 5)).implausible_jump(u64::MAX, Some(1)).is_some(), "no overflow near the top");
+        assert_eq!(reading.implausible_jump(5, Some(1)), None, "behind is the late rule's business");
     }
 }
