@@ -3,9 +3,11 @@
 //! Offsets are committed after the records they cover are fully processed: a probe placed after
 //! the sinks passes a time only once every output derived from earlier records has been
 //! delivered, so for each partition the source commits the offset after the last checkpoint
-//! whose event time the probe has passed ([`Committer::commit_passed`]). Each commit is preceded,
-//! synchronously, by its delivered-before mark in the companion group `<group>.delivered-before`
-//! ([`marks_group`], read back at start by [`read_marks`]).
+//! whose event time the probe has passed ([`Committer::commit_passed`]). Each commit while running
+//! is preceded, synchronously, by its delivered-before mark in the companion group
+//! `<group>.delivered-before` ([`marks_group`], read back at start by [`read_marks`]); a clean
+//! end commits its offsets first and then mark 0 (nothing to drop on the next start), so that no
+//! failure between the two leaves mark 0 beside older offsets.
 //!
 //! ## Where a restart resumes
 //!
@@ -69,7 +71,8 @@ pub(super) fn read_marks(marks: &Reader, topic: &str, count: i32, group: &str) -
         .collect())
 }
 
-/// Commits one worker's offsets and, before them, their delivered-before marks.
+/// Commits one worker's offsets and their delivered-before marks: the mark first while running,
+/// the offsets first at a clean end (see `commit_passed`).
 pub(super) struct Committer {
     /// A consumer of the marks group (`<group>.delivered-before`).
     pub(super) marks: Reader,
@@ -108,26 +111,38 @@ impl Committer {
                     list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset))
                         .map_err(KafkaError::client("building a commit"))?;
                     marks
-                        .add_partition_offset(&self.topic, state.partition, Offset::Offset(mark as i64))
+                        .add_partition_offset(&self.topic, state.partition, Offset::Offset(i64::try_from(mark).unwrap_or(i64::MAX)))
                         .map_err(KafkaError::client("building a commit"))?;
                     updated.push((index, offset));
                 }
             }
         }
-        if marks.count() > 0 {
-            // Synchronously and first: offsets are never committed past a mark not yet stored.
-            self.marks
-                .commit(&marks, CommitMode::Sync)
-                .map_err(KafkaError::client(format!("committing delivered-before marks of `{}`", self.topic)))?;
+        let commit_marks = || -> Result<(), KafkaError> {
+            if marks.count() > 0 {
+                self.marks
+                    .commit(&marks, CommitMode::Sync)
+                    .map_err(KafkaError::client(format!("committing delivered-before marks of `{}`", self.topic)))?;
+            }
+            Ok(())
+        };
+        // While running, the mark goes first (synchronously): offsets are never committed past a
+        // mark not yet stored, and a failure between the two leaves a newer mark beside older
+        // offsets, which only drops outputs that were delivered. At a clean end the offsets go
+        // first: mark 0 beside older offsets would make a restart re-send what was delivered,
+        // whereas the new offsets beside the old mark replay nothing.
+        if delivered.is_some() {
+            commit_marks()?;
         }
-        if list.count() == 0 {
-            return Ok(false);
+        if list.count() > 0 {
+            consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
+            for (index, offset) in updated {
+                partitions[index].committed = Some(offset);
+            }
         }
-        consumer.commit(&list, mode).map_err(KafkaError::client(format!("committing offsets of `{}`", self.topic)))?;
-        for (index, offset) in updated {
-            partitions[index].committed = Some(offset);
+        if delivered.is_none() {
+            commit_marks()?;
         }
-        Ok(true)
+        Ok(list.count() > 0)
     }
 }
 
