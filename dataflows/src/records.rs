@@ -306,8 +306,34 @@ pub struct DeadLetter {
     pub reason: String,
     /// Length of the original payload in bytes.
     pub payload_len: usize,
-    /// The first bytes of the payload, lossily decoded as UTF-8 (at most [`DEAD_LETTER_PREFIX`]).
+    /// The first bytes of the payload: as text when they are UTF-8 (at most
+    /// [`DEAD_LETTER_PREFIX`] bytes), else base64 of the first [`DEAD_LETTER_BINARY_PREFIX`]
+    /// bytes (also at most [`DEAD_LETTER_PREFIX`] characters), as `payload_encoding` says.
     pub payload_prefix: String,
+    #[serde(default)]
+    pub payload_encoding: PayloadEncoding,
+}
+
+/// How a payload kept in a dead letter or late record is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadEncoding {
+    /// The bytes as they were, valid UTF-8 (telemetry JSON).
+    #[default]
+    Utf8,
+    /// Standard base64 of the bytes (binary payloads such as video frames): never lossy UTF-8.
+    Base64,
+    /// Not kept, too large: the record's topic, partition and offset name the original.
+    Omitted,
+}
+
+/// A payload (or a prefix of one) as text, whole: the bytes if they are UTF-8, else their base64.
+fn payload_text(bytes: &[u8]) -> (String, PayloadEncoding) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), PayloadEncoding::Utf8),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), PayloadEncoding::Base64),
+    }
 }
 
 /// A valid record that arrived after the watermark had passed its event time (more than the
@@ -325,13 +351,24 @@ pub struct LateRecord {
     pub watermark_ms: EventTime,
     /// `watermark_ms - event_time_ms`.
     pub late_by_ms: u64,
-    /// The original message value (valid JSON, since it decoded).
+    /// The original message value, whole, as `payload_encoding` says: the JSON of a telemetry
+    /// record as it came, base64 of a binary one (a video frame), or nothing past
+    /// [`LATE_PAYLOAD_MAX`] bytes (topic, partition and offset name it).
     pub payload: String,
+    #[serde(default)]
+    pub payload_encoding: PayloadEncoding,
+    /// Length of the original payload in bytes.
+    #[serde(default)]
+    pub payload_len: usize,
 }
+
+/// Largest payload a late record carries whole; a larger one (a raw video frame is ~0.7 MB) is
+/// kept by reference, so the late record stays far below a broker's message limit.
+pub const LATE_PAYLOAD_MAX: usize = 64 * 1024;
 
 impl LateRecord {
     pub fn new(topic: &str, at: SourcePosition, key: Option<&[u8]>, payload: &[u8], event_time_ms: EventTime, watermark_ms: EventTime) -> LateRecord {
-        LateRecord {
+        let mut late = LateRecord {
             topic: topic.to_string(),
             partition: at.partition,
             offset: at.offset,
@@ -339,17 +376,35 @@ impl LateRecord {
             event_time_ms,
             watermark_ms,
             late_by_ms: watermark_ms.saturating_sub(event_time_ms),
-            payload: String::from_utf8_lossy(payload).into_owned(),
+            payload: String::new(),
+            payload_encoding: PayloadEncoding::Omitted,
+            payload_len: payload.len(),
+        };
+        if payload.len() <= LATE_PAYLOAD_MAX {
+            (late.payload, late.payload_encoding) = payload_text(payload);
         }
+        late
     }
 }
 
 /// How many payload bytes a dead letter keeps, so a 2 MB message does not become a 2 MB DLQ record.
 pub const DEAD_LETTER_PREFIX: usize = 1024;
+/// How many bytes of a binary payload a dead letter keeps (their base64 is 1,024 characters).
+pub const DEAD_LETTER_BINARY_PREFIX: usize = DEAD_LETTER_PREFIX / 4 * 3;
 
 impl DeadLetter {
     pub fn new(topic: &str, at: SourcePosition, key: Option<&[u8]>, payload: &[u8], reason: String) -> DeadLetter {
         let prefix = &payload[..payload.len().min(DEAD_LETTER_PREFIX)];
+        // A prefix of UTF-8 text may end inside a character: cut there, not at the limit.
+        let text = match std::str::from_utf8(prefix) {
+            Ok(_) => Some(prefix),
+            Err(e) if e.error_len().is_none() && std::str::from_utf8(payload).is_ok() => Some(&prefix[..e.valid_up_to()]),
+            Err(_) => None,
+        };
+        let (payload_prefix, payload_encoding) = match text {
+            Some(text) => payload_text(text),
+            None => payload_text(&payload[..payload.len().min(DEAD_LETTER_BINARY_PREFIX)]),
+        };
         DeadLetter {
             topic: topic.to_string(),
             partition: at.partition,
@@ -357,7 +412,8 @@ impl DeadLetter {
             key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
             reason,
             payload_len: payload.len(),
-            payload_prefix: String::from_utf8_lossy(prefix).into_owned(),
+            payload_prefix,
+            payload_encoding,
         }
     }
 }
@@ -370,6 +426,36 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::DriverCode;
+
+    #[test]
+    fn binary_payloads_are_kept_whole_never_as_lossy_text() {
+        use super::{DeadLetter, LateRecord, PayloadEncoding, SourcePosition, DEAD_LETTER_PREFIX, LATE_PAYLOAD_MAX};
+        use base64::Engine;
+        let at = SourcePosition { partition: 2, offset: 7 };
+        let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+        // A small binary record (a video end marker's header, say): late, kept byte for byte.
+        let binary: Vec<u8> = (0..=255u8).cycle().take(3_000).collect();
+        let late = LateRecord::new("video-frames", at, Some(b"cam-1"), &binary, 10, 20);
+        assert_eq!((late.payload_encoding, late.payload_len), (PayloadEncoding::Base64, 3_000));
+        assert_eq!(decode(&late.payload), binary);
+        // A raw frame (0.7 MB) is kept by reference: the late record stays small.
+        let frame = vec![0xffu8; 691_200];
+        let late = LateRecord::new("video-frames", at, Some(b"cam-1"), &frame, 10, 20);
+        assert_eq!((late.payload_encoding, late.payload.len(), late.payload_len), (PayloadEncoding::Omitted, 0, 691_200));
+        assert!(serde_json::to_vec(&late).unwrap().len() < LATE_PAYLOAD_MAX);
+        // Telemetry JSON stays readable text.
+        let json = br#"{"driver":"VER"}"#;
+        assert_eq!(LateRecord::new("f1-telemetry", at, None, json, 1, 2).payload, r#"{"driver":"VER"}"#);
+        // Dead letters: a binary prefix in base64, within the same 1 KiB; text as text, never
+        // cut inside a character.
+        let dead = DeadLetter::new("video-frames", at, None, &frame, "bad".into());
+        assert_eq!(dead.payload_encoding, PayloadEncoding::Base64);
+        assert!(dead.payload_prefix.len() <= DEAD_LETTER_PREFIX);
+        assert_eq!(decode(&dead.payload_prefix), frame[..768]);
+        let text = "é".repeat(600);
+        let dead = DeadLetter::new("f1-telemetry", at, None, text.as_bytes(), "bad".into());
+        assert_eq!((dead.payload_encoding, dead.payload_prefix.as_str()), (PayloadEncoding::Utf8, &text[..1024]));
+    }
 
     #[test]
     fn driver_codes_round_trip_and_order_as_the_ids_do() {
