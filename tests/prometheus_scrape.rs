@@ -56,7 +56,12 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
             .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); run scripts/setup.sh (Debian package prometheus)")),
     );
 
-    wait_listening(&prom_addr, Duration::from_secs(90));
+    // Listening is not ready: Prometheus answers 503 until its storage is up.
+    wait_until("Prometheus to be ready", Duration::from_secs(90), || {
+        let (status, body) =
+            if std::net::TcpStream::connect(&prom_addr).is_ok() { http_get(&prom_addr, "/-/ready") } else { (0, "not listening".into()) };
+        holds(status == 200, || format!("{status} {body}"))
+    });
     wait_until_every("Prometheus to see every record counted", Duration::from_secs(90), Duration::from_millis(500), || {
         let records = scalar(&prom_query(&prom_addr, "sum(pitwall_source_records_total{topic=\"f1-telemetry\"})"));
         holds(records == Some(sent), || format!("{records:?} of {sent}"))
