@@ -173,6 +173,37 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     }
     assert_eq!(http_get(&addr, "/grafana/query").0, 405);
     assert_eq!(http_get(&addr, "/grafana/nothing").0, 404);
+
+    // The work of one request is bounded: a 1 MiB body naming a real series thousands of times
+    // over the whole range is refused before any of it is computed (on dc98ffd it answered with
+    // every point of every copy, holding the bridge's one thread), and /health and /metrics
+    // answer while such requests arrive from four clients at once.
+    let many: Vec<Value> = (0..20_000).map(|i| json!({ "target": target, "refId": format!("R{i}") })).collect();
+    let heavy = query_body(from, to, 100_000, Value::Array(many));
+    assert!(heavy.len() > 500_000 && heavy.len() < 1 << 20, "{} bytes", heavy.len());
+    let (status, text) = http_post(&addr, "/grafana/query", &heavy);
+    assert_eq!(status, 400, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("20000 targets in one query; at most 100"), "{text}");
+    let wide: Vec<Value> = (0..50).map(|i| json!({ "target": target, "refId": format!("R{i}") })).collect();
+    // Without intervalMs (which narrows maxDataPoints to the range over the interval), 50 x
+    // 100,000 points are asked for.
+    let mut wide_body: Value = serde_json::from_slice(&query_body(from, to, 100_000, Value::Array(wide))).unwrap();
+    wide_body.as_object_mut().unwrap().remove("intervalMs");
+    let (status, text) = http_post(&addr, "/grafana/query", wide_body.to_string().as_bytes());
+    assert_eq!((status, text.contains("at most 2000000 per query")), (400, true), "{}", &text[..text.len().min(300)]);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, heavy) = (addr.clone(), heavy.clone());
+            std::thread::spawn(move || (0..5).map(|_| http_post(&addr, "/grafana/query", &heavy).0).collect::<Vec<u16>>())
+        })
+        .collect();
+    for _ in 0..10 {
+        assert_eq!(http_get(&addr, "/health").0, 200, "/health answers under load");
+        assert_eq!(http_get(&addr, "/metrics").0, 200, "/metrics answers under load");
+    }
+    for client in load {
+        assert!(client.join().unwrap().iter().all(|status| *status == 400));
+    }
     assert_eq!(http_get(&addr, "/health").0, 200, "the job is still up");
     assert!(job.0.try_wait().unwrap().is_none(), "the job is still running");
     terminate(&mut job);

@@ -26,6 +26,12 @@ use serde_json::{json, Value};
 pub const MAX_BODY: usize = 1 << 20;
 /// Rows a table answer holds at most.
 const TABLE_ROWS: usize = 10_000;
+/// Most visible targets one `/query` may name: a panel has a handful; thousands are a mistake
+/// or an attack, and are refused before any is computed.
+pub const MAX_TARGETS: usize = 100;
+/// Most points one `/query` may ask for in all (targets x maxDataPoints): bounds the work and
+/// the answer of one request (a point is ~30 bytes of JSON, so ~60 MB at the limit).
+pub const MAX_POINTS_PER_QUERY: u64 = 2_000_000;
 
 /// An answer: status code and JSON body.
 pub type Answer = (u16, Value);
@@ -253,6 +259,17 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
     let valid = (1..=pitwall_dataflows::live::MAX_DATA_POINTS).contains(&max_points);
     if let Some(interval) = request.interval_ms.filter(|i| valid && i.is_finite() && *i >= 1.0) {
         max_points = max_points.min((((to - from) as f64 / interval).ceil() as u64).max(1));
+    }
+    // The work of one request is bounded before any of it is done.
+    let visible = request.targets.iter().filter(|t| !t.hide).count();
+    if visible > MAX_TARGETS {
+        return Err(bad(format!("{visible} targets in one query; at most {MAX_TARGETS}")));
+    }
+    let asked = (visible as u64).saturating_mul(max_points);
+    if asked > MAX_POINTS_PER_QUERY {
+        return Err(bad(format!(
+            "{visible} targets x maxDataPoints {max_points} = {asked} points; at most {MAX_POINTS_PER_QUERY} per query (lower maxDataPoints or split the panel)"
+        )));
     }
     let admits = |driver: &str, kind: &str, severity: &str| request.adhoc_filters.iter().all(|f| f.admits(driver, kind, severity));
     let mut out = Vec::new();
