@@ -281,6 +281,18 @@ pub fn by_driver(samples: Stream<'_, EventTime, Vec<Sample>>) -> ByDriver<'_> {
     ByDriver(samples.exchange(|sample: &Sample| key_route(&sample.record.driver)).map(Rc::new))
 }
 
+impl<'s> ByDriver<'s> {
+    /// The exchanged samples, for an operator that keeps them by driver (`dedupe.rs`).
+    pub fn into_stream(self) -> Stream<'s, EventTime, Vec<Rc<Sample>>> {
+        self.0
+    }
+
+    /// Samples already exchanged by driver, as such an operator passes them on.
+    pub(crate) fn from_stream(stream: Stream<'s, EventTime, Vec<Rc<Sample>>>) -> ByDriver<'s> {
+        ByDriver(stream)
+    }
+}
+
 /// Samples of this worker's drivers, per driver in the order a [`KeyedLogic`] must see them,
 /// at a timely timestamp no later than their event time: what [`run_per_driver`]
 /// consumes. Shared (`Rc`), so several keyed operators read one copy of each sample. Made by

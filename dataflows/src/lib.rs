@@ -5,6 +5,7 @@
 
 pub mod anomalies;
 pub mod decode;
+pub mod dedupe;
 pub mod infer;
 pub mod keyed;
 pub mod live;

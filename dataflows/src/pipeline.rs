@@ -1,16 +1,20 @@
 //! The telemetry dataflow as one function: samples in, window results and alerts out. The
 //! binary wires a Kafka source before it and Kafka sinks after it; tests feed it from memory.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::anomalies::{AnomalyConfig, AnomalyDetector};
+use crate::dedupe::drop_duplicate_samples;
 use crate::keyed::{by_driver, in_log_order, in_time_order, run_per_driver, KeyedOptions, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
 use crate::windows::{LapSegments, SlidingWindows};
 
 /// What the telemetry dataflow computes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TelemetryConfig {
     pub sliding: SlidingWindows,
     pub anomalies: AnomalyConfig,
@@ -20,6 +24,24 @@ pub struct TelemetryConfig {
     /// on arrival in each driver's partition order. Exact whatever the input partitioning, but
     /// every alert waits for the allowed lateness (and the slowest partition).
     pub alerts_after_watermark: bool,
+    /// How far back (ms of event time) a driver's samples are remembered to drop exact
+    /// duplicates (`dedupe.rs`): the source's allowed lateness, past which a copy is late anyway.
+    pub duplicate_horizon_ms: u64,
+}
+
+/// The default [`TelemetryConfig::duplicate_horizon_ms`]: the source's default allowed lateness.
+pub const DEFAULT_DUPLICATE_HORIZON_MS: u64 = 500;
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            sliding: SlidingWindows::default(),
+            anomalies: AnomalyConfig::default(),
+            keyed: KeyedOptions::default(),
+            alerts_after_watermark: false,
+            duplicate_horizon_ms: DEFAULT_DUPLICATE_HORIZON_MS,
+        }
+    }
 }
 
 /// The two output streams of the telemetry dataflow.
@@ -33,12 +55,14 @@ pub struct TelemetryOutputs<'s> {
     pub state: Vec<(&'static str, StateGauge)>,
     /// The samples waiting for the watermark in `in_time_order` (also in `state`).
     pub ordering: StateGauge,
+    /// Exact duplicate samples dropped on this worker (`dedupe.rs`).
+    pub duplicates: Rc<Cell<u64>>,
 }
 
 /// Sliding, lap and sector windows per driver in event-time order, and anomaly detection per
 /// driver as samples arrive.
 pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, config: &TelemetryConfig) -> TelemetryOutputs<'s> {
-    let by_driver = by_driver(samples);
+    let (by_driver, duplicates) = drop_duplicate_samples(by_driver(samples), config.duplicate_horizon_ms);
     // Windows need every sample of their span, so they wait for the watermark; rules alert on
     // each sample as it arrives (a driver's partition order), so alerts do not wait for it.
     let (samples, order_state) = in_time_order(&by_driver);
@@ -53,6 +77,7 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
         sliding,
         alerts,
         ordering: order_state.clone(),
+        duplicates,
         state: vec![
             ("in_time_order", order_state),
             ("sliding_windows", sliding_state),

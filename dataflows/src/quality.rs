@@ -12,6 +12,8 @@
 //! - `distance_backward`: Distance lower than the driver's previous sample.
 //! - `sampling_gap`: more than [`MAX_SAMPLE_GAP_MS`] between a driver's consecutive samples;
 //!   rules start afresh after one rather than read the gap as a change.
+//! - `duplicate_sample`: an exact copy of a sample already seen (a non-idempotent producer's
+//!   resend); unlike the others it is dropped, not processed (`dedupe.rs`, counted by the job).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,15 +33,17 @@ pub enum QualityFlag {
     NegativeDistance,
     DistanceBackward,
     SamplingGap,
+    DuplicateSample,
 }
 
 impl QualityFlag {
-    pub const ALL: [QualityFlag; 5] = [
+    pub const ALL: [QualityFlag; 6] = [
         QualityFlag::ThrottleInvalid,
         QualityFlag::DrsUnknownCode,
         QualityFlag::NegativeDistance,
         QualityFlag::DistanceBackward,
         QualityFlag::SamplingGap,
+        QualityFlag::DuplicateSample,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl QualityFlag {
             QualityFlag::NegativeDistance => "negative_distance",
             QualityFlag::DistanceBackward => "distance_backward",
             QualityFlag::SamplingGap => "sampling_gap",
+            QualityFlag::DuplicateSample => "duplicate_sample",
         }
     }
 }

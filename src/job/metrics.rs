@@ -120,9 +120,18 @@ pub(crate) struct WorkCounts {
     stored: u64,
     failed: u64,
     bytes: u64,
+    duplicate_samples: u64,
 }
 
 impl WorkCounts {
+    /// Adds the duplicate samples the telemetry dataflow dropped since the last refresh to the
+    /// `duplicate_sample` quality flag.
+    pub(crate) fn refresh_duplicates(&mut self, metrics: &JobMetrics, dropped: u64) {
+        let flag = pitwall_dataflows::quality::QualityFlag::DuplicateSample.name();
+        metrics.quality_flags.with_label_values(&[flag]).inc_by(dropped.saturating_sub(self.duplicate_samples));
+        self.duplicate_samples = dropped;
+    }
+
     pub(crate) fn refresh(&mut self, metrics: &JobMetrics, predictions: Option<&InferStats>, video: Option<(&InferStats, &UploadStats)>) {
         use std::sync::atomic::Ordering::Relaxed;
         let model = |pipeline: &str, stats: &InferStats, items: &mut u64, us: &mut u64| {

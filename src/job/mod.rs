@@ -254,6 +254,9 @@ fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: P
     let refresh_work = |work: &mut WorkCounts| {
         let predictions = telemetry.as_ref().and_then(|t| t.inference.as_ref());
         work.refresh(metrics, predictions, video.as_ref().map(|v| (&v.inference, &v.uploads)));
+        if let Some(t) = &telemetry {
+            work.refresh_duplicates(metrics, t.duplicates.get());
+        }
         if let (Some(live), true) = (&live, reports_live) {
             for (buffer, points) in live.sizes() {
                 metrics.live_points.with_label_values(&[buffer]).set(points as i64);

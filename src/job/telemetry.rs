@@ -50,6 +50,8 @@ pub(crate) struct TelemetryParts {
     pub(crate) state: Vec<(&'static str, StateGauge)>,
     /// The samples waiting for the watermark (`in_time_order`), for the report's `held_peak`.
     pub(crate) ordering: StateGauge,
+    /// Exact duplicate samples dropped (counted as the `duplicate_sample` quality flag).
+    pub(crate) duplicates: Rc<Cell<u64>>,
     pub(crate) sinks: TelemetrySinks,
     /// The predictions model's counts, if predictions run.
     pub(crate) inference: Option<InferStats>,
@@ -130,6 +132,7 @@ pub(crate) fn build_telemetry(
         sliding: args.sliding_windows()?,
         keyed: KeyedOptions { key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms), time_granularity_ms: args.time_granularity_ms },
         alerts_after_watermark: args.alerts_after_watermark,
+        duplicate_horizon_ms: args.allowed_lateness_ms,
         ..Default::default()
     };
     let predictor =
@@ -202,6 +205,7 @@ pub(crate) fn build_telemetry(
             source: handle,
             state: outputs.state,
             ordering: outputs.ordering,
+            duplicates: outputs.duplicates,
             sinks: TelemetrySinks { alerts: alerts_sink, windows: windows_sink, dead_letters, late, predictions },
             inference: None,
             queries: Some(live_query.input),
