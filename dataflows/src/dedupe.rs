@@ -12,18 +12,28 @@
 //! meet on one worker; which copy is kept cannot change a result, since the copies are equal.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
+
+use foldhash::fast::RandomState;
+use hashbrown::HashMap;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::keyed::ByDriver;
-use crate::records::{EventTime, Sample, SmolStr, TelemetryRecord};
+use crate::records::{DriverCode, EventTime, Sample, TelemetryRecord};
 
 /// Whether two records are the same sample: equal in everything but when they were sent.
 fn same_sample(a: &TelemetryRecord, b: &TelemetryRecord) -> bool {
     a.session_time_ms == b.session_time_ms && TelemetryRecord { produced_at_ms: b.produced_at_ms, ..a.clone() } == *b
+}
+
+/// One driver's samples within the horizon of its newest, in arrival order.
+#[derive(Default)]
+struct Recent {
+    newest: EventTime,
+    samples: VecDeque<Rc<Sample>>,
 }
 
 /// The samples of `samples` without exact duplicates (see the module docs), and how many were
@@ -32,20 +42,25 @@ pub fn drop_duplicate_samples(samples: ByDriver<'_>, horizon_ms: u64) -> (ByDriv
     let dropped = Rc::new(Cell::new(0_u64));
     let count = dropped.clone();
     let stream = samples.into_stream().unary(Pipeline, "DropDuplicateSamples", move |_initial, _info| {
-        // Per driver, the samples seen within the horizon of its newest, oldest first.
-        let mut recent: HashMap<SmolStr, VecDeque<Rc<Sample>>> = HashMap::new();
+        // Keyed by the packed driver id (an integer: cheap to hash), foldhash as in `keyed.rs`.
+        let mut recent: HashMap<DriverCode, Recent, RandomState> = HashMap::default();
         move |input, output| {
             input.for_each(|cap, data| {
                 let before = data.len();
                 data.retain(|sample| {
                     let record = &sample.record;
-                    let seen = recent.entry(record.driver.clone()).or_default();
-                    if seen.iter().any(|s| same_sample(&s.record, record)) {
+                    let seen = recent.entry(DriverCode::new(&record.driver)).or_default();
+                    let time = record.session_time_ms;
+                    if seen.samples.iter().any(|s| s.record.session_time_ms == time && same_sample(&s.record, record)) {
                         return false;
                     }
-                    let newest: EventTime = seen.iter().map(|s| s.record.session_time_ms).max().unwrap_or(0).max(record.session_time_ms);
-                    seen.retain(|s| s.record.session_time_ms.saturating_add(horizon_ms) >= newest);
-                    seen.push_back(sample.clone());
+                    // Samples come (nearly) in time order: the expired ones are at the front. One
+                    // behind a newer front waits for it, which only remembers it a little longer.
+                    seen.newest = seen.newest.max(time);
+                    while seen.samples.front().is_some_and(|s| s.record.session_time_ms.saturating_add(horizon_ms) < seen.newest) {
+                        seen.samples.pop_front();
+                    }
+                    seen.samples.push_back(sample.clone());
                     true
                 });
                 count.set(count.get() + (before - data.len()) as u64);
