@@ -78,38 +78,55 @@ mod tests {
     use std::rc::Rc;
 
     use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::probe::Handle as ProbeHandle;
     use timely::dataflow::operators::vec::Map;
     use timely::dataflow::operators::{Capture, Input, Probe};
+    use timely::dataflow::Stream;
 
     use super::*;
     use crate::keyed::by_driver;
     use crate::records::SourcePosition;
 
-    fn run(records: Vec<TelemetryRecord>, horizon_ms: u64) -> (Vec<(EventTime, i64)>, u64) {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let dropped = timely::execute(timely::Config::thread(), move |worker| {
-            let sender = sender.clone();
-            let (mut input, probe, dropped) = worker.dataflow::<u64, _, _>(|scope| {
+    /// Feeds `records` in order, time advancing with them, to a one-worker dataflow that
+    /// `build` makes over the sample stream (returning its probe and a count), and returns the
+    /// count once everything has passed the probe.
+    fn feed(
+        records: Vec<TelemetryRecord>,
+        build: impl Fn(Stream<'_, u64, Vec<Sample>>) -> (ProbeHandle<u64>, Rc<Cell<u64>>) + Send + Sync + 'static,
+    ) -> u64 {
+        timely::execute(timely::Config::thread(), move |worker| {
+            let (mut input, probe, count) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, samples) = scope.new_input::<Vec<Sample>>();
-                let (kept, dropped) = drop_duplicate_samples(by_driver(samples), horizon_ms);
-                let out = kept.into_stream().map(|s: Rc<Sample>| (s.record.session_time_ms, s.at.offset));
-                out.clone().capture_into(sender);
-                (input, out.probe().0, dropped)
+                let (probe, count) = build(samples);
+                (input, probe, count)
             });
             for (offset, record) in records.iter().enumerate() {
+                input.advance_to(record.session_time_ms.max(*input.time()));
                 input.send(Sample { at: SourcePosition { partition: 0, offset: offset as i64 }, record: record.clone() });
             }
             drop(input);
             while !probe.done() {
                 worker.step();
             }
-            dropped.get()
+            count.get()
         })
         .unwrap()
         .join()
         .into_iter()
         .map(|r| r.unwrap())
-        .sum();
+        .sum()
+    }
+
+    /// The filter alone over `records`: the kept samples as (time, offset), sorted, and the
+    /// duplicates dropped.
+    fn run(records: Vec<TelemetryRecord>, horizon_ms: u64) -> (Vec<(EventTime, i64)>, u64) {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let dropped = feed(records, move |samples| {
+            let (kept, dropped) = drop_duplicate_samples(by_driver(samples), horizon_ms);
+            let out = kept.into_stream().map(|s: Rc<Sample>| (s.record.session_time_ms, s.at.offset));
+            out.clone().capture_into(sender.clone());
+            (out.probe().0, dropped)
+        });
         let mut kept: Vec<(EventTime, i64)> = receiver.extract().into_iter().flat_map(|(_, v)| v).collect();
         kept.sort();
         (kept, dropped)
@@ -141,31 +158,13 @@ mod tests {
         use crate::pipeline::{telemetry_dataflow, TelemetryConfig};
         let (alerts_tx, alerts_rx) = std::sync::mpsc::channel();
         let (windows_tx, windows_rx) = std::sync::mpsc::channel();
-        let dropped = timely::execute(timely::Config::thread(), move |worker| {
-            let (alerts_tx, windows_tx) = (alerts_tx.clone(), windows_tx.clone());
-            let (mut input, probe, dropped) = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, samples) = scope.new_input::<Vec<Sample>>();
-                let outputs = telemetry_dataflow(samples, &TelemetryConfig::default());
-                outputs.alerts.map(|a| a.id).capture_into(alerts_tx);
-                let probe = outputs.windows.clone().probe().0;
-                outputs.windows.map(|w| w.count).capture_into(windows_tx);
-                (input, probe, outputs.duplicates)
-            });
-            for (offset, record) in records.iter().enumerate() {
-                input.advance_to(record.session_time_ms.max(*input.time()));
-                input.send(Sample { at: SourcePosition { partition: 0, offset: offset as i64 }, record: record.clone() });
-            }
-            drop(input);
-            while !probe.done() {
-                worker.step();
-            }
-            dropped.get()
-        })
-        .unwrap()
-        .join()
-        .into_iter()
-        .map(|r| r.unwrap())
-        .sum();
+        let dropped = feed(records, move |samples| {
+            let outputs = telemetry_dataflow(samples, &TelemetryConfig::default());
+            outputs.alerts.map(|a| a.id).capture_into(alerts_tx.clone());
+            let probe = outputs.windows.clone().probe().0;
+            outputs.windows.map(|w| w.count).capture_into(windows_tx.clone());
+            (probe, outputs.duplicates)
+        });
         let alerts: Vec<String> = alerts_rx.extract().into_iter().flat_map(|(_, v)| v).collect();
         let windows = windows_rx.extract().into_iter().flat_map(|(_, v)| v).sum();
         (alerts, windows, dropped)

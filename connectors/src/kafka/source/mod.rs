@@ -532,8 +532,8 @@ where
 
 /// Sorts a decoded message into a record, a late record or a dead letter; returns it with the
 /// event time its checkpoint covers (the watermark for anything that is not a record).
-fn classify<R, E: Display>(
-    decoded: Decoded<R, E>,
+fn classify<R>(
+    decoded: Decoded<R, String>,
     bound: EventTime,
     topic: &str,
     at: SourcePosition,
@@ -543,6 +543,6 @@ fn classify<R, E: Display>(
     match decoded {
         Ok((time, _)) if time < bound => (SourceEvent::Late(LateRecord::new(topic, at, key, payload, time, bound)), None),
         Ok((time, record)) => (SourceEvent::Record(record), Some(time)),
-        Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason.to_string())), None),
+        Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason)), None),
     }
 }
