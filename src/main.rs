@@ -20,6 +20,13 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // The seed systems' name for the brokers, when pitwall's own is not set.
+    if std::env::var_os("PITWALL_BROKERS").is_none() {
+        if let Some(brokers) = std::env::var_os("KAFKA_BOOTSTRAP_SERVERS") {
+            // Single-threaded still: nothing else reads the environment yet.
+            unsafe { std::env::set_var("PITWALL_BROKERS", brokers) };
+        }
+    }
     let cli = Cli::parse();
     match &cli.command {
         Command::Gen(GenCommand::Race(args)) => commands::gen::race(args),

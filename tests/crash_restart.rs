@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -52,17 +51,6 @@ fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str], logged: bool) 
             command.stdout(Stdio::piped()).spawn().expect("spawn pitwall")
         })
         .collect()
-}
-
-/// Values of a topic, counted.
-fn counted(b: &str, topic: &str, field: Option<&str>) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for message in tail(b, topic) {
-        let value = &message["value"];
-        let key = field.map_or_else(|| value.to_string(), |f| value[f].as_str().unwrap().to_string());
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[test]

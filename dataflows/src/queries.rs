@@ -247,6 +247,16 @@ pub enum Command {
     Remove(u64, Query),
 }
 
+impl Command {
+    /// Inserts or removes the query on a query input.
+    pub fn apply_to(self, input: &mut InputSession<EventTime, (u64, Query), isize>) {
+        match self {
+            Command::Add(id, query) => input.insert((id, query)),
+            Command::Remove(id, query) => input.remove((id, query)),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Hub {
     next_id: u64,
@@ -296,6 +306,16 @@ impl QueryHub {
         hub.changes.remove(&id);
         hub.time.remove(&id);
         true
+    }
+
+    /// For a new query dataflow (a new group lease): forgets the results so far and what was
+    /// pending, and returns every registered query to insert into the new input.
+    pub fn restart(&self) -> Vec<Command> {
+        let mut hub = self.lock();
+        hub.pending.clear();
+        hub.rows.clear();
+        hub.time.clear();
+        hub.specs.iter().map(|(id, (_, query))| Command::Add(*id, *query)).collect()
     }
 
     /// What the query-input worker inserts next.

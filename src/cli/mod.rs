@@ -21,7 +21,7 @@ pub use self::demo::DemoArgs;
 pub use self::gen::{FileFormat, GenCommand, GenRaceArgs, GenVideoArgs};
 pub use self::produce::{ProduceCommand, ProduceTelemetryArgs, ProduceVideoArgs};
 pub use self::run::RunArgs;
-pub use self::shared::{BridgeArgs, ClientProperties, DataflowArgs, KafkaArgs, ModelArgs, StorageArgs, TimelyArgs, VideoArgs};
+pub use self::shared::{Assignment, BridgeArgs, ClientProperties, DataflowArgs, KafkaArgs, ModelArgs, StorageArgs, TimelyArgs, VideoArgs};
 pub use self::tail::TailArgs;
 pub use self::topics::{TopicsCommand, TopicsCreateArgs};
 pub use crate::job::Pipeline;

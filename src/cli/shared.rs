@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use pitwall_connectors::kafka::source;
+use pitwall_connectors::kafka::{group, source};
 use pitwall_dataflows::infer::{DEFAULT_INFER_BATCH, DEFAULT_INFER_WAIT_MS};
 use pitwall_dataflows::keyed::DEFAULT_TIME_GRANULARITY_MS;
 use pitwall_dataflows::live::DEFAULT_POINTS_PER_DRIVER;
@@ -15,10 +15,33 @@ use pitwall_dataflows::windows::SlidingWindows;
 use super::parsed_defaults;
 use crate::topics;
 
+/// How a job's instances share its input partitions (`--assignment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Assignment {
+    /// `group` for one process, `static` for a multi-process cluster.
+    Auto,
+    /// Kafka's consumer-group protocol: instances join and leave, partitions move.
+    Group,
+    /// Fixed: partition p on worker p % (workers x processes) of this cluster.
+    Static,
+}
+
+impl Assignment {
+    /// Whether a job of `processes` processes joins the group.
+    pub fn joins_group(self, processes: usize) -> bool {
+        match self {
+            Assignment::Auto => processes <= 1,
+            Assignment::Group => true,
+            Assignment::Static => false,
+        }
+    }
+}
+
 /// Kafka connection flags shared by every command that talks to a broker.
 #[derive(Args, Debug, Clone)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092 (or the environment's PITWALL_BROKERS, else
+    /// KAFKA_BOOTSTRAP_SERVERS, the name the seed systems use).
     #[arg(long, short = 'b', env = "PITWALL_BROKERS")]
     pub brokers: String,
     #[command(flatten)]
@@ -52,6 +75,19 @@ pub struct DataflowArgs {
     /// Consumer group whose committed offsets the source resumes from and commits to.
     #[arg(long, default_value = source::DEFAULT_GROUP)]
     pub group: String,
+    /// How instances share the input topics' partitions. `group`: every `pitwall run` with the
+    /// same --group (telemetry) / --video-group (video) shares them through Kafka's consumer-group
+    /// protocol, and they move as instances join, leave or die (one process per instance).
+    /// `static`: this cluster's workers own partition p on worker p % (workers x processes),
+    /// fixed, and refuse to start while the group has members (the default for now: see the
+    /// README's "Scaling out"). `auto`: group for one process, static for a multi-process
+    /// cluster (-n > 1).
+    #[arg(long, value_enum, default_value_t = Assignment::Static)]
+    pub assignment: Assignment,
+    /// Group membership: how long (ms) the broker waits for a silent instance (killed, cut off)
+    /// before its partitions go to the others; heartbeats go every third of it.
+    #[arg(long, default_value_t = group::DEFAULT_SESSION_TIMEOUT_MS)]
+    pub session_timeout_ms: u64,
     /// Topic to read telemetry from.
     #[arg(long, default_value = topics::TELEMETRY)]
     pub telemetry_topic: String,

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use pitwall_connectors::kafka::group::MembershipStats;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
 use pitwall_connectors::kafka::sink::SinkHandle;
 use pitwall_connectors::store::UploadStats;
 use pitwall_dataflows::infer::InferStats;
 use pitwall_dataflows::keyed::StateGauge;
-use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The process-wide metrics every worker updates.
 #[derive(Clone)]
@@ -32,6 +33,11 @@ pub(crate) struct JobMetrics {
     pub(crate) operator_records: IntCounterVec,
     /// Samples raising each data-quality flag (`dataflows/src/quality.rs`).
     pub(crate) quality_flags: IntCounterVec,
+    /// Group membership, per source topic: assignments received, partitions held, the last
+    /// hand-over's pause (revoked to assigned again).
+    pub(crate) group_rebalances: IntCounterVec,
+    pub(crate) group_partitions: IntGaugeVec,
+    pub(crate) group_handover_seconds: GaugeVec,
 }
 
 impl JobMetrics {
@@ -78,7 +84,30 @@ impl JobMetrics {
             quality_flags,
             live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
             operator_records,
+            group_rebalances: counter(
+                "pitwall_group_rebalances_total",
+                "Partition assignments this instance received from its consumer group",
+                &["topic"],
+            )?,
+            group_partitions: gauge("pitwall_group_assigned_partitions", "Partitions this instance holds in its consumer group", &["topic"])?,
+            group_handover_seconds: registered(
+                registry,
+                GaugeVec::new(
+                    Opts::new("pitwall_group_handover_pause_seconds", "The last rebalance's pause: partitions revoked until assigned again"),
+                    &["topic"],
+                )?,
+            )?,
         })
+    }
+
+    /// Copies a membership's counters in (worker 0, each metrics refresh).
+    pub(crate) fn refresh_group(&self, topic: &str, stats: &MembershipStats) {
+        let rebalances = self.group_rebalances.with_label_values(&[topic]);
+        rebalances.inc_by(stats.rebalances.saturating_sub(rebalances.get()));
+        self.group_partitions.with_label_values(&[topic]).set(stats.assigned as i64);
+        if let Some(pause) = stats.last_pause {
+            self.group_handover_seconds.with_label_values(&[topic]).set(pause.as_secs_f64());
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `report.rs` | the per-worker and per-process report |
 //! | `telemetry.rs` | one worker's telemetry dataflow, wired, with its named sinks and taps |
 //! | `video.rs` | one worker's video dataflow, wired, with its named sinks |
+//! | `worker.rs` | the worker loop: dataflows built once or per group lease, hand-overs, metrics, the report |
 
 mod cluster;
 mod metrics;
@@ -20,6 +21,7 @@ mod preflight;
 mod report;
 mod telemetry;
 pub mod video;
+mod worker;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -28,9 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use pitwall_connectors::bridge;
+use pitwall_connectors::kafka::group::{group_members, GroupConfig, GroupMember};
 use pitwall_connectors::kafka::health::SourceHealth;
-use pitwall_connectors::kafka::sink::{KafkaProducer, SinkHandle};
-use pitwall_connectors::kafka::source::{BoardShare, SourceConfig, TopicBoards};
+use pitwall_connectors::kafka::source::{SourceConfig, TopicBoards};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_connectors::store::ObjectStore;
 use pitwall_dataflows::live::{feed, LiveConfig, LiveStore};
@@ -41,13 +43,12 @@ use prometheus::{IntCounter, Registry};
 use timely::dataflow::Stream;
 
 pub use self::cluster::timely_config;
-use self::metrics::{refresh_worker_metrics, JobMetrics, WorkCounts, METRICS_INTERVAL};
+use self::metrics::JobMetrics;
 use self::models::open_store;
 pub use self::preflight::{check_models, preflight};
 pub use self::report::JobReport;
 use self::report::WorkerReport;
-use self::telemetry::{build_telemetry, feed_queries};
-use self::video::build_video;
+use self::worker::{run_worker, Memberships, SLOT_TELEMETRY, SLOT_VIDEO};
 use crate::cli::{BridgeArgs, DataflowArgs, ModelArgs, StorageArgs, VideoArgs};
 
 /// Which dataflows a job runs.
@@ -158,11 +159,21 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     // Worker 0 takes live queries in and gathers their results: its process's bridge serves them.
     let hosts_worker_zero = !matches!(timely.communication, timely::CommunicationConfig::Cluster { process, .. } if process != 0);
     let query_hub = (live.is_some() && hosts_worker_zero && config.runs(Pipeline::Telemetry)).then(QueryHub::default);
+    let (members, memberships) = join_groups(&config, &timely.communication)?;
     if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
+        let groups = memberships.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
-            let sources = watched.lock().expect("health list lock");
-            sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect()
+            let mut sources = watched.lock().expect("health list lock");
+            // Sources of dataflows dropped at a hand-over are gone for good.
+            sources.retain(|s| !s.stopped());
+            let mut reasons: Vec<String> = sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect();
+            for membership in groups.iter().flat_map(|g| g.telemetry.iter().chain(g.video.iter())) {
+                if membership.stats().rebalancing {
+                    reasons.push(format!("{}: partitions of `{}` are moving between instances", bridge::REBALANCING, membership.topic()));
+                }
+            }
+            reasons
         });
         let access = bridge::Access { token: config.bridge.bridge_token.clone(), cors_origins: config.bridge.bridge_cors_origin.clone() };
         let bound = bridge::serve(addr, registry, health, access, live.clone(), query_hub.clone())?;
@@ -180,13 +191,17 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
             metrics: &metrics,
             sources: &sources,
             queries_possible,
+            memberships: memberships.clone(),
         };
         run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut report = JobReport::default();
     let mut finished = None;
-    for result in guards.join() {
+    let results = guards.join();
+    // Every worker has committed what it read: the partitions can go to the other members.
+    members.into_iter().for_each(GroupMember::leave);
+    for result in results {
         let worker = result.map_err(|e| anyhow::anyhow!("a worker panicked: {e}"))?.map_err(|e| anyhow::anyhow!(e))?;
         report.add(&worker);
         finished = finished.max(worker.finished);
@@ -198,8 +213,81 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     Ok(report)
 }
 
-/// How long a parked worker sleeps when nothing activates it.
-const PARK: Duration = Duration::from_millis(20);
+/// Joins the consumer groups of the job's sources when it shares its partitions with other
+/// instances (`--assignment`), one member per source topic for this process.
+fn join_groups(config: &JobConfig, communication: &timely::CommunicationConfig) -> Result<(Vec<GroupMember>, Option<Memberships>)> {
+    let (processes, workers) = match communication {
+        timely::CommunicationConfig::Cluster { threads, addresses, .. } => (addresses.len(), *threads),
+        timely::CommunicationConfig::Process(n) => (1, *n),
+        _ => (1, 1),
+    };
+    if !config.dataflow.assignment.joins_group(processes) {
+        // Never two owners for one partition: a fixed cluster does not start beside group members.
+        let mut groups = vec![];
+        if config.runs(Pipeline::Telemetry) {
+            groups.push(&config.dataflow.group);
+        }
+        if config.runs(Pipeline::Video) {
+            groups.push(&config.video.video_group);
+        }
+        for group in groups {
+            let members = match group_members(&config.kafka, group) {
+                Ok(members) => members,
+                Err(error) => {
+                    tracing::warn!(%error, group, "could not describe the consumer group: starting without checking it for members");
+                    Vec::new()
+                }
+            };
+            if !members.is_empty() {
+                let names: Vec<String> = members.iter().map(|m| format!("{} on {} ({})", m.client_id, m.host, m.member_id)).collect();
+                anyhow::bail!(
+                    "--assignment static would read partitions that members of consumer group `{group}` are reading: {}. Stop them, or join them with --assignment group",
+                    names.join(", ")
+                );
+            }
+        }
+        return Ok((Vec::new(), None));
+    }
+    if processes > 1 {
+        anyhow::bail!(
+            "--assignment group runs one process per instance (-n 1): start more instances with the same --group to scale out, or run this {processes}-process cluster with --assignment static"
+        );
+    }
+    let host = hostname();
+    let client_id = format!("pitwall@{host}/{}", std::process::id());
+    let mut memberships = Memberships::default();
+    let mut members = Vec::new();
+    let mut join = |topic: &str, group: &str, slot: usize| -> Result<Arc<pitwall_connectors::kafka::group::Membership>> {
+        let group_config = GroupConfig {
+            kafka: config.kafka.clone(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            workers,
+            session_timeout_ms: config.dataflow.session_timeout_ms,
+            client_id: client_id.clone(),
+        };
+        let member = GroupMember::join(&group_config, memberships.log.clone(), slot).with_context(|| format!("joining consumer group `{group}`"))?;
+        let membership = member.membership().clone();
+        members.push(member);
+        Ok(membership)
+    };
+    let telemetry =
+        if config.runs(Pipeline::Telemetry) { Some(join(&config.dataflow.telemetry_topic, &config.dataflow.group, SLOT_TELEMETRY)?) } else { None };
+    let video = if config.runs(Pipeline::Video) { Some(join(&config.video.video_topic, &config.video.video_group, SLOT_VIDEO)?) } else { None };
+    memberships.telemetry = telemetry;
+    memberships.video = video;
+    Ok((members, Some(memberships)))
+}
+
+/// This machine's name, for the group members' client ids (`host` in `group describe`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
 
 /// Whether a live query can ever reach this process's workers. Queries enter only through
 /// worker 0's bridge (its query hub): one process without that can never get one, while a
@@ -222,79 +310,8 @@ pub(crate) struct ProcessShared<'a> {
     sources: &'a Mutex<Vec<SourceHealth>>,
     /// Whether a live query can ever reach this job (see `run_job`).
     queries_possible: bool,
-}
-
-fn run_worker(worker: &mut timely::worker::Worker, config: &JobConfig, shared: ProcessShared<'_>, shutdown: Arc<AtomicBool>) -> Result<WorkerReport> {
-    let producer = KafkaProducer::new(&config.kafka)?;
-    let mut telemetry =
-        if config.runs(Pipeline::Telemetry) { Some(build_telemetry(worker, config, &producer, &shared, shutdown.clone())?) } else { None };
-    let video = match shared.store.clone() {
-        Some(store) => Some(build_video(worker, config, &shared, store, &producer, shutdown)?),
-        None => None,
-    };
-    let ProcessShared { live, query_hub, boards, metrics, sources, .. } = shared;
-    let mut board_share = BoardShare::build(worker, &boards);
-    let mut query_input = telemetry.as_mut().and_then(|t| t.queries.take());
-    let telemetry_probe = telemetry.as_ref().map(|t| t.query_clock.clone());
-    let mut health = sources.lock().expect("health list lock");
-    health.extend(telemetry.iter().map(|t| t.source.health()));
-    health.extend(video.iter().map(|v| v.source.health()));
-    drop(health);
-    let worker_label = worker.index().to_string();
-    let no_state = Vec::new();
-    let state = telemetry.as_ref().map(|t| &t.state).unwrap_or(&no_state);
-    let sinks: Vec<(&str, SinkHandle)> =
-        telemetry.iter().flat_map(|t| t.sinks.labelled()).chain(video.iter().flat_map(|v| v.sinks.labelled())).collect();
-    let mut reported = Vec::new();
-    let mut last_metrics = Instant::now();
-    let done = || telemetry.as_ref().is_none_or(|t| t.probe.done()) && video.as_ref().is_none_or(|v| v.probe.done());
-    let mut work = WorkCounts::default();
-    // The first worker reports the live view's size (one view per process).
-    let reports_live = worker.index() == 0;
-    let refresh_work = |work: &mut WorkCounts| {
-        let predictions = telemetry.as_ref().and_then(|t| t.inference.as_ref());
-        work.refresh(metrics, predictions, video.as_ref().map(|v| (&v.inference, &v.uploads)));
-        if let Some(t) = &telemetry {
-            work.refresh_duplicates(metrics, t.duplicates.get());
-        }
-        if let (Some(live), true) = (&live, reports_live) {
-            for (buffer, points) in live.sizes() {
-                metrics.live_points.with_label_values(&[buffer]).set(points as i64);
-            }
-        }
-    };
-    while !done() {
-        if let (Some(probe), true) = (&telemetry_probe, query_input.is_some()) {
-            feed_queries(&mut query_input, probe, query_hub.as_ref(), worker.index() == 0);
-        }
-        board_share.tick(worker.index());
-        worker.step_or_park(Some(PARK));
-        if last_metrics.elapsed() >= METRICS_INTERVAL {
-            last_metrics = Instant::now();
-            refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
-            refresh_work(&mut work);
-        }
-    }
-    board_share.close();
-    refresh_worker_metrics(metrics, &worker_label, state, &sinks, &mut reported);
-    refresh_work(&mut work);
-    for source in telemetry.iter().map(|t| &t.source).chain(video.iter().map(|v| &v.source)) {
-        source.commit_all()?;
-    }
-    producer.flush(Duration::from_secs(30))?;
-    let mut report = WorkerReport { finished: Some(Instant::now()), ..WorkerReport::default() };
-    if let Some(t) = &telemetry {
-        report.source = t.source.stats();
-        report.alerts = t.sinks.alerts.delivered();
-        report.windows = t.sinks.windows.delivered();
-        report.already_delivered = t.already_delivered.iter().map(|c| c.get()).sum();
-        report.predictions = t.sinks.predictions.as_ref().map_or(0, SinkHandle::delivered);
-        report.held_peak = t.ordering.get().peak_keys as u64;
-    }
-    report.video = video.as_ref().map(|v| (v.source.stats(), v.report()));
-    report.already_delivered += video.as_ref().map_or(0, |v| v.stored_before.get());
-    tracing::info!(worker = worker.index(), stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
-    Ok(report)
+    /// Group membership (`None`: static assignment).
+    memberships: Option<Memberships>,
 }
 
 #[cfg(test)]

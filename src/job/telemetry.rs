@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use differential_dataflow::input::InputSession;
+use pitwall_connectors::kafka::group::Lease;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
 use pitwall_connectors::kafka::source::{kafka_source, split_events, Decoded, SourceHandle, SplitEvents};
 use pitwall_connectors::onnx::tabular::WindowModel;
@@ -29,7 +30,7 @@ use pitwall_dataflows::live::feed;
 use pitwall_dataflows::pipeline::{telemetry_dataflow, TelemetryConfig};
 use pitwall_dataflows::predict::{predict_windows, Prediction};
 use pitwall_dataflows::quality::{sample_flags, QualityFlag};
-use pitwall_dataflows::queries::{live_queries, publish_results, Command, Query, QueryHub};
+use pitwall_dataflows::queries::{live_queries, publish_results, Query, QueryHub};
 use pitwall_dataflows::records::{Alert, EventTime, Sample, SourcePosition, WindowResult};
 use pitwall_dataflows::restart::drop_delivered;
 use prometheus::{Histogram, IntCounter};
@@ -120,6 +121,7 @@ pub(crate) fn build_telemetry(
     producer: &KafkaProducer,
     shared: &ProcessShared<'_>,
     shutdown: Arc<AtomicBool>,
+    lease: Option<Arc<Lease>>,
 ) -> Result<TelemetryParts> {
     let (metrics, live, queries_possible) = (shared.metrics, shared.live.clone(), shared.queries_possible);
     let args = &config.dataflow;
@@ -142,7 +144,9 @@ pub(crate) fn build_telemetry(
     source.max_read_ahead_ms = (args.max_read_ahead_ms > 0).then_some(args.max_read_ahead_ms);
     source.max_event_time_jump_ms = (args.max_event_time_jump_ms > 0).then_some(args.max_event_time_jump_ms);
     source.metrics = Some(metrics.source.clone());
-    source.board = Some(shared.boards.telemetry.clone());
+    // A lease's dataflow starts from nothing: its own board, not an older generation's.
+    source.board = Some(lease.as_ref().map_or_else(|| shared.boards.telemetry.clone(), |l| l.board.clone()));
+    source.lease = lease;
 
     let probe = ProbeHandle::new();
     let mut inference = None;
@@ -227,10 +231,7 @@ pub(crate) fn feed_queries(
     let Some(input) = queries.as_mut() else { return };
     if takes_commands {
         for command in hub.map(QueryHub::take_pending).unwrap_or_default() {
-            match command {
-                Command::Add(id, query) => input.insert((id, query)),
-                Command::Remove(id, query) => input.remove((id, query)),
-            }
+            command.apply_to(input);
         }
     }
     match probe.with_frontier(|f| f.first().copied()) {

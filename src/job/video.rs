@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use pitwall_connectors::kafka::group::Lease;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
 use pitwall_connectors::kafka::source::{kafka_source, split_events, SourceHandle, SplitEvents};
 use pitwall_connectors::onnx::fire::FireDetector;
@@ -107,6 +108,7 @@ pub(crate) fn build_video(
     store: Arc<ObjectStore>,
     producer: &KafkaProducer,
     shutdown: Arc<AtomicBool>,
+    lease: Option<Arc<Lease>>,
 ) -> Result<VideoParts> {
     let (models, video, args) = (&config.models, &config.video, &config.dataflow);
     let detector = FireDetector::load(&fire_source(models), fire_options(models))?;
@@ -123,7 +125,8 @@ pub(crate) fn build_video(
     let mut source = source_config(config, &video.video_topic, &video.video_group, video.video_lateness_ms);
     source.max_batch = FRAMES_PER_POLL;
     source.metrics = Some(shared.metrics.source.clone());
-    source.board = Some(shared.boards.video.clone());
+    source.board = Some(lease.as_ref().map_or_else(|| shared.boards.video.clone(), |l| l.board.clone()));
+    source.lease = lease;
     let probe = ProbeHandle::new();
     let live = shared.live.clone();
     let counter = |operator: &str| shared.metrics.operator_records.with_label_values(&[operator, "out"]);

@@ -169,6 +169,17 @@ pub fn tail(brokers: &str, topic: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The values of `topic`, counted by `field` (the whole value when `None`).
+pub fn counted(brokers: &str, topic: &str, field: Option<&str>) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for message in tail(brokers, topic) {
+        let value = &message["value"];
+        let key = field.map_or_else(|| value.to_string(), |f| value[f].as_str().unwrap().to_string());
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// The JSON report `pitwall run` prints last.
 pub fn run_report(stdout: &str) -> Value {
     serde_json::from_str(stdout.lines().last().expect("run prints a report")).expect("report is JSON")

@@ -1,5 +1,5 @@
 //! The HTTP bridge (hyper 1.x): `GET /metrics` (Prometheus text format), `GET /health`
-//! (`{"status":"ok"}` or `{"status":"degraded","reasons":[...]}`, both with status 200 so the
+//! (`{"status":"ok"}`, `{"status":"degraded","reasons":[...]}`, or `"rebalancing"` while a group's partitions move; all with status 200 so the
 //! page stays readable), and Grafana's JSON datasource under `/grafana` (`grafana.rs`), answered
 //! from the dataflow's live view. Request bodies over 1 MiB are refused (413).
 //! It binds where it is told; the CLI defaults to loopback. With a token, every endpoint but
@@ -26,6 +26,10 @@ use pitwall_dataflows::live::LiveStore;
 use pitwall_dataflows::queries::QueryHub;
 use prometheus::{Encoder, Registry, TextEncoder};
 use thiserror::Error;
+
+/// The `/health` status while the only reasons are partitions moving between a group's
+/// instances (each such reason starts with it).
+pub const REBALANCING: &str = "rebalancing";
 
 /// What `/health` reports: reasons the job is degraded (empty: ok).
 pub type HealthCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
@@ -222,7 +226,11 @@ async fn respond(
         }
         (&Method::GET, "/health") => {
             let reasons = health();
-            let status = if reasons.is_empty() { "ok" } else { "degraded" };
+            let status = match () {
+                _ if reasons.is_empty() => "ok",
+                _ if reasons.iter().all(|r| r.starts_with(REBALANCING)) => REBALANCING,
+                _ => "degraded",
+            };
             let body = serde_json::json!({ "status": status, "reasons": reasons });
             text(StatusCode::OK, "application/json", body.to_string().into_bytes())
         }

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::{ClientConfig, ClientContext};
 
+use super::group::{on_rebalance, Membership};
 use super::KafkaError;
 
 /// How long metadata requests may take before an operation fails.
@@ -27,8 +30,12 @@ pub const PARTITION_PREFETCH_MESSAGES: &str = "10000";
 /// of a reader with a queue per partition.
 const CONSUMER_PREFETCH_KBYTES: usize = 65_536;
 
-/// Consumer context that treats end-of-partition as the news it is, not as an error.
-pub struct ReaderContext;
+/// Consumer context that treats end-of-partition as the news it is, not as an error; a group
+/// member's (`kafka/group.rs`) also hands rebalances to its membership.
+#[derive(Default)]
+pub struct ReaderContext {
+    membership: Option<Arc<Membership>>,
+}
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: RdKafkaError, reason: &str) {
@@ -41,7 +48,19 @@ impl ClientContext for ReaderContext {
     }
 }
 
-impl ConsumerContext for ReaderContext {}
+impl ConsumerContext for ReaderContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(membership) = &self.membership {
+            on_rebalance(membership, rebalance, true, consumer.assignment_lost());
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(membership) = &self.membership {
+            on_rebalance(membership, rebalance, false, false);
+        }
+    }
+}
 
 /// The consumer type every pitwall reader uses.
 pub type Reader = BaseConsumer<ReaderContext>;
@@ -104,13 +123,29 @@ impl KafkaConfig {
         self.create_reader(self.partition_reader_config(group, partitions))
     }
 
+    /// A consumer that joins `group` (subscribe, `kafka/group.rs`) and reads what it is
+    /// assigned from a queue per partition, with a [`KafkaConfig::partition_reader`]'s
+    /// prefetch limits (budgeted for 8 partitions) and the group settings `extra`.
+    pub(crate) fn group_member(&self, group: &str, extra: &[(&str, &str)], membership: Arc<Membership>) -> Result<Reader, KafkaError> {
+        let mut config = self.partition_reader_config(group, 8);
+        for (key, value) in extra {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+            .create_with_context(ReaderContext { membership: Some(membership) })
+            .map_err(KafkaError::client(format!("creating a group member for {}", self.brokers)))
+    }
+
     fn partition_reader_config(&self, group: &str, partitions: usize) -> ClientConfig {
         let kbytes = (CONSUMER_PREFETCH_KBYTES / partitions.max(1)).max(1_024).to_string();
         self.reader_config(group, &[("queued.min.messages", PARTITION_PREFETCH_MESSAGES), ("queued.max.messages.kbytes", &kbytes)])
     }
 
     fn create_reader(&self, config: ClientConfig) -> Result<Reader, KafkaError> {
-        config.create_with_context(ReaderContext).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
+        config.create_with_context(ReaderContext::default()).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
     }
 
     fn reader_config(&self, group: &str, extra: &[(&str, &str)]) -> ClientConfig {

@@ -91,6 +91,11 @@ impl SourceHealth {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+
+    /// Whether its source is gone (its dataflow dropped or finished).
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 fn probe(kafka: KafkaConfig, topic: String, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {

@@ -1,8 +1,9 @@
 //! The Kafka source of a timely dataflow.
 //!
-//! Every worker, across all processes, reads the partitions that `PartitionOwner` gives it
-//! with `assign` (no group rebalancing inside a fixed timely cluster), starting from the offsets
-//! committed to the consumer group. Each poll batch is emitted at the current capability, the
+//! Every worker reads either its share of its process's group lease (`kafka/group.rs`: the
+//! instances of a job share the partitions through Kafka's group protocol) or, with static
+//! assignment, the partitions that `PartitionOwner` gives it with `assign`, starting from the
+//! offsets committed to the consumer group. Each poll batch is emitted at the current capability, the
 //! watermark (`watermark.rs`). Records whose event time is already behind their partition's
 //! bound are late: they are emitted as [`LateRecord`]s, never dropped; messages that do not
 //! decode are dead letters with the decoder's reason.
@@ -48,10 +49,11 @@ use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::{Scope, Stream};
 
 use self::commit::{marks_group, read_marks, Committer};
-use self::partition::{open_partitions, owned_partitions, read_ahead_changes, PartitionState};
+use self::partition::{open_leased, open_partitions, owned_partitions, read_ahead_changes, PartitionState};
 use self::watermark::{next_watermark, WatermarkStep};
 pub use self::watermark::{BoardShare, TopicBoards, WatermarkBoard};
 use super::config::{Reader, ReaderContext};
+use super::group::{share, Lease};
 use super::health::SourceHealth;
 use super::metrics::SourceMetrics;
 use super::{KafkaConfig, KafkaError};
@@ -121,6 +123,10 @@ pub struct SourceConfig {
     /// worker's, through `board`) before its reading is paused; `None` never pauses. See
     /// [`read_ahead_changes`].
     pub max_read_ahead_ms: Option<u64>,
+    /// Group membership (`kafka/group.rs`): read this worker's share of the lease's partitions
+    /// through the member, and stop reading once the lease is revoked. `None`: static
+    /// assignment, partition `p` read by worker `p % workers`.
+    pub lease: Option<Arc<Lease>>,
 }
 
 impl SourceConfig {
@@ -139,6 +145,7 @@ impl SourceConfig {
             board: None,
             max_read_ahead_ms: None,
             max_event_time_jump_ms: None,
+            lease: None,
         }
     }
 }
@@ -224,6 +231,12 @@ struct SourceInner {
     topic: String,
     partitions: Vec<PartitionState>,
     stats: SourceStats,
+    /// Whether to poll the consumer's own queue: a group member's is its membership thread's.
+    poll_main: bool,
+    /// The lease read under group membership.
+    lease: Option<Arc<Lease>>,
+    /// The probe after the sinks (what `SourceHandle::commit_delivered` commits by).
+    probe: ProbeHandle<EventTime>,
 }
 
 impl Drop for SourceInner {
@@ -289,9 +302,9 @@ impl SourceInner {
     where
         D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R, E>,
     {
-        let SourceInner { consumer, queues, partitions, stats, topic, .. } = self;
+        let SourceInner { consumer, queues, partitions, stats, topic, poll_main, .. } = self;
         let mut read = 0;
-        while let Some(result) = consumer.poll(Duration::ZERO) {
+        while let Some(result) = poll_main.then(|| consumer.poll(Duration::ZERO)).flatten() {
             match result {
                 Ok(message) => match partitions.iter_mut().find(|s| s.partition == message.partition()) {
                     Some(state) => batch.push(reading.ingest(state, stats, &message)),
@@ -404,6 +417,18 @@ impl SourceHandle {
         self.inner.borrow_mut().commit_passed(|_| true, None, CommitMode::Sync)
     }
 
+    /// Commits, synchronously, what the probe after the sinks has passed, with its mark (all of
+    /// it, as [`SourceHandle::commit_all`], once the probe is done): what a partition's next
+    /// owner resumes from after a hand-over.
+    pub fn commit_delivered(&self) -> Result<(), KafkaError> {
+        let mut inner = self.inner.borrow_mut();
+        let probe = inner.probe.clone();
+        match probe.with_frontier(|f| f.first().copied()) {
+            Some(delivered) => inner.commit_passed(|time| !probe.less_equal(&time), Some(delivered), CommitMode::Sync),
+            None => inner.commit_passed(|_| true, None, CommitMode::Sync),
+        }
+    }
+
     /// Per partition of the topic (by index): the delivered-before mark found at start, before
     /// which the outputs of the previous run were all delivered (`None`: no mark).
     pub fn delivered_before(&self) -> Vec<Option<EventTime>> {
@@ -451,14 +476,28 @@ where
     // The marks' consumer first: the reader's prefetch is sized by how many partitions it owns.
     let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
     let count = config.kafka.partition_count(&marks, &config.topic)?;
-    let owned = owned_partitions(worker_index, scope.peers(), count);
-    let consumer = Arc::new(config.kafka.partition_reader(&config.group, owned.len())?);
     let topic = config.topic.clone();
     // Read once per worker: the floors of this worker's own marks, and (through the handle)
-    // every partition's mark for the operators that drop re-derived outputs.
-    let delivered_before = read_marks(&marks, &topic, count, &config.group)?;
-    let (partitions, queues) = open_partitions(&consumer, &config, &owned, &delivered_before)?;
-    tracing::info!(worker = worker_index, topic = %topic, partitions = ?owned, "kafka source assigned");
+    // every partition's mark for the operators that drop re-derived outputs. A partition added
+    // since the count was read has no mark yet: it is read past the end of the list.
+    let (consumer, owned, partitions, queues, delivered_before) = match &config.lease {
+        None => {
+            let owned = owned_partitions(worker_index, scope.peers(), count);
+            let consumer = Arc::new(config.kafka.partition_reader(&config.group, owned.len())?);
+            let delivered_before = read_marks(&marks, &topic, count, &config.group)?;
+            let (partitions, queues) = open_partitions(&consumer, &config, &owned, &delivered_before)?;
+            (consumer, owned, partitions, queues, delivered_before)
+        }
+        Some(lease) => {
+            let owned = share(&lease.partitions, worker_index, scope.peers());
+            let known = lease.partitions.iter().copied().max().map_or(count, |p| count.max(p + 1));
+            let delivered_before = read_marks(&marks, &topic, known, &config.group)?;
+            let (partitions, queues) = open_leased(lease, &config, &owned, &delivered_before)?;
+            (lease.consumer.clone(), owned, partitions, queues, delivered_before)
+        }
+    };
+    let generation = config.lease.as_ref().map(|l| l.generation);
+    tracing::info!(worker = worker_index, topic = %topic, partitions = ?owned, ?generation, "kafka source assigned");
 
     let health = SourceHealth::start(&config.kafka, &topic, &owned);
     let inner = Rc::new(RefCell::new(SourceInner {
@@ -470,6 +509,9 @@ where
         topic: topic.clone(),
         partitions,
         stats: SourceStats::default(),
+        poll_main: config.lease.is_none(),
+        lease: config.lease.clone(),
+        probe: probe.clone(),
     }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
@@ -484,8 +526,12 @@ where
             };
             let mut inner = inner.borrow_mut();
             let stopping = shutdown.load(Ordering::Relaxed);
+            // A revoked lease: nothing more is read, and the watermark stays where it is (no
+            // window closes for want of records that the partition's next owner reads); the job
+            // commits what was delivered and drops this dataflow (see `kafka/group.rs`).
+            let revoked = inner.lease.as_ref().is_some_and(|l| !l.valid());
             let mut read = 0;
-            if !stopping {
+            if !stopping && !revoked {
                 turn = turn.wrapping_add(1);
                 let mut reading = Reading {
                     topic: &topic,
@@ -500,8 +546,16 @@ where
             if !batch.is_empty() {
                 output.session(&*cap).give_container(&mut batch);
             }
-            let next = if stopping { WatermarkStep::Finished } else { next_watermark(&inner.partitions, &config, worker_index, *cap.time()) };
-            if last_commit.elapsed() >= config.commit_interval {
+            let next = if stopping {
+                WatermarkStep::Finished
+            } else if revoked {
+                WatermarkStep::To(*cap.time())
+            } else {
+                next_watermark(&inner.partitions, &config, worker_index, *cap.time())
+            };
+            // Not once the lease is revoked: the hand-over commits, and after it the offsets are
+            // the next owner's to commit.
+            if !revoked && last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
                 inner.refresh_gauges(*cap.time());
                 let delivered = probe.with_frontier(|f| f.first().copied());
@@ -509,7 +563,7 @@ where
                     tracing::warn!(%error, "offset commit failed; will retry");
                 }
             }
-            if let (Some(ahead), Some(board), false) = (config.max_read_ahead_ms, &config.board, stopping) {
+            if let (Some(ahead), Some(board), false) = (config.max_read_ahead_ms, &config.board, stopping || revoked) {
                 inner.align_reading(board.slowest_active(), ahead, config.allowed_lateness_ms);
             }
             match next {

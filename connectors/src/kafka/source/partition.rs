@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::commit::{KeyTrails, Trail, MAX_CHECKPOINTS};
 use super::{SourceConfig, SourceEvent};
 use crate::kafka::config::{Reader, ReaderContext, METADATA_TIMEOUT};
+use crate::kafka::group::Lease;
 use crate::kafka::metrics::SourceMetrics;
 use crate::kafka::KafkaError;
 
@@ -191,13 +192,45 @@ pub(super) fn open_partitions(
             Some(Offset::Offset(o)) => o,
             _ => low,
         };
-        let mut state = PartitionState::new(p, start);
-        state.end_offset = config.exit_at_end.then_some(high);
-        state.mark_floor = delivered_before.get(p as usize).copied().flatten().unwrap_or(0);
-        state.metrics = config.metrics.as_ref().map(|m| PartitionMetrics::new(m, topic, p));
-        partitions.push(state);
+        partitions.push(partition_state(config, p, start, high, delivered_before));
     }
     Ok((partitions, queues))
+}
+
+/// This worker's share `owned` of a group lease: each partition's queue (split off when it was
+/// assigned), from the offset committed when it was assigned (the log start where none was),
+/// with its end offset (exit-at-end), mark floor and metrics. A partition whose queue is gone
+/// (revoked meanwhile) is left out.
+pub(super) fn open_leased(
+    lease: &Lease,
+    config: &SourceConfig,
+    owned: &[i32],
+    delivered_before: &[Option<EventTime>],
+) -> Result<(Vec<PartitionState>, Vec<PartitionQueue<ReaderContext>>), KafkaError> {
+    let topic = &config.topic;
+    let (mut partitions, mut queues) = (Vec::with_capacity(owned.len()), Vec::with_capacity(owned.len()));
+    for &p in owned {
+        let Some(queue) = lease.take_queue(p) else {
+            tracing::warn!(topic = %topic, partition = p, generation = lease.generation, "no queue for a leased partition (revoked meanwhile): not read");
+            continue;
+        };
+        let (low, high) = lease
+            .consumer
+            .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+            .map_err(KafkaError::client(format!("reading the offsets of `{topic}` partition {p}")))?;
+        partitions.push(partition_state(config, p, lease.committed(p).unwrap_or(low), high, delivered_before));
+        queues.push(queue);
+    }
+    Ok((partitions, queues))
+}
+
+/// A partition's read state from `start`, as `config` and the marks say.
+fn partition_state(config: &SourceConfig, p: i32, start: i64, high: i64, delivered_before: &[Option<EventTime>]) -> PartitionState {
+    let mut state = PartitionState::new(p, start);
+    state.end_offset = config.exit_at_end.then_some(high);
+    state.mark_floor = delivered_before.get(p as usize).copied().flatten().unwrap_or(0);
+    state.metrics = config.metrics.as_ref().map(|m| PartitionMetrics::new(m, &config.topic, p));
+    state
 }
 
 /// The partitions of a topic with `count` partitions that this worker reads.

@@ -1,0 +1,553 @@
+//! Consumer-group membership: how instances of a job share a topic's partitions.
+//!
+//! One [`GroupMember`] per process and source topic joins the consumer group with Kafka's
+//! group protocol (subscribe, eager rebalancing, the broker's coordinator). The member is also
+//! the reader: on every assignment its partitions' queues are split off right away and handed to
+//! this process's workers, [`share`] of them each, through a [`Lease`] (one per assignment, its
+//! *generation*). The job builds a fresh dataflow per generation, so a partition that moves
+//! starts from its committed offset in a dataflow whose watermark starts from nothing: none of
+//! its records is late because of the move.
+//!
+//! When the group rebalances, librdkafka calls the member (on its own thread) before giving the
+//! partitions up. The member marks the lease revoked (its sources stop reading at once) and waits,
+//! up to [`HANDOVER_TIMEOUT`], until every local worker has acknowledged: each lets what it read
+//! flow to the sinks, commits what the probe after them passed (offsets and delivered-before
+//! marks, exactly as a restart expects them) and acknowledges ([`Membership::acknowledge`]).
+//! Only then does librdkafka give the partitions up; their next owner resumes from those commits
+//! and drops the outputs it re-derives that were delivered before the marks. A lost member
+//! (killed) commits nothing more: its partitions resume from its last commit, as after a crash.
+//!
+//! Offsets are committed through the member (`Lease::committer`), carrying its group generation
+//! as Kafka's coordinator requires of a group with members.
+//!
+//! | item | what it owns |
+//! | --- | --- |
+//! | [`GroupMember`] | the member consumer and the thread that polls it (rebalances, heartbeats' deadline) |
+//! | [`Membership`] | the state the member and the workers share: generation, lease, revocation, acknowledgements, counters |
+//! | [`Lease`] | one assignment: its partitions, their queues (taken once by their worker) and committed offsets |
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{Consumer, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::config::{Reader, ReaderContext, METADATA_TIMEOUT};
+use super::source::WatermarkBoard;
+use super::{KafkaConfig, KafkaError};
+
+/// The group session timeout unless configured (`--session-timeout-ms`): how long the broker waits
+/// for a silent member (a killed instance) before its partitions go to the others. librdkafka's
+/// default is 45 s; 6 s keeps a lost instance's hand-over well under 10 s while tolerating a few
+/// missed heartbeats (sent every third of it).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 6_000;
+
+/// Longest a revocation waits for this process's workers to stop reading and commit.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often the member thread polls its consumer (rebalance callbacks run inside the poll).
+const MEMBER_POLL: Duration = Duration::from_millis(50);
+
+/// How one process joins a group for one topic.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    pub kafka: KafkaConfig,
+    pub topic: String,
+    pub group: String,
+    /// Workers of this process: each gets its [`share`] of every assignment.
+    pub workers: usize,
+    pub session_timeout_ms: u64,
+    /// Shown by `group describe` and the broker's tools: which instance holds what.
+    pub client_id: String,
+}
+
+/// One assignment of the group to this process: what its workers read until it is revoked.
+pub struct Lease {
+    pub generation: u64,
+    /// Every partition assigned to this process, sorted.
+    pub partitions: Vec<i32>,
+    /// The member consumer: offsets are committed through it.
+    pub consumer: Arc<Reader>,
+    queues: Mutex<HashMap<i32, PartitionQueue<ReaderContext>>>,
+    committed: HashMap<i32, i64>,
+    /// The watermark board of this generation's sources (a new dataflow starts from nothing:
+    /// an older generation's watermarks must not carry over).
+    pub board: WatermarkBoard,
+    pub membership: Arc<Membership>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("generation", &self.generation).field("partitions", &self.partitions).finish()
+    }
+}
+
+impl Lease {
+    /// Takes the queue of `partition` (once: its worker reads it).
+    pub(crate) fn take_queue(&self, partition: i32) -> Option<PartitionQueue<ReaderContext>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition)
+    }
+
+    /// The committed offset of `partition` when it was assigned (`None`: nothing committed).
+    pub(crate) fn committed(&self, partition: i32) -> Option<i64> {
+        self.committed.get(&partition).copied()
+    }
+
+    /// Whether this lease still holds: not revoked, not superseded.
+    pub fn valid(&self) -> bool {
+        self.membership.holds(self.generation)
+    }
+}
+
+/// The partitions of `partitions` (sorted) that local worker `worker` of `workers` reads.
+pub fn share(partitions: &[i32], worker: usize, workers: usize) -> Vec<i32> {
+    partitions.iter().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, p)| *p).collect()
+}
+
+#[derive(Debug, Default)]
+struct MemberState {
+    generation: u64,
+    lease: Option<Arc<Lease>>,
+    /// A revocation of the current lease is under way.
+    revoking: bool,
+    /// Local workers that acknowledged the revocation under way.
+    acknowledged: BTreeSet<usize>,
+    /// Local workers gone for good (finished): they count as acknowledged.
+    retired: BTreeSet<usize>,
+    /// The member is leaving: a revocation then waits for nobody (the workers committed already).
+    closing: bool,
+    /// The revocation under way is of a lost assignment (the session expired, the broker was
+    /// gone): its partitions may be someone else's already, so nothing is committed.
+    lost: bool,
+    rebalances: u64,
+    revoked_at: Option<Instant>,
+    /// From the last revocation to the assignment after it.
+    last_pause: Option<Duration>,
+}
+
+/// What a member and its process's workers share. Workers poll it; the member waits on it.
+pub struct Membership {
+    topic: String,
+    workers: usize,
+    state: Mutex<MemberState>,
+    changed: Condvar,
+    /// The member's consumer, for splitting partition queues inside the rebalance callback.
+    consumer: OnceLock<Weak<Reader>>,
+    /// Every new lease is announced here, in order, for the job (see [`AssignmentLog`]).
+    log: AssignmentLog,
+    /// Which entry of the log this membership writes as.
+    slot: usize,
+}
+
+/// The leases granted in this process, over all of its memberships, in order, with the slot of
+/// the membership that got each. Every worker builds a dataflow per entry in this order, which
+/// timely needs (dataflows are matched across workers by the order they are built in), even for
+/// a lease revoked before it got to it (its source then reads nothing).
+#[derive(Clone, Debug, Default)]
+pub struct AssignmentLog(Arc<Mutex<Vec<LogEntry>>>);
+
+/// One granted lease and the slot of the membership it came to.
+pub type LogEntry = (usize, Arc<Lease>);
+
+impl AssignmentLog {
+    /// The entries from `from` on.
+    pub fn since(&self, from: usize) -> Vec<LogEntry> {
+        let log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(from..).map(<[_]>::to_vec).unwrap_or_default()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn push(&self, entry: LogEntry) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+    }
+}
+
+/// Counters of a membership, for the metrics and `/health`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    pub generation: u64,
+    pub rebalances: u64,
+    pub assigned: usize,
+    /// Partitions are moving: revoked and not yet assigned again.
+    pub rebalancing: bool,
+    pub last_pause: Option<Duration>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").field("topic", &self.topic).field("state", &*self.lock()).finish()
+    }
+}
+
+impl Membership {
+    fn lock(&self) -> MutexGuard<'_, MemberState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The lease of `generation`, if it is the current one.
+    pub fn lease(&self, generation: u64) -> Option<Arc<Lease>> {
+        self.lock().lease.clone().filter(|l| l.generation == generation)
+    }
+
+    /// Whether the lease of `generation` is current and not being revoked.
+    pub fn holds(&self, generation: u64) -> bool {
+        let state = self.lock();
+        !state.revoking && state.lease.as_ref().is_some_and(|l| l.generation == generation)
+    }
+
+    /// Whether the lease of `generation` is being revoked and local worker `worker` has not yet
+    /// acknowledged it (it should stop reading, commit, then [`Membership::acknowledge`]).
+    pub fn revoking(&self, generation: u64, worker: usize) -> bool {
+        let state = self.lock();
+        state.revoking && state.lease.as_ref().is_some_and(|l| l.generation == generation) && !state.acknowledged.contains(&worker)
+    }
+
+    /// Whether the lease of `generation` is over: revoked and every worker acknowledged, or
+    /// superseded. Its dataflow can go.
+    pub fn ended(&self, generation: u64) -> bool {
+        let state = self.lock();
+        match &state.lease {
+            Some(lease) if lease.generation == generation => state.revoking && self.all_acknowledged(&state),
+            _ => state.generation >= generation,
+        }
+    }
+
+    fn all_acknowledged(&self, state: &MemberState) -> bool {
+        state.acknowledged.union(&state.retired).count() >= self.workers
+    }
+
+    /// Local worker `worker` stopped reading the lease under revocation and committed.
+    pub fn acknowledge(&self, worker: usize) {
+        let mut state = self.lock();
+        if state.revoking {
+            state.acknowledged.insert(worker);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Local worker `worker` is gone for good: revocations no longer wait for it.
+    pub fn retire(&self, worker: usize) {
+        self.lock().retired.insert(worker);
+        self.changed.notify_all();
+    }
+
+    pub fn stats(&self) -> MembershipStats {
+        let state = self.lock();
+        MembershipStats {
+            generation: state.generation,
+            rebalances: state.rebalances,
+            assigned: state.lease.as_ref().map_or(0, |l| l.partitions.len()),
+            rebalancing: state.revoking || (state.lease.is_none() && state.generation > 0),
+            last_pause: state.last_pause,
+        }
+    }
+
+    /// Whether the revocation under way is of a lost assignment: stop, commit nothing.
+    pub fn lost(&self) -> bool {
+        self.lock().lost
+    }
+
+    /// Before librdkafka gives the partitions up: revoke the lease and wait for the workers
+    /// (not when the assignment is `lost`: there is nothing they may commit).
+    fn revoke(&self, lost: bool) {
+        let mut state = self.lock();
+        let Some(lease) = state.lease.clone() else { return };
+        state.revoked_at = Some(Instant::now());
+        if state.closing {
+            return;
+        }
+        state.revoking = true;
+        state.lost = lost;
+        state.acknowledged.clear();
+        if lost {
+            tracing::warn!(topic = %self.topic, generation = lease.generation, partitions = ?lease.partitions, "group assignment lost (session expired): stopping without committing; the partitions' next owner replays from the last commit");
+            self.changed.notify_all();
+            return;
+        }
+        tracing::info!(topic = %self.topic, generation = lease.generation, partitions = ?lease.partitions, "group rebalance: handing partitions over");
+        self.changed.notify_all();
+        let started = Instant::now();
+        let (state, timeout) =
+            self.changed.wait_timeout_while(state, HANDOVER_TIMEOUT, |s| !s.closing && !self.all_acknowledged(s)).unwrap_or_else(|p| p.into_inner());
+        if timeout.timed_out() {
+            tracing::warn!(
+                topic = %self.topic,
+                acknowledged = ?state.acknowledged,
+                "workers did not acknowledge the hand-over within {HANDOVER_TIMEOUT:?}: giving the partitions up anyway (their next owner replays from the last commit)"
+            );
+        } else {
+            tracing::debug!(topic = %self.topic, took = ?started.elapsed(), "hand-over acknowledged");
+        }
+    }
+
+    /// After librdkafka gave the partitions up.
+    fn revoked(&self) {
+        let mut state = self.lock();
+        state.lease = None;
+        state.revoking = false;
+        state.acknowledged.clear();
+        self.changed.notify_all();
+    }
+
+    /// After librdkafka assigned `list`: split the queues off and grant the new lease.
+    fn assigned(self: &Arc<Self>, list: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        let mut partitions: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        partitions.sort_unstable();
+        // Right away: librdkafka is fetching already, and what lands before a split stays on
+        // the member's own queue (the member thread sends such a message back, see `run`).
+        let queues = partitions.iter().filter_map(|&p| consumer.split_partition_queue(&self.topic, p).map(|q| (p, q))).collect();
+        let committed = match consumer.committed_offsets(list.clone(), METADATA_TIMEOUT) {
+            Ok(offsets) => offsets
+                .elements_for_topic(&self.topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, topic = %self.topic, "reading committed offsets at assignment; partitions start where librdkafka resumes them");
+                HashMap::new()
+            }
+        };
+        let mut state = self.lock();
+        state.generation += 1;
+        state.rebalances += 1;
+        state.last_pause = state.revoked_at.take().map(|t| t.elapsed());
+        let generation = state.generation;
+        tracing::info!(topic = %self.topic, generation, ?partitions, "group assignment");
+        let lease = Arc::new(Lease {
+            generation,
+            partitions,
+            consumer,
+            queues: Mutex::new(queues),
+            committed,
+            board: WatermarkBoard::default(),
+            membership: self.clone(),
+        });
+        state.lease = Some(lease.clone());
+        state.revoking = false;
+        state.lost = false;
+        self.log.push((self.slot, lease));
+        self.changed.notify_all();
+    }
+}
+
+/// The rebalance side of [`ReaderContext`] for a member consumer.
+pub(crate) fn on_rebalance(membership: &Arc<Membership>, rebalance: &Rebalance<'_>, before: bool, lost: bool) {
+    match (rebalance, before) {
+        (Rebalance::Revoke(_), true) => membership.revoke(lost),
+        (Rebalance::Revoke(_), false) => membership.revoked(),
+        (Rebalance::Assign(list), false) => membership.assigned(list),
+        (Rebalance::Error(error), _) => tracing::warn!(%error, topic = %membership.topic, "group rebalance error"),
+        _ => {}
+    }
+}
+
+/// A member of a consumer group as the broker describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub member_id: String,
+    pub client_id: String,
+    pub host: String,
+}
+
+/// The members `group` has now, as the broker describes it (empty: nobody joined, or the
+/// group does not exist).
+pub fn group_members(kafka: &KafkaConfig, group: &str) -> Result<Vec<MemberInfo>, KafkaError> {
+    let consumer = kafka.plain_consumer(group)?;
+    let list =
+        consumer.fetch_group_list(Some(group), METADATA_TIMEOUT).map_err(KafkaError::client(format!("describing consumer group `{group}`")))?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members())
+        .map(|m| MemberInfo { member_id: m.id().to_string(), client_id: m.client_id().to_string(), host: m.client_host().to_string() })
+        .collect())
+}
+
+/// This process's member of a group for one topic, and the thread that polls it.
+pub struct GroupMember {
+    membership: Arc<Membership>,
+    consumer: Arc<Reader>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupMember {
+    /// Joins `config.group` for `config.topic`; leases are announced on `log` as `slot`.
+    pub fn join(config: &GroupConfig, log: AssignmentLog, slot: usize) -> Result<GroupMember, KafkaError> {
+        let membership = Arc::new(Membership {
+            topic: config.topic.clone(),
+            workers: config.workers.max(1),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            consumer: OnceLock::new(),
+            log,
+            slot,
+        });
+        let session = config.session_timeout_ms.max(1_000);
+        let heartbeat = (session / 3).clamp(100, 3_000).to_string();
+        let session = session.to_string();
+        let consumer = Arc::new(config.kafka.group_member(
+            &config.group,
+            &[
+                ("session.timeout.ms", session.as_str()),
+                ("heartbeat.interval.ms", heartbeat.as_str()),
+                ("partition.assignment.strategy", "roundrobin"),
+                ("client.id", config.client_id.as_str()),
+            ],
+            membership.clone(),
+        )?);
+        let _ = membership.consumer.set(Arc::downgrade(&consumer));
+        consumer.subscribe(&[&config.topic]).map_err(KafkaError::client(format!("joining group `{}` for `{}`", config.group, config.topic)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (consumer, stop, topic) = (consumer.clone(), stop.clone(), config.topic.clone());
+            std::thread::Builder::new()
+                .name(format!("member-{topic}"))
+                .spawn(move || run(&consumer, &stop, &topic))
+                .map_err(|e| KafkaError::Other(format!("starting the group member thread: {e}")))?
+        };
+        tracing::info!(group = %config.group, topic = %config.topic, client = %config.client_id, "joined consumer group");
+        Ok(GroupMember { membership, consumer, stop, thread: Some(thread) })
+    }
+
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+
+    /// Leaves the group: the workers have committed; partitions go to the other members now.
+    pub fn leave(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        let Some(thread) = self.thread.take() else { return };
+        self.membership.lock().closing = true;
+        self.membership.changed.notify_all();
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+        leave_group(&self.consumer);
+        // The leases hold the consumer (and it, through its context, the membership): let go.
+        self.membership.lock().lease = None;
+        self.membership.log.clear();
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The member thread: polls (rebalances run inside), sends back any message that reached the
+/// member's own queue before its partition's queue was split off.
+fn run(consumer: &Reader, stop: &AtomicBool, topic: &str) {
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(MEMBER_POLL) {
+            Some(Ok(message)) => {
+                // Seek its partition back to it: the fetch starts again, into the split queue.
+                let (partition, offset) = (message.partition(), message.offset());
+                drop(message);
+                if let Err(error) = consumer.seek(topic, partition, Offset::Offset(offset), METADATA_TIMEOUT) {
+                    tracing::warn!(%error, topic, partition, offset, "sending an early message back to its partition's queue");
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(error)) => tracing::warn!(%error, topic, "group member"),
+        }
+    }
+}
+
+/// Unsubscribes and polls until librdkafka has given the partitions up (the revoke callback
+/// ran), for at most 5 s; dropping the consumer then leaves the group.
+fn leave_group(consumer: &Reader) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(20));
+        if consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_spread_over_the_workers_round_robin_and_whole() {
+        let parts = vec![0, 2, 3, 5, 7];
+        let shares: Vec<Vec<i32>> = (0..2).map(|w| share(&parts, w, 2)).collect();
+        assert_eq!(shares, vec![vec![0, 3, 7], vec![2, 5]]);
+        let mut all: Vec<i32> = (0..3).flat_map(|w| share(&parts, w, 3)).collect();
+        all.sort_unstable();
+        assert_eq!(all, parts, "every partition read by exactly one worker");
+        assert_eq!(share(&parts, 0, 0), parts, "no workers is one worker");
+    }
+
+    #[test]
+    fn a_revocation_waits_for_every_worker_and_ends_the_lease() {
+        let membership = Arc::new(Membership {
+            topic: "t".into(),
+            workers: 2,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            consumer: OnceLock::new(),
+            log: AssignmentLog::default(),
+            slot: 0,
+        });
+        // A lease without a consumer: assigned() needs one, so grant by hand.
+        {
+            let mut state = membership.lock();
+            state.generation = 1;
+            state.lease = Some(Arc::new(Lease {
+                generation: 1,
+                partitions: vec![0, 1],
+                consumer: Arc::new(KafkaConfig::new("127.0.0.1:1").plain_consumer("g").expect("consumer")),
+                queues: Mutex::default(),
+                committed: HashMap::new(),
+                board: WatermarkBoard::default(),
+                membership: membership.clone(),
+            }));
+        }
+        assert!(membership.holds(1) && !membership.ended(1));
+        let revoker = {
+            let membership = membership.clone();
+            std::thread::spawn(move || membership.revoke(false))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !membership.revoking(1, 0) {
+            assert!(Instant::now() < deadline, "the revocation never started");
+            std::thread::yield_now();
+        }
+        assert!(!membership.holds(1), "sources stop reading as soon as the revocation starts");
+        membership.acknowledge(0);
+        assert!(!membership.revoking(1, 0) && membership.revoking(1, 1));
+        assert!(!membership.ended(1), "worker 1 has not committed yet");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!revoker.is_finished(), "librdkafka must not give the partitions up before every worker committed");
+        membership.retire(1);
+        revoker.join().expect("revoke");
+        assert!(membership.ended(1));
+        membership.revoked();
+        assert!(membership.ended(1) && !membership.holds(1));
+        assert!(membership.stats().rebalancing, "revoked, not yet assigned again");
+    }
+}

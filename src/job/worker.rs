@@ -1,0 +1,374 @@
+//! One worker's loop: builds the dataflows (once with static assignment, once per group lease
+//! with group membership), steps them, hands partitions over when the group rebalances, keeps
+//! the metrics and adds up the report.
+//!
+//! Under group membership (`connectors/src/kafka/group.rs`) each pipeline's dataflow lives as
+//! long as one lease. The process's leases come in one order ([`AssignmentLog`]) and every worker
+//! builds a dataflow per lease in that order. When a lease is revoked its sources stop reading;
+//! each worker lets what was read reach the sinks (the probe after them stops moving for
+//! [`SETTLE_QUIET`], at most [`SETTLE_MAX`]), commits what the probe passed with its mark,
+//! acknowledges, and once every worker has, drops the dataflow without flushing it: its open
+//! windows are rebuilt whole by the partitions' next owner from the committed offsets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use pitwall_connectors::kafka::group::{AssignmentLog, Lease, Membership};
+use pitwall_connectors::kafka::sink::{KafkaProducer, SinkHandle};
+use pitwall_connectors::kafka::source::{BoardShare, SourceHandle, SourceStats};
+use pitwall_dataflows::keyed::StateGauge;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use super::metrics::{refresh_worker_metrics, JobMetrics, WorkCounts, METRICS_INTERVAL};
+use super::report::WorkerReport;
+use super::telemetry::{build_telemetry, feed_queries, TelemetryParts};
+use super::video::{build_video, VideoParts, VideoReport};
+use super::{JobConfig, Pipeline, ProcessShared};
+
+/// The slot of the telemetry membership in the [`AssignmentLog`].
+pub(crate) const SLOT_TELEMETRY: usize = 0;
+/// The slot of the video membership in the [`AssignmentLog`].
+pub(crate) const SLOT_VIDEO: usize = 1;
+
+/// A hand-over commits once the probe after the sinks has stayed put this long...
+const SETTLE_QUIET: Duration = Duration::from_millis(100);
+/// ...or this long after the revocation, whichever comes first.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+/// How long a parked worker sleeps when nothing activates it.
+const PARK: Duration = Duration::from_millis(20);
+
+/// This process's group memberships, and the order their leases came in.
+#[derive(Clone, Default)]
+pub(crate) struct Memberships {
+    pub(crate) log: AssignmentLog,
+    pub(crate) telemetry: Option<Arc<Membership>>,
+    pub(crate) video: Option<Arc<Membership>>,
+}
+
+impl Memberships {
+    fn all(&self) -> impl Iterator<Item = &Arc<Membership>> {
+        self.telemetry.iter().chain(self.video.iter())
+    }
+}
+
+/// What the worker loop needs of a built pipeline.
+trait Parts {
+    fn probe(&self) -> &ProbeHandle<u64>;
+    fn source(&self) -> &SourceHandle;
+    fn sinks(&self) -> Vec<(&'static str, SinkHandle)>;
+    fn state(&self) -> &[(&'static str, StateGauge)] {
+        &[]
+    }
+    fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics);
+    /// Adds what this dataflow did to the worker's report.
+    fn add_to(&self, report: &mut WorkerReport);
+}
+
+impl Parts for TelemetryParts {
+    fn probe(&self) -> &ProbeHandle<u64> {
+        &self.probe
+    }
+    fn source(&self) -> &SourceHandle {
+        &self.source
+    }
+    fn sinks(&self) -> Vec<(&'static str, SinkHandle)> {
+        self.sinks.labelled()
+    }
+    fn state(&self) -> &[(&'static str, StateGauge)] {
+        &self.state
+    }
+    fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics) {
+        work.refresh(metrics, self.inference.as_ref(), None);
+        work.refresh_duplicates(metrics, self.duplicates.get());
+    }
+    fn add_to(&self, report: &mut WorkerReport) {
+        add_stats(&mut report.source, &self.source.stats());
+        report.alerts += self.sinks.alerts.delivered();
+        report.windows += self.sinks.windows.delivered();
+        report.already_delivered += self.already_delivered.iter().map(|c| c.get()).sum::<u64>();
+        report.predictions += self.sinks.predictions.as_ref().map_or(0, SinkHandle::delivered);
+        report.held_peak = report.held_peak.max(self.ordering.get().peak_keys as u64);
+    }
+}
+
+impl Parts for VideoParts {
+    fn probe(&self) -> &ProbeHandle<u64> {
+        &self.probe
+    }
+    fn source(&self) -> &SourceHandle {
+        &self.source
+    }
+    fn sinks(&self) -> Vec<(&'static str, SinkHandle)> {
+        self.sinks.labelled()
+    }
+    fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics) {
+        work.refresh(metrics, None, Some((&self.inference, &self.uploads)));
+    }
+    fn add_to(&self, report: &mut WorkerReport) {
+        let (stats, video) = report.video.get_or_insert_with(Default::default);
+        add_stats(stats, &self.source.stats());
+        let now = self.report();
+        *video = VideoReport {
+            frames: video.frames + now.frames,
+            detections: video.detections + now.detections,
+            videos: video.videos + now.videos,
+            dead_letters: video.dead_letters + now.dead_letters,
+            stored: video.stored + now.stored,
+            store_failures: video.store_failures + now.store_failures,
+        };
+        report.already_delivered += self.stored_before.get();
+    }
+}
+
+/// Adds `more` to `total`.
+fn add_stats(total: &mut SourceStats, more: &SourceStats) {
+    total.messages += more.messages;
+    total.records += more.records;
+    total.dead_letters += more.dead_letters;
+    total.late += more.late;
+    total.bytes += more.bytes;
+    total.commits += more.commits;
+    total.stalls += more.stalls;
+    total.skipped_offsets += more.skipped_offsets;
+}
+
+/// A revoked lease letting its outputs reach the sinks before it commits.
+struct Settling {
+    started: Instant,
+    frontier: Option<u64>,
+    since: Instant,
+}
+
+/// One built pipeline dataflow and what the worker keeps about it.
+struct Slot<P> {
+    parts: P,
+    /// Its timely dataflow index (to drop it when its lease ends).
+    dataflow: usize,
+    lease: Option<Arc<Lease>>,
+    settling: Option<Settling>,
+    /// Its probe finished and everything read was committed.
+    finished: bool,
+    work: WorkCounts,
+    reported: Vec<u64>,
+}
+
+impl<P: Parts> Slot<P> {
+    fn new(parts: P, dataflow: usize, lease: Option<Arc<Lease>>) -> Slot<P> {
+        Slot { parts, dataflow, lease, settling: None, finished: false, work: WorkCounts::default(), reported: Vec::new() }
+    }
+
+    /// Once the probe is done: commits everything read (a clean end), once.
+    fn finish_if_done(&mut self) -> Result<()> {
+        if !self.finished && self.parts.probe().done() {
+            self.commit_all()?;
+            self.finished = true;
+        }
+        Ok(())
+    }
+
+    /// Commits everything read, unless the lease was handed over (its partitions' offsets are
+    /// their next owner's to commit now).
+    fn commit_all(&self) -> Result<()> {
+        if self.lease.as_ref().is_some_and(|l| !l.valid()) {
+            return Ok(());
+        }
+        Ok(self.parts.source().commit_all()?)
+    }
+
+    /// Moves a revocation of this slot's lease along: settle, commit, acknowledge.
+    fn hand_over(&mut self, worker: usize) {
+        let Some(lease) = &self.lease else { return };
+        if !lease.membership.revoking(lease.generation, worker) {
+            self.settling = None;
+            return;
+        }
+        if lease.membership.lost() {
+            // The group moved on without this instance: committing could overwrite the new
+            // owner's progress. Stop; the next owner replays from the last commit.
+            lease.membership.acknowledge(worker);
+            return;
+        }
+        let frontier = self.parts.probe().with_frontier(|f| f.first().copied());
+        let now = Instant::now();
+        let settling = self.settling.get_or_insert(Settling { started: now, frontier, since: now });
+        if settling.frontier != frontier {
+            (settling.frontier, settling.since) = (frontier, now);
+        }
+        if frontier.is_none() || now.duration_since(settling.since) >= SETTLE_QUIET || now.duration_since(settling.started) >= SETTLE_MAX {
+            if let Err(error) = self.parts.source().commit_delivered() {
+                tracing::warn!(error = %error, "committing at a hand-over failed: the partitions' next owner replays from the last commit");
+            }
+            tracing::info!(worker, generation = lease.generation, delivered_before = ?frontier, "hand-over committed");
+            lease.membership.acknowledge(worker);
+            self.settling = None;
+        }
+    }
+
+    /// Whether its lease is over (revoked and acknowledged by every worker, or superseded).
+    fn ended(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.membership.ended(l.generation))
+    }
+
+    fn refresh(&mut self, metrics: &JobMetrics, worker: &str) {
+        refresh_worker_metrics(metrics, worker, self.parts.state(), &self.parts.sinks(), &mut self.reported);
+        self.parts.refresh(&mut self.work, metrics);
+    }
+}
+
+/// Drops a slot's dataflow (its lease ended), adding what it did to the report first.
+fn retire<P: Parts>(slot: &mut Option<Slot<P>>, worker: &mut timely::worker::Worker, report: &mut WorkerReport, metrics: &JobMetrics) {
+    if let Some(mut old) = slot.take() {
+        old.refresh(metrics, &worker.index().to_string());
+        old.parts.add_to(report);
+        worker.drop_dataflow(old.dataflow);
+    }
+}
+
+pub(crate) fn run_worker(
+    worker: &mut timely::worker::Worker,
+    config: &JobConfig,
+    shared: ProcessShared<'_>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<WorkerReport> {
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let index = worker.index();
+    let worker_label = index.to_string();
+    let mut report = WorkerReport::default();
+    let (runs_telemetry, runs_video) = (config.runs(Pipeline::Telemetry), shared.store.is_some());
+    let build_telemetry_slot = |worker: &mut timely::worker::Worker, lease: Option<Arc<Lease>>| -> Result<Slot<TelemetryParts>> {
+        let dataflow = worker.next_dataflow_index();
+        let parts = build_telemetry(worker, config, &producer, &shared, shutdown.clone(), lease.clone())?;
+        shared.sources.lock().expect("health list lock").push(parts.source.health());
+        Ok(Slot::new(parts, dataflow, lease))
+    };
+    let build_video_slot = |worker: &mut timely::worker::Worker, lease: Option<Arc<Lease>>| -> Result<Option<Slot<VideoParts>>> {
+        let Some(store) = shared.store.clone() else { return Ok(None) };
+        let dataflow = worker.next_dataflow_index();
+        let parts = build_video(worker, config, &shared, store, &producer, shutdown.clone(), lease.clone())?;
+        shared.sources.lock().expect("health list lock").push(parts.source.health());
+        Ok(Some(Slot::new(parts, dataflow, lease)))
+    };
+    let (mut telemetry, mut video) = match &shared.memberships {
+        Some(_) => (None, None),
+        None => (if runs_telemetry { Some(build_telemetry_slot(worker, None)?) } else { None }, build_video_slot(worker, None)?),
+    };
+    let mut board_share = BoardShare::build(worker, &shared.boards);
+    let takes_queries = index == 0;
+    let mut last_metrics = Instant::now();
+    let mut cursor = 0;
+    let exit_at_end = config.exit_at_end;
+    loop {
+        if let Some(memberships) = &shared.memberships {
+            for (slot, lease) in memberships.log.since(cursor) {
+                cursor += 1;
+                if slot == SLOT_TELEMETRY {
+                    retire(&mut telemetry, worker, &mut report, shared.metrics);
+                    let mut built = build_telemetry_slot(worker, Some(lease))?;
+                    if let (Some(hub), true, Some(input)) = (&shared.query_hub, takes_queries, built.parts.queries.as_mut()) {
+                        // A new dataflow answers every registered query from scratch.
+                        hub.restart().into_iter().for_each(|command| command.apply_to(input));
+                    }
+                    telemetry = Some(built);
+                } else {
+                    retire(&mut video, worker, &mut report, shared.metrics);
+                    video = build_video_slot(worker, Some(lease))?;
+                }
+            }
+        }
+        if let Some(slot) = telemetry.as_mut() {
+            slot.finish_if_done()?;
+            slot.hand_over(index);
+        }
+        if let Some(slot) = video.as_mut() {
+            slot.finish_if_done()?;
+            slot.hand_over(index);
+        }
+        if telemetry.as_ref().is_some_and(Slot::ended) {
+            retire(&mut telemetry, worker, &mut report, shared.metrics);
+        }
+        if video.as_ref().is_some_and(Slot::ended) {
+            retire(&mut video, worker, &mut report, shared.metrics);
+        }
+        let finished = |built: bool, slot: Option<bool>| !built || slot.unwrap_or(false);
+        let all_finished =
+            finished(runs_telemetry, telemetry.as_ref().map(|s| s.finished)) && finished(runs_video, video.as_ref().map(|s| s.finished));
+        let done = match &shared.memberships {
+            // Static: the dataflows end with the input (exit-at-end) or at shutdown.
+            None => all_finished,
+            // Group: at shutdown once what was built finished; with exit-at-end once every
+            // pipeline's current lease was read to its end; otherwise never.
+            Some(_) => {
+                let idle = |slot: Option<bool>| slot.unwrap_or(true);
+                (shutdown.load(Ordering::Relaxed) && idle(telemetry.as_ref().map(|s| s.finished)) && idle(video.as_ref().map(|s| s.finished)))
+                    || (exit_at_end && all_finished)
+            }
+        };
+        if done {
+            break;
+        }
+        if let Some(slot) = telemetry.as_mut() {
+            if slot.parts.queries.is_some() {
+                feed_queries(&mut slot.parts.queries, &slot.parts.query_clock, shared.query_hub.as_ref(), takes_queries);
+            }
+        }
+        board_share.tick(index);
+        worker.step_or_park(Some(PARK));
+        if last_metrics.elapsed() >= METRICS_INTERVAL {
+            last_metrics = Instant::now();
+            refresh_slots(&mut telemetry, &mut video, &shared, &worker_label, index);
+        }
+    }
+    board_share.close();
+    refresh_slots(&mut telemetry, &mut video, &shared, &worker_label, index);
+    // A clean stop: everything read is delivered; commit it (again: a no-op when nothing moved).
+    if let Some(slot) = &telemetry {
+        slot.commit_all()?;
+    }
+    if let Some(slot) = &video {
+        slot.commit_all()?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    if let Some(slot) = &telemetry {
+        slot.parts.add_to(&mut report);
+    }
+    if let Some(slot) = &video {
+        slot.parts.add_to(&mut report);
+    }
+    // Revocations no longer wait for this worker: it has committed everything it read.
+    for membership in shared.memberships.iter().flat_map(Memberships::all) {
+        membership.retire(index);
+    }
+    report.finished = Some(Instant::now());
+    tracing::info!(worker = index, stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
+    Ok(report)
+}
+
+/// Refreshes each slot's metrics, the live view's size (worker 0) and the group gauges (worker 0).
+fn refresh_slots(
+    telemetry: &mut Option<Slot<TelemetryParts>>,
+    video: &mut Option<Slot<VideoParts>>,
+    shared: &ProcessShared<'_>,
+    worker_label: &str,
+    index: usize,
+) {
+    if let Some(slot) = telemetry.as_mut() {
+        slot.refresh(shared.metrics, worker_label);
+    }
+    if let Some(slot) = video.as_mut() {
+        slot.refresh(shared.metrics, worker_label);
+    }
+    if index != 0 {
+        return;
+    }
+    if let Some(live) = &shared.live {
+        for (buffer, points) in live.sizes() {
+            shared.metrics.live_points.with_label_values(&[buffer]).set(points as i64);
+        }
+    }
+    for membership in shared.memberships.iter().flat_map(Memberships::all) {
+        shared.metrics.refresh_group(membership.topic(), &membership.stats());
+    }
+}
