@@ -122,10 +122,14 @@ fn committed_in_shared(b: &str) -> Vec<i64> {
     (0..4).map(|p| committed.find_partition("live", p).and_then(|e| e.offset().to_raw()).map_or(0, |o| o.max(0))).collect()
 }
 
-/// SIGTERM, then the instance's report (it drains, delivers and commits what it read).
-fn stop(child: Child, log: &Path) -> Value {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    report_of(child, log)
+/// SIGTERM to every instance at once (one stopping after another would hand its partitions to
+/// an instance about to stop, which stops before re-reading them: nothing lost, the offsets stay
+/// uncommitted, but this run's outputs would miss them), then each one's report.
+fn stop_all(instances: Vec<(Child, &Path)>) -> Vec<Value> {
+    for (child, _) in &instances {
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    instances.into_iter().map(|(child, log)| report_of(child, log)).collect()
 }
 
 /// The report of an instance told to stop, once it exits 0.
@@ -201,11 +205,7 @@ fn two_instances_in_one_group_read_each_partition_once() {
     let producer = producer(b);
     replay(&producer, &records, records[0].session_time_ms, Instant::now());
     wait_until_caught_up(b, records.len());
-    // Both at once: neither takes the other's partitions over on the way out.
-    for child in [&first, &second] {
-        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    }
-    let reports = [report_of(first, &first_log), report_of(second, &second_log)];
+    let reports = stop_all(vec![(first, &first_log), (second, &second_log)]);
     println!("instances: {reports:?}");
     let read: Vec<u64> = reports.iter().map(|r| r["messages"].as_u64().unwrap()).collect();
     assert!(read.iter().all(|n| *n > 0), "both instances read their share: {read:?}");
@@ -243,7 +243,7 @@ fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
         spread
     });
     wait_until_caught_up(b, records.len());
-    let reports = [stop(first, &first_log), stop(second, &second_log), stop(third, &third_log)];
+    let reports = stop_all(vec![(first, &first_log), (second, &second_log), (third, &third_log)]);
     println!("instances: {reports:?}; the join re-spread the partitions within {rest:?}");
     assert!(reports[2]["messages"].as_u64().unwrap() > 0, "the instance that joined read its share");
     let (alert_duplicates, _, new) = compare_with_reference(b);
@@ -297,7 +297,7 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
         taken_over
     });
     wait_until_caught_up(b, records.len());
-    let reports = [stop(first, &first_log), stop(third, &third_log)];
+    let reports = stop_all(vec![(first, &first_log), (third, &third_log)]);
     println!("survivors: {reports:?}; the killed instance's partitions were taken over within {taken_over:?}");
     // The session timeout (6 s by default) for the broker to notice, then the group's rebalance
     // rounds (the mock cluster's take ~3-4 s each; the survivors' own hand-over commits took

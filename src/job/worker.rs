@@ -171,11 +171,20 @@ impl<P: Parts> Slot<P> {
 
     /// Commits everything read, unless the lease was handed over (its partitions' offsets are
     /// their next owner's to commit now).
+    /// Under a lease a failure (a rebalance starting as the instance stops) is a warning: the
+    /// partitions' next owner replays from the last commit and the marks keep it from re-sending
+    /// what was delivered.
     fn commit_all(&self) -> Result<()> {
-        if self.lease.as_ref().is_some_and(|l| !l.valid()) {
-            return Ok(());
+        match &self.lease {
+            None => Ok(self.parts.source().commit_all()?),
+            Some(lease) if !lease.valid() => Ok(()),
+            Some(lease) => {
+                if let Err(error) = self.parts.source().commit_all() {
+                    tracing::warn!(%error, generation = lease.generation, "the final commit failed: the partitions' next owner replays from the last commit");
+                }
+                Ok(())
+            }
         }
-        Ok(self.parts.source().commit_all()?)
     }
 
     /// Moves a revocation of this slot's lease along: settle, commit, acknowledge.
