@@ -148,31 +148,11 @@ fn report_of(child: Child, log: &Path) -> Value {
     run_report(&String::from_utf8_lossy(&output.stdout))
 }
 
-/// Checks the shared run's outputs against the uninterrupted reference; returns the duplicate
-/// alerts and windows.
-fn compare_with_reference(b: &str) -> (usize, usize, usize) {
-    assert!(tail(b, "pitwall-late").is_empty(), "no record was late: a moved partition starts a dataflow of its own");
-    let reference = counted(b, "alerts-ref", Some("id"));
-    let shared = counted(b, "alerts-crash", Some("id"));
-    assert!(reference.values().all(|n| *n == 1) && reference.len() >= 20, "{reference:?}");
-    let lost: Vec<&String> = reference.keys().filter(|id| !shared.contains_key(*id)).collect();
-    assert!(lost.is_empty(), "alerts lost: {lost:?}");
-    let new: Vec<&String> = shared.keys().filter(|id| !reference.contains_key(*id)).collect();
-    let windows_ref = counted(b, "windows-ref", None);
-    let windows_shared = counted(b, "windows-crash", None);
-    let missing: Vec<&String> = windows_ref.keys().filter(|w| !windows_shared.contains_key(*w)).collect();
-    assert!(missing.is_empty(), "windows lost: {missing:#?}");
-    let partial: Vec<&String> = windows_shared.keys().filter(|w| !windows_ref.contains_key(*w)).collect();
-    assert!(partial.is_empty(), "windows an uninterrupted run never produced (partial): {partial:#?}");
-    let alert_duplicates = shared.values().map(|n| n - 1).sum();
-    let window_duplicates = windows_shared.values().map(|n| n - 1).sum();
-    println!(
-        "alerts {} (+{alert_duplicates} duplicates, +{} re-reported with a later start), windows {} (+{window_duplicates} duplicates)",
-        reference.len(),
-        new.len(),
-        windows_ref.len()
-    );
-    (alert_duplicates, window_duplicates, new.len())
+/// [`against_reference`] for a shared run (at least 20 alerts), its counts printed.
+fn compare_with_reference(b: &str) -> AgainstReference {
+    let outcome = against_reference(b, 20);
+    println!("{outcome:?}");
+    outcome
 }
 
 /// The race, produced to `reference` (the topics created) and run through an uninterrupted job
@@ -214,8 +194,8 @@ fn two_instances_in_one_group_read_each_partition_once() {
     for (partition, offsets) in committed.as_object().unwrap() {
         assert_eq!(offsets["committed"], offsets["end"], "partition {partition} committed to its end after the clean stops: {committed}");
     }
-    let (alert_duplicates, window_duplicates, _) = compare_with_reference(b);
-    assert_eq!((alert_duplicates, window_duplicates), (0, 0), "no partition changed hands: nothing twice");
+    let outcome = compare_with_reference(b);
+    assert_eq!((outcome.alert_duplicates, outcome.window_duplicates), (0, 0), "no partition changed hands: nothing twice");
 }
 
 #[test]
@@ -246,10 +226,9 @@ fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
     let reports = stop_all(vec![(first, &first_log), (second, &second_log), (third, &third_log)]);
     println!("instances: {reports:?}; the join re-spread the partitions within {rest:?}");
     assert!(reports[2]["messages"].as_u64().unwrap() > 0, "the instance that joined read its share");
-    let (alert_duplicates, _, new) = compare_with_reference(b);
-    let reference = counted(b, "alerts-ref", Some("id")).len();
+    let outcome = compare_with_reference(b);
     // Duplicates come only from what was in flight at the hand-over (read after the last commit).
-    assert!(alert_duplicates <= reference && new * 10 <= reference, "duplicates bounded: {alert_duplicates} alerts, {new} re-reported");
+    assert!(outcome.alert_duplicates <= outcome.alerts && outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
 }
 
 /// Tansu 0.6 cannot run this one: when a member's session expires it rebalances the group around
@@ -303,7 +282,6 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
     // rounds (the mock cluster's take ~3-4 s each; the survivors' own hand-over commits took
     // ~0.1 s in the logs).
     assert!(taken_over < Duration::from_secs(25), "a lost instance's partitions are taken over after the session timeout: {taken_over:?}");
-    let (alert_duplicates, _, new) = compare_with_reference(b);
-    let reference = counted(b, "alerts-ref", Some("id")).len();
-    assert!(alert_duplicates <= reference && new * 10 <= reference, "duplicates bounded: {alert_duplicates} alerts, {new} re-reported");
+    let outcome = compare_with_reference(b);
+    assert!(outcome.alert_duplicates <= outcome.alerts && outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
 }

@@ -180,6 +180,46 @@ pub fn counted(brokers: &str, topic: &str, field: Option<&str>) -> std::collecti
     counts
 }
 
+/// How the outputs of a run on the live side of [`REFERENCE_AND_LIVE_TOPICS`] (`alerts-crash`,
+/// `windows-crash`) compare with the uninterrupted reference run's (`alerts-ref`, `windows-ref`).
+#[derive(Debug)]
+pub struct AgainstReference {
+    /// Alerts (distinct ids) of the reference run.
+    pub alerts: usize,
+    pub alert_duplicates: usize,
+    /// Alert ids the reference never had: a condition re-reported with a later start (a rule
+    /// resumed inside it).
+    pub new_alerts: Vec<String>,
+    /// Windows of the reference run.
+    pub windows: usize,
+    pub window_duplicates: usize,
+}
+
+/// Asserts what every interrupted run (crash, hand-over) must keep: no record late, the reference
+/// run's alerts unique and at least `min_alerts`, every one of them there by id, every window
+/// there whole, and no window the reference never produced (a partial one); returns the counts.
+pub fn against_reference(brokers: &str, min_alerts: usize) -> AgainstReference {
+    assert!(tail(brokers, "pitwall-late").is_empty(), "no record was late, so the runs saw the same data");
+    let reference = counted(brokers, "alerts-ref", Some("id"));
+    let run = counted(brokers, "alerts-crash", Some("id"));
+    assert!(reference.values().all(|n| *n == 1) && reference.len() >= min_alerts, "{reference:?}");
+    let lost: Vec<&String> = reference.keys().filter(|id| !run.contains_key(*id)).collect();
+    assert!(lost.is_empty(), "alerts lost: {lost:?}");
+    let windows_ref = counted(brokers, "windows-ref", None);
+    let windows_run = counted(brokers, "windows-crash", None);
+    let missing: Vec<&String> = windows_ref.keys().filter(|w| !windows_run.contains_key(*w)).collect();
+    assert!(missing.is_empty(), "windows lost: {missing:#?}");
+    let partial: Vec<&String> = windows_run.keys().filter(|w| !windows_ref.contains_key(*w)).collect();
+    assert!(partial.is_empty(), "windows the uninterrupted run never produced (partial re-sends): {partial:#?}");
+    AgainstReference {
+        alerts: reference.len(),
+        alert_duplicates: run.values().map(|n| n - 1).sum(),
+        new_alerts: run.keys().filter(|id| !reference.contains_key(*id)).cloned().collect(),
+        windows: windows_ref.len(),
+        window_duplicates: windows_run.values().map(|n| n - 1).sum(),
+    }
+}
+
 /// The JSON report `pitwall run` prints last.
 pub fn run_report(stdout: &str) -> Value {
     serde_json::from_str(stdout.lines().last().expect("run prints a report")).expect("report is JSON")
