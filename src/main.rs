@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use clap::Parser;
-use pitwall::cli::{BenchCommand, Cli, Command, GenCommand, ProduceCommand, TopicsCommand};
+use pitwall::cli::{BenchCommand, Cli, Command, GenCommand, GroupCommand, ProduceCommand, TopicsCommand};
 use pitwall::commands;
 
 /// jemalloc serves every allocation of the process: Rust's through this, and (with its
@@ -32,6 +32,7 @@ fn main() -> Result<()> {
         Command::Gen(GenCommand::Race(args)) => commands::gen::race(args),
         Command::Gen(GenCommand::Video(args)) => commands::gen::video(args),
         Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args),
+        Command::Group(GroupCommand::Describe(args)) => commands::group::describe(args),
         Command::Produce(ProduceCommand::Telemetry(args)) => commands::produce::telemetry(args),
         Command::Produce(ProduceCommand::Video(args)) => commands::produce::video(args),
         Command::Run(args) => commands::run::run(args),

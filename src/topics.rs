@@ -10,5 +10,8 @@ pub const VIDEO_COMPLETIONS: &str = "video-completions";
 pub const DLQ: &str = "pitwall-dlq";
 pub const LATE: &str = "pitwall-late";
 
+/// The video source's default consumer group (the telemetry one is the source's `DEFAULT_GROUP`).
+pub const VIDEO_GROUP: &str = "pitwall-video";
+
 /// `f1-alerts` needs one partition per severity: high=0, medium=1, low=2.
 pub const ALERT_PARTITIONS: i32 = 3;

@@ -148,6 +148,17 @@ fn report_of(child: Child, log: &Path) -> Value {
     run_report(&String::from_utf8_lossy(&output.stdout))
 }
 
+/// This machine's name, as the instances put it in their client ids.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string()
+}
+
+/// `pitwall group describe --json` of group `shared` on `live`.
+fn describe(b: &str) -> Value {
+    let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared", "--topic", "live", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("group describe prints JSON ({e}): {out}"))
+}
+
 /// [`against_reference`] for a shared run (at least 20 alerts), its counts printed.
 fn compare_with_reference(b: &str) -> AgainstReference {
     let outcome = against_reference(b, 20);
@@ -185,8 +196,31 @@ fn two_instances_in_one_group_read_each_partition_once() {
     let producer = producer(b);
     replay(&producer, &records, records[0].session_time_ms, Instant::now());
     wait_until_caught_up(b, records.len());
+    // Watched as the seeds' operators do: the two instances are the group's members, named by
+    // their client ids. (Tansu 0.6 leaves assignments and commit metadata out, so it cannot say
+    // which member owns a partition: the kill test below checks owners on the mock cluster.)
+    let running = describe(b);
+    let mut members: Vec<String> = running["members"].as_array().unwrap().iter().map(|m| m["client_id"].as_str().unwrap().to_string()).collect();
+    members.sort_unstable();
+    let mut expected: Vec<String> = [first.id(), second.id()].iter().map(|pid| format!("pitwall@{}/{pid}", hostname())).collect();
+    expected.sort_unstable();
+    assert_eq!(members, expected, "the running instances, by client id: {running}");
     let reports = stop_all(vec![(first, &first_log), (second, &second_log)]);
     println!("instances: {reports:?}");
+    let stopped = describe(b);
+    let python = committed_offsets(b, "shared", "live");
+    let partitions = stopped["partitions"].as_array().unwrap();
+    assert_eq!(
+        partitions.iter().map(|p| p["log_end"].as_u64().unwrap()).sum::<u64>(),
+        records.len() as u64,
+        "log ends read past an under-reported end: {stopped}"
+    );
+    for p in partitions {
+        let index = p["partition"].to_string();
+        assert_eq!(p["committed"], python[&index]["committed"], "describe's commits are kafka-python's: {stopped} vs {python}");
+        assert_eq!(p["log_end"], python[&index]["end"], "describe's log ends are kafka-python's: {stopped} vs {python}");
+        assert_eq!((p["lag"].as_i64(), p["owner"].is_null()), (Some(0), true), "after the clean stops: {stopped}");
+    }
     let read: Vec<u64> = reports.iter().map(|r| r["messages"].as_u64().unwrap()).collect();
     assert!(read.iter().all(|n| *n > 0), "both instances read their share: {read:?}");
     assert_eq!(read.iter().sum::<u64>(), records.len() as u64, "each record read by exactly one instance");
@@ -276,6 +310,14 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
         taken_over
     });
     wait_until_caught_up(b, records.len());
+    // `group describe` (the mock cluster does not describe groups, but keeps commit metadata):
+    // every partition with records was last committed by a survivor.
+    let running = describe(b);
+    let survivors = [first.id(), third.id()].map(|pid| format!("/{pid}"));
+    for p in running["partitions"].as_array().unwrap().iter().filter(|p| p["log_end"].as_u64() > Some(0)) {
+        let by = p["committed_by"].as_str().unwrap_or("none");
+        assert!(survivors.iter().any(|pid| by.ends_with(pid.as_str())), "partition {} last committed by a survivor: {running}", p["partition"]);
+    }
     let reports = stop_all(vec![(first, &first_log), (third, &third_log)]);
     println!("survivors: {reports:?}; the killed instance's partitions were taken over within {taken_over:?}");
     // The session timeout (6 s by default) for the broker to notice, then the group's rebalance

@@ -1,6 +1,6 @@
 //! The command-line contract. Every flag is documented here; `pitwall --help` prints it.
 //!
-//! One file per command (`gen.rs`, `topics.rs`, `produce.rs`, `run.rs`, `tail.rs`, `demo.rs`,
+//! One file per command (`gen.rs`, `topics.rs`, `group.rs`, `produce.rs`, `run.rs`, `tail.rs`, `demo.rs`,
 //! `bench.rs`), and `shared.rs` for the flag groups several commands take (Kafka, the dataflow,
 //! models, video, storage, bridge, timely). Each default is stated once, in its clap attribute:
 //! the `Default` of a flag group is what parsing no flags gives (`parsed_defaults`).
@@ -8,6 +8,7 @@
 mod bench;
 mod demo;
 mod gen;
+mod group;
 mod produce;
 mod run;
 mod shared;
@@ -19,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 pub use self::bench::{BenchBroker, BenchCommand, CeilingArgs, ClusterShape, ScalingArgs, VideoBenchArgs};
 pub use self::demo::DemoArgs;
 pub use self::gen::{FileFormat, GenCommand, GenRaceArgs, GenVideoArgs};
+pub use self::group::{GroupCommand, GroupDescribeArgs};
 pub use self::produce::{ProduceCommand, ProduceTelemetryArgs, ProduceVideoArgs};
 pub use self::run::RunArgs;
 pub use self::shared::{Assignment, BridgeArgs, ClientProperties, DataflowArgs, KafkaArgs, ModelArgs, StorageArgs, TimelyArgs, VideoArgs};
@@ -41,6 +43,9 @@ pub enum Command {
     /// Manage pitwall's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Watch how instances share a consumer group's partitions.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Publish data into Kafka.
     #[command(subcommand)]
     Produce(ProduceCommand),

@@ -242,7 +242,7 @@ pub struct VideoArgs {
     #[arg(long, default_value = topics::VIDEO_COMPLETIONS)]
     pub completions_topic: String,
     /// Consumer group of the video source.
-    #[arg(long, default_value = "pitwall-video")]
+    #[arg(long, default_value = topics::VIDEO_GROUP)]
     pub video_group: String,
     /// A video frame more than this far (ms, by its production time) behind its partition's
     /// newest frame is late (to the late topic); also how long the video source's commits trail.

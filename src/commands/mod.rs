@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod gen;
+pub mod group;
 pub mod produce;
 pub mod run;
 pub mod tail;

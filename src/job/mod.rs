@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use pitwall_connectors::bridge;
+use pitwall_connectors::kafka::config::instance_id;
 use pitwall_connectors::kafka::group::{group_members, GroupConfig, GroupMember};
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::source::{SourceConfig, TopicBoards};
@@ -253,8 +254,7 @@ fn join_groups(config: &JobConfig, communication: &timely::CommunicationConfig) 
             "--assignment group runs one process per instance (-n 1): start more instances with the same --group to scale out, or run this {processes}-process cluster with --assignment static"
         );
     }
-    let host = hostname();
-    let client_id = format!("pitwall@{host}/{}", std::process::id());
+    let client_id = instance_id();
     let mut memberships = Memberships::default();
     let mut members = Vec::new();
     let mut join = |topic: &str, group: &str, slot: usize| -> Result<Arc<pitwall_connectors::kafka::group::Membership>> {
@@ -277,16 +277,6 @@ fn join_groups(config: &JobConfig, communication: &timely::CommunicationConfig) 
     memberships.telemetry = telemetry;
     memberships.video = video;
     Ok((members, Some(memberships)))
-}
-
-/// This machine's name, for the group members' client ids (`host` in `group describe`).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether a live query can ever reach this process's workers. Queries enter only through

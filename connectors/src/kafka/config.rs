@@ -14,6 +14,18 @@ use super::KafkaError;
 
 /// How long metadata requests may take before an operation fails.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// This process's name in Kafka, `pitwall@<host>/<pid>`: its group members' `client.id`, and the
+/// metadata of every offset it commits (so `group describe` can say who committed last).
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("pitwall@{host}/{}", std::process::id())
+}
+
 /// Longest time (ms) a fetch waits for data before the broker answers; librdkafka's default is 500.
 pub const FETCH_WAIT_MS: &str = "10";
 /// How long (ms) a partition whose local queue is over librdkafka's thresholds waits before it

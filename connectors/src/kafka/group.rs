@@ -363,6 +363,8 @@ pub struct MemberInfo {
     pub member_id: String,
     pub client_id: String,
     pub host: String,
+    /// What the member was given, `(topic, partition)` (empty between rebalances).
+    pub assignment: Vec<(String, i32)>,
 }
 
 /// The members `group` has now, as the broker describes it (empty: nobody joined, or the
@@ -376,7 +378,12 @@ pub fn group_members(kafka: &KafkaConfig, group: &str) -> Result<Vec<MemberInfo>
         .iter()
         .filter(|g| g.name() == group)
         .flat_map(|g| g.members())
-        .map(|m| MemberInfo { member_id: m.id().to_string(), client_id: m.client_id().to_string(), host: m.client_host().to_string() })
+        .map(|m| MemberInfo {
+            member_id: m.id().to_string(),
+            client_id: m.client_id().to_string(),
+            host: m.client_host().to_string(),
+            assignment: m.assignment().map(super::describe::parse_assignment).unwrap_or_default(),
+        })
         .collect())
 }
 

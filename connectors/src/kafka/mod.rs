@@ -1,12 +1,14 @@
 //! Kafka: the transport of every pitwall pipeline (rdkafka over librdkafka).
 //!
 //! `config.rs` builds client settings, `admin.rs` creates topics, `health.rs` decides when a
-//! source is stalled, `group.rs` joins a consumer group and hands its assignments to the workers, `source/` is the timely source (partitions, watermarks, commits and where a
+//! source is stalled, `group.rs` joins a consumer group and hands its assignments to the workers,
+//! `describe.rs` reports a group's partitions (commit, end, lag, owner, mark), `source/` is the timely source (partitions, watermarks, commits and where a
 //! restart resumes, one file each), `sink.rs` the timely sink (delivery tracking), `replay.rs`
 //! the event-time-paced producer pool and `tail.rs` a kcat-like reader.
 
 pub mod admin;
 pub mod config;
+pub mod describe;
 pub mod group;
 pub mod health;
 pub mod metrics;

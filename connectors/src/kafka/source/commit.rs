@@ -48,14 +48,14 @@ use crate::kafka::KafkaError;
 pub(super) const MAX_CHECKPOINTS: usize = 256;
 
 /// The companion group that keeps `group`'s delivered-before marks (see the module docs).
-pub(super) fn marks_group(group: &str) -> String {
+pub(crate) fn marks_group(group: &str) -> String {
     format!("{group}.delivered-before")
 }
 
 /// Per partition of `topic` (by index), as `marks` (a consumer of [`marks_group`]) finds them:
 /// the time before which every output of the job that last committed had been delivered; `None`
 /// where there is no mark (a fresh group) or it is 0 (a clean end).
-pub(super) fn read_marks(marks: &Reader, topic: &str, count: i32, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
+pub(crate) fn read_marks(marks: &Reader, topic: &str, count: i32, group: &str) -> Result<Vec<Option<EventTime>>, KafkaError> {
     let mut partitions = TopicPartitionList::new();
     for p in 0..count {
         partitions.add_partition_offset(topic, p, Offset::Stored).map_err(KafkaError::client("building a partition list"))?;
@@ -77,6 +77,8 @@ pub(super) struct Committer {
     /// A consumer of the marks group (`<group>.delivered-before`).
     pub(super) marks: Reader,
     pub(super) topic: String,
+    /// Stored with every committed offset: who committed it ([`crate::kafka::config::instance_id`]).
+    pub(super) owner: String,
 }
 
 impl Committer {
@@ -110,6 +112,9 @@ impl Committer {
                 if state.committed != Some(offset) || delivered.is_none() {
                     list.add_partition_offset(&self.topic, state.partition, Offset::Offset(offset))
                         .map_err(KafkaError::client("building a commit"))?;
+                    if let Some(mut entry) = list.find_partition(&self.topic, state.partition) {
+                        entry.set_metadata(self.owner.as_str());
+                    }
                     marks
                         .add_partition_offset(&self.topic, state.partition, Offset::Offset(i64::try_from(mark).unwrap_or(i64::MAX)))
                         .map_err(KafkaError::client("building a commit"))?;

@@ -48,7 +48,8 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::{Scope, Stream};
 
-use self::commit::{marks_group, read_marks, Committer};
+use self::commit::Committer;
+pub(crate) use self::commit::{marks_group, read_marks};
 use self::partition::{open_leased, open_partitions, owned_partitions, read_ahead_changes, PartitionState};
 use self::watermark::{next_watermark, WatermarkStep};
 pub use self::watermark::{BoardShare, TopicBoards, WatermarkBoard};
@@ -503,7 +504,7 @@ where
     let inner = Rc::new(RefCell::new(SourceInner {
         consumer,
         queues,
-        committer: Committer { marks, topic: topic.clone() },
+        committer: Committer { marks, topic: topic.clone(), owner: super::config::instance_id() },
         delivered_before,
         health,
         topic: topic.clone(),
