@@ -327,3 +327,87 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
     let outcome = compare_with_reference(b);
     assert!(outcome.alert_duplicates <= outcome.alerts && outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
 }
+
+#[test]
+/// A clean leave (SIGTERM) drains: the leaver delivers and commits all it read, and a window
+/// open at the leave is published in two parts that add up to the uninterrupted run's. Under eager rebalancing the instance that
+/// stays also gives up and takes back its own partitions, re-reading them from its hand-over
+/// commit: those re-reads are the duplicates counted here (zero needs cooperative rebalancing;
+/// README "Scaling out").
+fn an_instance_leaving_cleanly_drains_and_hands_over_without_loss() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    let records = reference_run(b, 3);
+    let dir = temp_dir();
+    let (stays, stays_log) = start_instance(b, dir.path(), "stays");
+    let (leaves, leaves_log) = start_instance(b, dir.path(), "leaves");
+    wait_for_shares(&[&stays_log, &leaves_log], Duration::from_secs(60));
+    let producer = producer(b);
+    let (t0, start) = (records[0].session_time_ms, Instant::now());
+    let half = records.len() / 2;
+    replay(&producer, &records[..half], t0, start);
+    let held_before = assignments(&stays_log).0;
+    let _ = std::process::Command::new("kill").args(["-TERM", &leaves.id().to_string()]).status();
+    let left = Instant::now();
+    let leaver = report_of(leaves, &leaves_log);
+    let taken_over = std::thread::scope(|scope| {
+        let rest = scope.spawn(|| replay(&producer, &records[half..], t0, start));
+        wait_until("the staying instance to take every partition", Duration::from_secs(30), || {
+            let (count, last) = assignments(&stays_log);
+            holds(count > held_before && partitions_of(&last) == vec![0, 1, 2, 3], || format!("{count} assignments, last {last}"))
+        });
+        let taken_over = left.elapsed();
+        rest.join().expect("replay");
+        taken_over
+    });
+    wait_until_caught_up(b, records.len());
+    let stayer = stop_all(vec![(stays, &stays_log)]).remove(0);
+    println!("left: {leaver}; stayed: {stayer}; partitions taken over {taken_over:?} after the SIGTERM");
+    assert!(leaver["messages"].as_u64().unwrap() > 0, "the leaving instance read its share first");
+    let reread = (leaver["messages"].as_u64().unwrap() + stayer["messages"].as_u64().unwrap()).saturating_sub(records.len() as u64);
+    println!("records read again: {reread}");
+    assert!(tail(b, "pitwall-late").is_empty(), "nothing late because partitions moved");
+    let reference = counted(b, "alerts-ref", Some("id"));
+    let run = counted(b, "alerts-crash", Some("id"));
+    let lost: Vec<&String> = reference.keys().filter(|id| !run.contains_key(*id)).collect();
+    assert!(lost.is_empty() && reference.len() >= 20, "alerts lost: {lost:?} of {}", reference.len());
+    let twice: Vec<(&String, &usize)> = run.iter().filter(|(_, n)| **n > 1).collect();
+    let new: Vec<&String> = run.keys().filter(|id| !reference.contains_key(*id)).collect();
+    println!("alerts twice: {twice:?}; alerts the reference never had: {new:?}");
+    assert!(twice.len() <= reference.len() && new.len() * 10 <= reference.len(), "duplicates bounded");
+    assert!(taken_over < Duration::from_secs(10), "a clean leave hands over at once, not after the session timeout: {taken_over:?}");
+    let (windows, split, twice) = split_windows(b);
+    println!("windows: {windows} of the reference, {split} drained in two by the leave, {twice} twice");
+    assert!(twice < windows / 4, "window duplicates bounded by the stayer's re-read");
+}
+
+/// Windows of `windows-crash` against `windows-ref` after a drained hand-over: none twice, and
+/// every reference window either there as it is or split in two at the leave (the leaver drained
+/// it, its successor published the rest) with nothing lost or counted twice: the parts of one
+/// driver's window lie inside its span and their sample counts add up to its count. Returns the
+/// reference's window count, how many were split and how many published twice.
+fn split_windows(b: &str) -> (usize, usize, usize) {
+    let reference = counted(b, "windows-ref", None);
+    let run = counted(b, "windows-crash", None);
+    let parse = |w: &String| serde_json::from_str::<Value>(w).expect("window JSON");
+    let parts: Vec<Value> = run.keys().filter(|w| !reference.contains_key(*w)).map(parse).collect();
+    let mut used = vec![false; parts.len()];
+    let mut split = 0;
+    for window in reference.keys().filter(|w| !run.contains_key(*w)).map(parse) {
+        let inside: Vec<usize> = (0..parts.len())
+            .filter(|i| {
+                let p = &parts[*i];
+                p["driver"] == window["driver"]
+                    && p["window"] == window["window"]
+                    && p["start_ms"].as_u64() >= window["start_ms"].as_u64()
+                    && p["end_ms"].as_u64() <= window["end_ms"].as_u64()
+            })
+            .collect();
+        let count: u64 = inside.iter().map(|i| parts[*i]["count"].as_u64().unwrap()).sum();
+        assert!(inside.len() == 2 && count == window["count"].as_u64().unwrap(), "window {window} lost, or not split in two: parts {inside:?}");
+        inside.iter().for_each(|i| used[*i] = true);
+        split += 1;
+    }
+    assert!(used.iter().all(|u| *u), "a window the reference never produced, not part of a split one");
+    (reference.len(), split, run.values().filter(|n| **n > 1).count())
+}

@@ -21,6 +21,12 @@ fn alerts_recall_every_injected_anomaly_once_on_the_right_partition() {
     let topics = pitwall(&["topics", "create", "--brokers", b]);
     assert!(topics.contains("created f1-alerts (3 partitions)"), "{topics}");
     assert!(pitwall(&["topics", "create", "--brokers", b]).contains("exists  f1-telemetry (4 partitions)"), "idempotent");
+    let fewer = pitwall(&["topics", "create", "--brokers", b, "--telemetry-partitions", "2"]);
+    assert!(fewer.contains("exists  f1-telemetry (4 partitions; 2 asked, and a topic never shrinks)"), "{fewer}");
+    // Growing asks the broker (CreatePartitions): Tansu 0.6 has no such request, and says so.
+    let grow = pitwall_command(&["topics", "create", "--brokers", b, "--telemetry-partitions", "6"]).output().expect("run pitwall");
+    let stderr = String::from_utf8_lossy(&grow.stderr);
+    assert!(!grow.status.success() && stderr.contains("growing topic `f1-telemetry`") && stderr.contains("from 4 to 6 partitions"), "{stderr}");
     let produced = pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--max-rate", "--quiet"]);
     assert!(produced.contains("sent 24"), "{produced}");
 

@@ -7,7 +7,9 @@ use crate::topics;
 
 #[derive(Subcommand, Debug)]
 pub enum TopicsCommand {
-    /// Create every pitwall topic that does not exist yet (idempotent).
+    /// Create every pitwall topic that does not exist yet, and grow any that has fewer
+    /// partitions than asked (idempotent; a topic never shrinks). Growing moves some keys to
+    /// new partitions: see the README's "Scaling out".
     Create(TopicsCreateArgs),
 }
 

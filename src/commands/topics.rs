@@ -28,8 +28,9 @@ pub fn create(args: &TopicsCreateArgs) -> Result<()> {
         let asked = wanted.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
         match outcome {
             TopicOutcome::Created => println!("created {name} ({asked} partitions)"),
+            TopicOutcome::Grown { from, to } => println!("grown   {name} ({from} -> {to} partitions)"),
             TopicOutcome::AlreadyExists { partitions } if partitions != asked => {
-                println!("exists  {name} ({partitions} partitions; {asked} asked, left as is)")
+                println!("exists  {name} ({partitions} partitions; {asked} asked, and a topic never shrinks)")
             }
             TopicOutcome::AlreadyExists { partitions } => {
                 println!("exists  {name} ({partitions} partitions)")

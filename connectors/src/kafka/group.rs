@@ -53,6 +53,9 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the member thread polls its consumer (rebalance callbacks run inside the poll).
 const MEMBER_POLL: Duration = Duration::from_millis(50);
 
+/// How often (ms) a group member re-reads its topic's partition count (see `GroupMember::join`).
+pub const TOPIC_REFRESH_MS: &str = "2000";
+
 /// How one process joins a group for one topic.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -417,6 +420,9 @@ impl GroupMember {
                 ("heartbeat.interval.ms", heartbeat.as_str()),
                 ("partition.assignment.strategy", "roundrobin"),
                 ("client.id", config.client_id.as_str()),
+                // librdkafka re-reads the topic's metadata this often (default 5 min) and starts
+                // a rebalance when its partition count grew: new partitions are read within ~2 s.
+                ("topic.metadata.refresh.interval.ms", TOPIC_REFRESH_MS),
             ],
             membership.clone(),
         )?);
