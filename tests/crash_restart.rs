@@ -144,3 +144,28 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     // Duplicates come only from the records re-read after the committed offsets.
     assert!(alert_duplicates <= alerts && window_duplicates < windows, "duplicates are bounded by the replay");
 }
+
+/// One process of a two-process cluster SIGKILLed: the other stops within seconds with one
+/// clear error and exit status 3 (a supervisor restarts the cluster), never hangs.
+#[test]
+fn a_cluster_whose_process_dies_stops_with_a_clear_error() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
+    let dir = temp_dir();
+    let mut cluster = start_cluster(b, dir.path(), "dies", &[], true);
+    let logs = [dir.path().join("dies-0.log"), dir.path().join("dies-1.log")];
+    wait_for_sources(&[&logs[0], &logs[1]], 2, Duration::from_secs(60));
+    let survivor = cluster.remove(0);
+    let mut killed = cluster.remove(0);
+    killed.kill().expect("SIGKILL process 1");
+    let _ = killed.wait();
+    let died = Instant::now();
+    let output = wait_with_timeout(survivor, "the surviving process", Duration::from_secs(20));
+    let stopped = died.elapsed();
+    let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+    println!("the survivor stopped {stopped:?} after the kill: {}", output.status);
+    assert_eq!(output.status.code(), Some(3), "exit status 3 for a lost peer; log:\n{log}");
+    assert!(log.contains("process 0 of this 2-process cluster lost a peer") && log.contains("restart the whole cluster"), "{log}");
+    assert!(!log.contains("MergeQueue poisoned"), "one clear error, not a cascade of panics:\n{log}");
+}

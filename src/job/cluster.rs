@@ -29,3 +29,43 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config> {
     };
     Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
 }
+
+/// The exit status of a process whose `-n` cluster lost a peer process.
+pub const EXIT_LOST_PEER: i32 = 3;
+
+/// In a multi-process cluster, a peer process that dies (killed, its machine gone) closes its
+/// connections, and timely's communication threads panic on it ("timely communication error:
+/// reading data: socket closed"). The dataflows span every process, so nothing more can make
+/// progress here: this hook turns that panic into one clear error and exit status
+/// [`EXIT_LOST_PEER`] at once, so a supervisor restarts the cluster (which resumes from the
+/// last commits, as after a crash). Other panics go to the previous hook as before.
+pub fn stop_on_lost_peer(process: usize, processes: usize) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message =
+            info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("");
+        if lost_peer(message) {
+            eprintln!(
+                "error: process {process} of this {processes}-process cluster lost a peer ({message}): another process stopped or \
+                 died, so this one stops too (exit status {EXIT_LOST_PEER}); restart the whole cluster, it resumes from the last commits"
+            );
+            std::process::exit(EXIT_LOST_PEER);
+        }
+        previous(info);
+    }));
+}
+
+/// Whether a panic message is timely's report of a broken connection to a peer process.
+fn lost_peer(message: &str) -> bool {
+    message.starts_with("timely communication error")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_timely_s_connection_errors_are_a_lost_peer() {
+        assert!(super::lost_peer("timely communication error: reading data: socket closed"));
+        assert!(super::lost_peer("timely communication error: flushing writer: Broken pipe (os error 32)"));
+        assert!(!super::lost_peer("index out of bounds"));
+    }
+}

@@ -5,7 +5,7 @@
 //! | file | what it owns |
 //! | --- | --- |
 //! | `mod.rs` | `JobConfig`, `run_job` (one process: preflight, bridge, workers, report) and the worker loop |
-//! | `cluster.rs` | timely's cluster config from `-w -n -p -h` |
+//! | `cluster.rs` | timely's cluster config from `-w -n -p -h`, and the stop (exit status 3) when a peer process is lost |
 //! | `preflight.rs` | checks before any worker starts: flags, models, topics |
 //! | `models.rs` | which models and store the flags choose, and how they are fed |
 //! | `metrics.rs` | the process-wide Prometheus metrics, and a worker's refresh of them |
@@ -43,7 +43,7 @@ use pitwall_dataflows::records::EventTime;
 use prometheus::{IntCounter, Registry};
 use timely::dataflow::Stream;
 
-pub use self::cluster::timely_config;
+pub use self::cluster::{timely_config, EXIT_LOST_PEER};
 use self::metrics::JobMetrics;
 use self::models::open_store;
 pub use self::preflight::{check_models, preflight};
@@ -181,6 +181,9 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
         eprintln!("bridge: http://{bound}/metrics, http://{bound}/health and Grafana's JSON datasource at http://{bound}/grafana");
     }
     let queries_possible = queries_possible(query_hub.as_ref(), &timely.communication);
+    if let timely::CommunicationConfig::Cluster { process, addresses, .. } = &timely.communication {
+        self::cluster::stop_on_lost_peer(*process, addresses.len());
+    }
     let config = Arc::new(config);
     let quality_flags = metrics.quality_flags.clone();
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
