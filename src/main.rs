@@ -41,5 +41,6 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Scaling(args)) => pitwall::bench::scaling(args),
         Command::Bench(BenchCommand::Ceiling(args)) => pitwall::bench::ceiling(args),
         Command::Bench(BenchCommand::Video(args)) => pitwall::bench::video::video(args),
+        Command::Bench(BenchCommand::Group(args)) => pitwall::bench::group::group(args),
     }
 }

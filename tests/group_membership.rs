@@ -411,3 +411,81 @@ fn split_windows(b: &str) -> (usize, usize, usize) {
     assert!(used.iter().all(|u| *u), "a window the reference never produced, not part of a split one");
     (reference.len(), split, run.values().filter(|n| **n > 1).count())
 }
+
+/// Never two owners for one partition: a static job does not start beside group instances, nor
+/// a group instance beside a static job, and each refusal names who is there.
+#[test]
+fn static_and_group_instances_refuse_to_start_beside_each_other() {
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
+    let dir = temp_dir();
+    let static_job = |extra: &[&str]| {
+        let mut args = vec!["run", "--brokers", b, "--assignment", "static", "--telemetry-topic", "live", "--group", "shared"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--alerts-topic", "alerts-crash", "--windows-topic", "windows-crash"]);
+        pitwall_command(&args)
+    };
+    let refused = |mut command: std::process::Command, what: &str| -> String {
+        let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall");
+        let output = wait_with_timeout(child, what, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(!output.status.success(), "{what} must refuse to start: {stderr}");
+        stderr
+    };
+    // A group instance first: a static job refuses, naming it. (Tansu 0.6 describes a group's
+    // members once it has committed: a race of three laps gets the instance committing.)
+    let (member, member_log) = start_instance(b, dir.path(), "member");
+    wait_for_shares(&[&member_log], Duration::from_secs(60));
+    let producer = producer(b);
+    let race = Race::generate(&RaceConfig { drivers: 8, laps: 3, seed: 31, inject_anomalies: false });
+    race.all_records().iter().for_each(|r| send_record(&producer, "live", 4, r));
+    producer.flush(Duration::from_secs(30)).unwrap();
+    wait_until("the instance to commit", Duration::from_secs(30), || {
+        let committed = committed_in_shared(b);
+        holds(committed.iter().sum::<i64>() > 0, || format!("{committed:?}"))
+    });
+    let stderr = refused(static_job(&[]), "a static job beside a group instance");
+    assert!(
+        stderr.contains("--assignment static would read partitions") && stderr.contains(&format!("pitwall@{}/{}", hostname(), member.id())),
+        "{stderr}"
+    );
+    let _ = stop_all(vec![(member, &member_log)]);
+    // A static job first: a group instance refuses, naming it.
+    let log = dir.path().join("static.log");
+    let static_child = pitwall_command_logged(
+        &[
+            "run",
+            "--brokers",
+            b,
+            "--telemetry-topic",
+            "live",
+            "--group",
+            "shared",
+            "--alerts-topic",
+            "alerts-crash",
+            "--windows-topic",
+            "windows-crash",
+        ],
+        &log,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn the static job");
+    let announced = format!("pitwall@{}/{}", hostname(), static_child.id());
+    wait_until("the static job to announce itself", Duration::from_secs(30), || {
+        let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared.static", "--topic", "live", "--json"]);
+        holds(out.contains(&announced), || out.clone())
+    });
+    let mut group_instance = pitwall_command(&["run", "--brokers", b, "--assignment", "group", "--telemetry-topic", "live", "--group", "shared"]);
+    group_instance.args(["--alerts-topic", "alerts-crash", "--windows-topic", "windows-crash"]);
+    let stderr = refused(group_instance, "a group instance beside a static job");
+    assert!(stderr.contains("a job with static assignment reads") && stderr.contains(&announced), "{stderr}");
+    let _ = std::process::Command::new("kill").args(["-TERM", &static_child.id().to_string()]).status();
+    let _ = report_of(static_child, &log);
+    // Gone, it no longer blocks anyone.
+    wait_until("the static job's announcement to leave", Duration::from_secs(30), || {
+        let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared.static", "--topic", "live", "--json"]);
+        holds(!out.contains(&announced), || out.clone())
+    });
+}

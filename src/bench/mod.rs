@@ -7,6 +7,7 @@
 //! `latency.rs` collects alert latencies, `report.rs` writes the results.
 
 pub mod broker;
+pub mod group;
 pub mod latency;
 pub mod process;
 pub mod report;
@@ -129,7 +130,7 @@ fn with_broker_cpu<T>(broker: &broker::Broker, work: impl FnOnce() -> Result<T>)
 }
 
 /// `--records` rows of a generated race with `drivers` drivers, in time order.
-fn race_records(records: usize, drivers: usize) -> Vec<TelemetryRecord> {
+pub(crate) fn race_records(records: usize, drivers: usize) -> Vec<TelemetryRecord> {
     let one_lap = Race::generate(&RaceConfig { drivers, laps: 1, seed: 11, inject_anomalies: true }).record_count().max(1);
     let laps = records.div_ceil(one_lap).max(1) as u32;
     let mut all = Race::generate(&RaceConfig { drivers, laps, seed: 11, inject_anomalies: true }).all_records();

@@ -57,6 +57,12 @@ impl Measured {
         }
     }
 
+    /// Kills the child at once (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits at most `timeout` (then kills it and fails); fails unless it exits 0.
     ///
     /// Peak RSS is the child's `VmHWM`, sampled every 20 ms until it exits: the rusage that

@@ -21,6 +21,32 @@ pub enum BenchCommand {
     /// the fire model alone, and the latency of a clip replayed in real time (frame ->
     /// detection, end of clip -> overlayed video stored); writes OUT/<date>/video.{csv,md}.
     Video(VideoBenchArgs),
+    /// Scaling out through the consumer group: the hand-over pause of a join and a clean leave
+    /// (Tansu) and of a kill (librdkafka's mock cluster) during a live replay, and msg/s of two
+    /// `-w 1` instances in a group against one `-w 2`; writes OUT/<date>/group.{md,csv}.
+    Group(GroupBenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GroupBenchArgs {
+    /// Repetitions of each hand-over event.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Event time runs this many times faster than wall time in the live replay.
+    #[arg(long, default_value_t = 20.0)]
+    pub speed: f64,
+    /// Records of the live race (it must outlast the repetitions: ~25 s of wall time each).
+    #[arg(long, default_value_t = 400_000)]
+    pub live_records: usize,
+    /// Records preloaded for the throughput runs.
+    #[arg(long, default_value_t = 200_000)]
+    pub throughput_records: usize,
+    /// Repetitions of each throughput run (interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub throughput_repeat: usize,
+    /// Results go to OUT/<date>/group.md and group.csv.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
 }
 
 /// The broker a benchmark runs against, and the client properties of every client it starts.

@@ -17,7 +17,7 @@ mod topics;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use self::bench::{BenchBroker, BenchCommand, CeilingArgs, ClusterShape, ScalingArgs, VideoBenchArgs};
+pub use self::bench::{BenchBroker, BenchCommand, CeilingArgs, ClusterShape, GroupBenchArgs, ScalingArgs, VideoBenchArgs};
 pub use self::demo::DemoArgs;
 pub use self::gen::{FileFormat, GenCommand, GenRaceArgs, GenVideoArgs};
 pub use self::group::{GroupCommand, GroupDescribeArgs};

@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use pitwall_connectors::bridge;
 use pitwall_connectors::kafka::config::instance_id;
-use pitwall_connectors::kafka::group::{group_members, GroupConfig, GroupMember};
+use pitwall_connectors::kafka::group::{group_members, static_group, GroupConfig, GroupMember, StaticAnnouncement};
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::source::{SourceConfig, TopicBoards};
 use pitwall_connectors::kafka::KafkaConfig;
@@ -160,7 +160,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     // Worker 0 takes live queries in and gathers their results: its process's bridge serves them.
     let hosts_worker_zero = !matches!(timely.communication, timely::CommunicationConfig::Cluster { process, .. } if process != 0);
     let query_hub = (live.is_some() && hosts_worker_zero && config.runs(Pipeline::Telemetry)).then(QueryHub::default);
-    let (members, memberships) = join_groups(&config, &timely.communication)?;
+    let (members, announcements, memberships) = join_groups(&config, &timely.communication)?;
     if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
         let groups = memberships.clone();
@@ -205,6 +205,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     let results = guards.join();
     // Every worker has committed what it read: the partitions can go to the other members.
     members.into_iter().for_each(GroupMember::leave);
+    drop(announcements);
     for result in results {
         let worker = result.map_err(|e| anyhow::anyhow!("a worker panicked: {e}"))?.map_err(|e| anyhow::anyhow!(e))?;
         report.add(&worker);
@@ -218,46 +219,55 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
 }
 
 /// Joins the consumer groups of the job's sources when it shares its partitions with other
-/// instances (`--assignment`), one member per source topic for this process.
-fn join_groups(config: &JobConfig, communication: &timely::CommunicationConfig) -> Result<(Vec<GroupMember>, Option<Memberships>)> {
+/// instances (`--assignment`), one member per source topic for this process; with static
+/// assignment, announces the job in each group's side group instead (see [`static_group`]).
+/// Never two owners for one partition: neither kind starts beside the other, naming who is there.
+fn join_groups(
+    config: &JobConfig,
+    communication: &timely::CommunicationConfig,
+) -> Result<(Vec<GroupMember>, Vec<StaticAnnouncement>, Option<Memberships>)> {
     let (processes, workers) = match communication {
         timely::CommunicationConfig::Cluster { threads, addresses, .. } => (addresses.len(), *threads),
         timely::CommunicationConfig::Process(n) => (1, *n),
         _ => (1, 1),
     };
+    let mut sources = vec![];
+    if config.runs(Pipeline::Telemetry) {
+        sources.push((config.dataflow.group.as_str(), config.dataflow.telemetry_topic.as_str()));
+    }
+    if config.runs(Pipeline::Video) {
+        sources.push((config.video.video_group.as_str(), config.video.video_topic.as_str()));
+    }
+    let client_id = instance_id();
     if !config.dataflow.assignment.joins_group(processes) {
-        // Never two owners for one partition: a fixed cluster does not start beside group members.
-        let mut groups = vec![];
-        if config.runs(Pipeline::Telemetry) {
-            groups.push(&config.dataflow.group);
+        let mut announcements = Vec::new();
+        for (group, topic) in sources {
+            refuse_beside(
+                &config.kafka,
+                group,
+                group,
+                "--assignment static would read partitions that members of consumer group `{group}` are reading: {members}. Stop them, or join them with --assignment group",
+            )?;
+            announcements.push(
+                StaticAnnouncement::announce(&config.kafka, group, topic, &client_id)
+                    .with_context(|| format!("announcing the static job in `{}`", static_group(group)))?,
+            );
         }
-        if config.runs(Pipeline::Video) {
-            groups.push(&config.video.video_group);
-        }
-        for group in groups {
-            let members = match group_members(&config.kafka, group) {
-                Ok(members) => members,
-                Err(error) => {
-                    tracing::warn!(%error, group, "could not describe the consumer group: starting without checking it for members");
-                    Vec::new()
-                }
-            };
-            if !members.is_empty() {
-                let names: Vec<String> = members.iter().map(|m| format!("{} on {} ({})", m.client_id, m.host, m.member_id)).collect();
-                anyhow::bail!(
-                    "--assignment static would read partitions that members of consumer group `{group}` are reading: {}. Stop them, or join them with --assignment group",
-                    names.join(", ")
-                );
-            }
-        }
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), announcements, None));
     }
     if processes > 1 {
         anyhow::bail!(
             "--assignment group runs one process per instance (-n 1): start more instances with the same --group to scale out, or run this {processes}-process cluster with --assignment static"
         );
     }
-    let client_id = instance_id();
+    for (group, _) in &sources {
+        refuse_beside(
+            &config.kafka,
+            group,
+            &static_group(group),
+            "--assignment group would share partitions of consumer group `{group}` that a job with static assignment reads: {members}. Stop it, or run this one with --assignment static",
+        )?;
+    }
     let mut memberships = Memberships::default();
     let mut members = Vec::new();
     let mut join = |topic: &str, group: &str, slot: usize| -> Result<Arc<pitwall_connectors::kafka::group::Membership>> {
@@ -279,7 +289,25 @@ fn join_groups(config: &JobConfig, communication: &timely::CommunicationConfig) 
     let video = if config.runs(Pipeline::Video) { Some(join(&config.video.video_topic, &config.video.video_group, SLOT_VIDEO)?) } else { None };
     memberships.telemetry = telemetry;
     memberships.video = video;
-    Ok((members, Some(memberships)))
+    Ok((members, Vec::new(), Some(memberships)))
+}
+
+/// Fails with `message` (its `{group}` and `{members}` filled in) if `watched` has members. A
+/// broker that cannot describe groups is a warning: the job starts unchecked.
+fn refuse_beside(kafka: &KafkaConfig, group: &str, watched: &str, message: &str) -> Result<()> {
+    let members = match group_members(kafka, watched) {
+        Ok(members) => members,
+        Err(error) => {
+            tracing::warn!(%error, group = watched, "could not describe the consumer group: starting without checking it for members");
+            return Ok(());
+        }
+    };
+    if members.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> =
+        members.iter().map(|m| format!("{} on {} ({})", m.client_id, if m.host.is_empty() { "?" } else { &m.host }, m.member_id)).collect();
+    anyhow::bail!("{}", message.replace("{group}", group).replace("{members}", &names.join(", ")))
 }
 
 /// Whether a live query can ever reach this process's workers. Queries enter only through

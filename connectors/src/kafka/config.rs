@@ -160,7 +160,7 @@ impl KafkaConfig {
         config.create_with_context(ReaderContext::default()).map_err(KafkaError::client(format!("creating a consumer for {}", self.brokers)))
     }
 
-    fn reader_config(&self, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    pub(crate) fn reader_config(&self, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
         let mut settings = vec![
             ("group.id", group),
             ("enable.auto.commit", "false"),

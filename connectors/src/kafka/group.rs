@@ -390,6 +390,69 @@ pub fn group_members(kafka: &KafkaConfig, group: &str) -> Result<Vec<MemberInfo>
         .collect())
 }
 
+/// The side group in which jobs with static assignment announce themselves, so that an
+/// instance joining `group` can see them (a static job reads with `assign()` and is never a
+/// member of `group` itself).
+pub fn static_group(group: &str) -> String {
+    format!("{group}.static")
+}
+
+/// A static job's presence in [`static_group`]: a member that subscribes to the topic and
+/// pauses whatever it is assigned (it reads nothing and commits nothing), kept alive by a
+/// thread until dropped.
+pub struct StaticAnnouncement {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StaticAnnouncement {
+    pub fn announce(kafka: &KafkaConfig, group: &str, topic: &str, client_id: &str) -> Result<StaticAnnouncement, KafkaError> {
+        let side = static_group(group);
+        let consumer: Reader = kafka
+            .reader_config(&side, &[("client.id", client_id), ("enable.partition.eof", "false")])
+            .create_with_context(ReaderContext::default())
+            .map_err(KafkaError::client(format!("creating a member of `{side}`")))?;
+        consumer.subscribe(&[topic]).map_err(KafkaError::client(format!("joining `{side}`")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("static-announce".into())
+                .spawn(move || {
+                    let mut recorded = false;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = consumer.poll(MEMBER_POLL);
+                        // Fetch nothing: the job's own readers read these partitions.
+                        if let Some(assigned) = consumer.assignment().ok().filter(|a| a.count() > 0) {
+                            let _ = consumer.pause(&assigned);
+                            // Some brokers (Tansu 0.6) describe a group's members only once it
+                            // has committed: commit offset 0 in the side group, which nobody reads.
+                            if !recorded {
+                                let mut zero = TopicPartitionList::new();
+                                for e in assigned.elements() {
+                                    let _ = zero.add_partition_offset(e.topic(), e.partition(), Offset::Offset(0));
+                                }
+                                recorded = consumer.commit(&zero, rdkafka::consumer::CommitMode::Sync).is_ok();
+                            }
+                        }
+                    }
+                    leave_group(&consumer);
+                })
+                .map_err(|e| KafkaError::Other(format!("starting the static announcement thread: {e}")))?
+        };
+        Ok(StaticAnnouncement { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for StaticAnnouncement {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// This process's member of a group for one topic, and the thread that polls it.
 pub struct GroupMember {
     membership: Arc<Membership>,
