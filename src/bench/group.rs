@@ -60,16 +60,17 @@ impl Arrivals {
     /// (counting from `from` to its first arrival, and from its last to `to`).
     fn longest_gap(&self, from: u64, to: u64) -> f64 {
         let arrivals = self.0.lock().expect("arrivals lock");
-        let mut longest = 0;
-        for times in arrivals.values() {
+        let mut longest = (0, -1);
+        for (partition, times) in arrivals.iter() {
             let mut last = from;
             for &t in times.iter().filter(|t| **t >= from && **t <= to) {
-                longest = longest.max(t - last);
+                longest = longest.max((t - last, *partition));
                 last = t;
             }
-            longest = longest.max(to.saturating_sub(last));
+            longest = longest.max((to.saturating_sub(last), *partition));
         }
-        longest as f64 / 1_000.0
+        tracing::info!(from, to, gap_ms = longest.0, partition = longest.1, "longest gap");
+        longest.0 as f64 / 1_000.0
     }
 }
 
@@ -115,7 +116,9 @@ fn instance(kafka: &KafkaConfig, topic: &str, group: &str, name: &str, logs: &st
     if exit_at_end {
         extra.push("--exit-at-end".into());
     }
-    let command: Command = run_command(kafka, topic, "bench-alerts", group, 1, &extra);
+    let mut command: Command = run_command(kafka, topic, "bench-alerts", group, 1, &extra);
+    // The logs say when each assignment came (read them beside the pauses).
+    command.env("PITWALL_LOG", "warn,pitwall_connectors::kafka::group=info,pitwall_connectors::kafka::source=info,pitwall::job=info");
     Measured::spawn(command, name, logs)
 }
 
@@ -155,13 +158,21 @@ fn handover(
             })
         };
         // The live replay: one record per batch (Tansu 0.6 skips the rest of a batch that a
-        // fetch starts inside, which a hand-over's resume would hit).
+        // fetch starts inside, which a hand-over's resume would hit), a producer per partition
+        // so that single-record batches keep up with the pace (a partition falling behind in
+        // event time holds the watermark back and looks like a pause).
         let producer_kafka = KafkaConfig { properties: vec![("batch.num.messages".into(), "1".into())], ..kafka.clone() };
         let replay = {
             let (topic, stop) = (topic.clone(), stop.clone());
             let records = race_records(args.live_records, DRIVERS);
             scope.spawn(move || {
-                produce_records(&producer_kafka, &topic, records, &ReplayConfig { speed: Some(args.speed), producers: 1, stop: Some(stop) }, true)
+                produce_records(
+                    &producer_kafka,
+                    &topic,
+                    records,
+                    &ReplayConfig { speed: Some(args.speed), producers: PARTITIONS as usize, stop: Some(stop) },
+                    true,
+                )
             })
         };
         let result = (|| -> Result<()> {

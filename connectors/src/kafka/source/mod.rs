@@ -493,7 +493,7 @@ where
             let owned = share(&lease.partitions, worker_index, scope.peers());
             let known = lease.partitions.iter().copied().max().map_or(count, |p| count.max(p + 1));
             let delivered_before = read_marks(&marks, &topic, known, &config.group)?;
-            let (partitions, queues) = open_leased(lease, &config, &owned, &delivered_before)?;
+            let (partitions, queues) = open_leased(lease, &marks, &config, &owned, &delivered_before)?;
             (lease.consumer.clone(), owned, partitions, queues, delivered_before)
         }
     };
