@@ -82,12 +82,12 @@ pub fn group(args: &GroupBenchArgs) -> Result<()> {
     let mut pauses = Vec::new();
     let tansu = Broker::choose(None, false)?;
     eprintln!("hand-over pauses on {}: join and clean leave, {} times", tansu.describe(), args.repeat);
-    pauses.extend(handover(&tansu, "tansu", &[("join", Event::Join), ("leave", Event::Leave)], args, &logs)?);
+    pauses.extend(handover(&tansu, "tansu", &[("join", Event::Join), ("leave", Event::Leave)], args.speed, args, &logs)?);
     let throughput = throughput(&tansu, args, &logs)?;
     drop(tansu);
     let mock = Broker::choose(None, true)?;
     eprintln!("hand-over pauses on {}: kill, {} times", mock.describe(), args.repeat);
-    pauses.extend(handover(&mock, "mock", &[("kill", Event::Kill)], args, &logs)?);
+    pauses.extend(handover(&mock, "mock", &[("kill", Event::Kill)], args.kill_speed, args, &logs)?);
     let markdown = report(&pauses, &throughput, args);
     std::fs::write(dir.join("group.md"), &markdown)?;
     let mut csv = String::from("kind,broker,event,seconds\n");
@@ -127,6 +127,7 @@ fn handover(
     broker: &Broker,
     name: &'static str,
     events: &[(&'static str, Event)],
+    speed: f64,
     args: &GroupBenchArgs,
     logs: &std::path::Path,
 ) -> Result<Vec<Pause>> {
@@ -170,7 +171,7 @@ fn handover(
                     &producer_kafka,
                     &topic,
                     records,
-                    &ReplayConfig { speed: Some(args.speed), producers: PARTITIONS as usize, stop: Some(stop) },
+                    &ReplayConfig { speed: Some(speed), producers: PARTITIONS as usize, stop: Some(stop) },
                     true,
                 )
             })
@@ -289,12 +290,16 @@ fn report(pauses: &[Pause], throughput: &[(String, f64)], args: &GroupBenchArgs)
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = format!(
-        "# Scaling out through the consumer group (`pitwall bench group`)\n\nMachine: {cores} cores ({machine}). Live replay at {}x into {PARTITIONS} partitions ({DRIVERS} drivers), instances `run -w 1 --assignment group`.\n\n",
-        args.speed
+        "# Scaling out through the consumer group (`pitwall bench group`)\n\nMachine: {cores} cores ({machine}). Live replay into {PARTITIONS} partitions ({DRIVERS} drivers) at {}x on Tansu and {}x on the mock cluster (it keeps 5 MiB per partition and drops older segments, which a hand-over's resume must still find), instances `run -w 1 --assignment group`.\n\n",
+        args.speed, args.kill_speed
     );
     out += "## Hand-over pause (seconds until every partition's drivers publish windows again)\n\n| event | broker | runs | median | max | all |\n| --- | --- | --- | --- | --- | --- |\n";
-    let mut kinds: Vec<(&str, &str)> = pauses.iter().map(|p| (p.event, p.broker)).collect();
-    kinds.dedup();
+    let mut kinds: Vec<(&str, &str)> = Vec::new();
+    for kind in pauses.iter().map(|p| (p.event, p.broker)) {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
     for (event, broker) in kinds {
         let values: Vec<f64> = pauses.iter().filter(|p| p.event == event && p.broker == broker).map(|p| p.seconds).collect();
         let max = values.iter().copied().fold(0.0, f64::max);

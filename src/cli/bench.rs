@@ -36,6 +36,10 @@ pub struct GroupBenchArgs {
     /// 10x, sent one record per batch).
     #[arg(long, default_value_t = 10.0)]
     pub speed: f64,
+    /// The live replay's speed for the kill on librdkafka's mock cluster, which keeps only 5 MiB
+    /// per partition (older segments dropped): slow enough that a resume finds its offset.
+    #[arg(long, default_value_t = 2.0)]
+    pub kill_speed: f64,
     /// Records of the live race (it must outlast the repetitions: ~25 s of wall time each).
     #[arg(long, default_value_t = 400_000)]
     pub live_records: usize,

@@ -25,6 +25,7 @@
 //! | [`GroupMember`] | the member consumer and the thread that polls it (rebalances, heartbeats' deadline) |
 //! | [`Membership`] | the state the member and the workers share: generation, lease, revocation, acknowledgements, counters |
 //! | [`Lease`] | one assignment: its partitions, their queues (taken once by their worker) and committed offsets |
+//! | [`StaticAnnouncement`] | a static job's paused member of [`static_group`], so that group instances see it and refuse to start |
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,13 +283,16 @@ impl Membership {
         tracing::info!(topic = %self.topic, generation = lease.generation, partitions = ?lease.partitions, "group rebalance: handing partitions over");
         self.changed.notify_all();
         let started = Instant::now();
-        let (state, timeout) =
+        let (mut state, timeout) =
             self.changed.wait_timeout_while(state, HANDOVER_TIMEOUT, |s| !s.closing && !self.all_acknowledged(s)).unwrap_or_else(|p| p.into_inner());
         if timeout.timed_out() {
+            // From here on the partitions are the next owner's: a late hand-over commit would
+            // overwrite its offsets and marks, so the slow workers commit nothing (as if lost).
+            state.lost = true;
             tracing::warn!(
                 topic = %self.topic,
                 acknowledged = ?state.acknowledged,
-                "workers did not acknowledge the hand-over within {HANDOVER_TIMEOUT:?}: giving the partitions up anyway (their next owner replays from the last commit)"
+                "workers did not acknowledge the hand-over within {HANDOVER_TIMEOUT:?}: giving the partitions up anyway, uncommitted (their next owner replays from the last commit)"
             );
         } else {
             tracing::debug!(topic = %self.topic, took = ?started.elapsed(), "hand-over acknowledged");
