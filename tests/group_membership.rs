@@ -20,6 +20,15 @@ use support::*;
 
 const SPEED: f64 = 40.0;
 
+/// The tests of this file run one at a time: each is a broker, two or three instances and a
+/// paced producer, and two at once on a 2-core machine stalled the producers past the idleness
+/// timeout (records turned late) and their flushes past 30 s.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// One instance (`-w 1`) of the shared job, reading `live` as group `shared`, logging its
 /// assignments to `<dir>/<name>.log`.
 fn start_instance(b: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
@@ -186,6 +195,7 @@ fn race_reference(b: &str, laps: u32) -> Vec<TelemetryRecord> {
 
 #[test]
 fn two_instances_in_one_group_read_each_partition_once() {
+    let _serial = one_at_a_time();
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     let records = reference_run(b, 3);
@@ -234,6 +244,7 @@ fn two_instances_in_one_group_read_each_partition_once() {
 
 #[test]
 fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
+    let _serial = one_at_a_time();
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     let records = reference_run(b, 4);
@@ -272,6 +283,7 @@ fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
 /// held partitions [0, 3] and [2] for good). librdkafka's mock cluster runs Kafka's rules.
 #[test]
 fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout() {
+    let _serial = one_at_a_time();
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("the mock cluster");
     let brokers = cluster.bootstrap_servers();
     let b = brokers.as_str();
@@ -335,6 +347,7 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
 /// commit: those re-reads are the duplicates counted here (zero needs cooperative rebalancing;
 /// README "Scaling out").
 fn an_instance_leaving_cleanly_drains_and_hands_over_without_loss() {
+    let _serial = one_at_a_time();
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     let records = reference_run(b, 3);
@@ -416,6 +429,7 @@ fn split_windows(b: &str) -> (usize, usize, usize) {
 /// a group instance beside a static job, and each refusal names who is there.
 #[test]
 fn static_and_group_instances_refuse_to_start_beside_each_other() {
+    let _serial = one_at_a_time();
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
@@ -499,6 +513,7 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
 /// moved drivers' older samples after newer ones, which they skip (README "Scaling out").
 #[test]
 fn a_driver_whose_records_span_two_partitions_after_growth_gives_the_same_outputs() {
+    let _serial = one_at_a_time();
     use pitwall_dataflows::partition::key_partition;
     let broker = start_tansu();
     let b = broker.brokers.as_str();
