@@ -29,30 +29,24 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One instance (`-w 1`) of the shared job, reading `live` as group `shared`, logging its
-/// assignments to `<dir>/<name>.log`.
+/// The shared job's topics and group: it reads `live` as group `shared`.
+const SHARED_JOB: [&str; 8] =
+    ["--telemetry-topic", "live", "--group", "shared", "--alerts-topic", "alerts-crash", "--windows-topic", "windows-crash"];
+
+/// `pitwall run --brokers b` of the shared job, with `extra` flags.
+fn shared_job_args<'a>(b: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--brokers", b];
+    args.extend_from_slice(&SHARED_JOB);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// One instance (`-w 1`) of the shared job in group mode, logging its assignments to
+/// `<dir>/<name>.log`.
 fn start_instance(b: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
     let log = dir.join(format!("{name}.log"));
-    let args = [
-        "run",
-        "--brokers",
-        b,
-        "--assignment",
-        "group",
-        "--telemetry-topic",
-        "live",
-        "--group",
-        "shared",
-        "--alerts-topic",
-        "alerts-crash",
-        "--windows-topic",
-        "windows-crash",
-        // A producer paused by a loaded machine must not turn records late (README "Idleness").
-        "--eof-idle-ms",
-        "1500",
-        "--commit-interval-ms",
-        "100",
-    ];
+    // A producer paused by a loaded machine must not turn records late (README "Idleness").
+    let args = shared_job_args(b, &["--assignment", "group", "--eof-idle-ms", "1500", "--commit-interval-ms", "100"]);
     let mut command = pitwall_command_logged(&args, &log);
     command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info,pitwall::job=info"));
     (command.stdout(Stdio::piped()).spawn().expect("spawn pitwall"), log)
@@ -80,6 +74,43 @@ fn wait_for_shares(logs: &[&Path], within: Duration) {
         let each = logs.iter().all(|l| !partitions_of(&assignments(l).1).is_empty());
         holds(all == vec![0, 1, 2, 3] && each, || format!("latest assignments {all:?}; logs {logs:?}"))
     });
+}
+
+/// Instances named `names` of the shared job, once the group has spread the partitions over them.
+fn start_shared(b: &str, dir: &Path, names: &[&str]) -> Vec<(Child, PathBuf)> {
+    let instances: Vec<(Child, PathBuf)> = names.iter().map(|name| start_instance(b, dir, name)).collect();
+    let logs: Vec<&Path> = instances.iter().map(|(_, log)| log.as_path()).collect();
+    wait_for_shares(&logs, Duration::from_secs(60));
+    instances
+}
+
+/// A race replayed live to `live` around an event: the first half, then the rest while the test
+/// waits for the event's effect.
+struct LiveReplay<'r> {
+    producer: BaseProducer,
+    records: &'r [TelemetryRecord],
+    t0: u64,
+    start: Instant,
+    half: usize,
+}
+
+impl<'r> LiveReplay<'r> {
+    /// Replays the first half of `records` to `live`, paced, and returns once it is sent.
+    fn first_half(b: &str, records: &'r [TelemetryRecord]) -> LiveReplay<'r> {
+        let live = LiveReplay { producer: producer(b), records, t0: records[0].session_time_ms, start: Instant::now(), half: records.len() / 2 };
+        replay(&live.producer, &records[..live.half], live.t0, live.start);
+        live
+    }
+
+    /// Replays the rest while `wait` runs; returns what `wait` returned once both are done.
+    fn rest_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        std::thread::scope(|scope| {
+            let rest = scope.spawn(|| replay(&self.producer, &self.records[self.half..], self.t0, self.start));
+            let waited = wait();
+            rest.join().expect("replay");
+            waited
+        })
+    }
 }
 
 fn producer(b: &str) -> BaseProducer {
@@ -162,9 +193,9 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string()
 }
 
-/// `pitwall group describe --json` of group `shared` on `live`.
-fn describe(b: &str) -> Value {
-    let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared", "--topic", "live", "--json"]);
+/// `pitwall group describe --json` of `group` on `live`.
+fn describe(b: &str, group: &str) -> Value {
+    let out = pitwall(&["group", "describe", "--brokers", b, "--group", group, "--topic", "live", "--json"]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("group describe prints JSON ({e}): {out}"))
 }
 
@@ -200,16 +231,14 @@ fn two_instances_in_one_group_read_each_partition_once() {
     let b = broker.brokers.as_str();
     let records = reference_run(b, 3);
     let dir = temp_dir();
-    let (first, first_log) = start_instance(b, dir.path(), "first");
-    let (second, second_log) = start_instance(b, dir.path(), "second");
-    wait_for_shares(&[&first_log, &second_log], Duration::from_secs(60));
-    let producer = producer(b);
-    replay(&producer, &records, records[0].session_time_ms, Instant::now());
+    let mut instances = start_shared(b, dir.path(), &["first", "second"]).into_iter();
+    let ((first, first_log), (second, second_log)) = (instances.next().unwrap(), instances.next().unwrap());
+    replay(&producer(b), &records, records[0].session_time_ms, Instant::now());
     wait_until_caught_up(b, records.len());
     // Watched as the seeds' operators do: the two instances are the group's members, named by
     // their client ids. (Tansu 0.6 leaves assignments and commit metadata out, so it cannot say
     // which member owns a partition: the kill test below checks owners on the mock cluster.)
-    let running = describe(b);
+    let running = describe(b, "shared");
     let mut members: Vec<String> = running["members"].as_array().unwrap().iter().map(|m| m["client_id"].as_str().unwrap().to_string()).collect();
     members.sort_unstable();
     let mut expected: Vec<String> = [first.id(), second.id()].iter().map(|pid| format!("pitwall@{}/{pid}", hostname())).collect();
@@ -217,7 +246,7 @@ fn two_instances_in_one_group_read_each_partition_once() {
     assert_eq!(members, expected, "the running instances, by client id: {running}");
     let reports = stop_all(vec![(first, &first_log), (second, &second_log)]);
     println!("instances: {reports:?}");
-    let stopped = describe(b);
+    let stopped = describe(b, "shared");
     let python = committed_offsets(b, "shared", "live");
     let partitions = stopped["partitions"].as_array().unwrap();
     assert_eq!(
@@ -234,9 +263,8 @@ fn two_instances_in_one_group_read_each_partition_once() {
     let read: Vec<u64> = reports.iter().map(|r| r["messages"].as_u64().unwrap()).collect();
     assert!(read.iter().all(|n| *n > 0), "both instances read their share: {read:?}");
     assert_eq!(read.iter().sum::<u64>(), records.len() as u64, "each record read by exactly one instance");
-    let committed = committed_offsets(b, "shared", "live");
-    for (partition, offsets) in committed.as_object().unwrap() {
-        assert_eq!(offsets["committed"], offsets["end"], "partition {partition} committed to its end after the clean stops: {committed}");
+    for (partition, offsets) in python.as_object().unwrap() {
+        assert_eq!(offsets["committed"], offsets["end"], "partition {partition} committed to its end after the clean stops: {python}");
     }
     let outcome = compare_with_reference(b);
     assert_eq!((outcome.alert_duplicates, outcome.window_duplicates), (0, 0), "no partition changed hands: nothing twice");
@@ -249,23 +277,16 @@ fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
     let b = broker.brokers.as_str();
     let records = reference_run(b, 4);
     let dir = temp_dir();
-    let (first, first_log) = start_instance(b, dir.path(), "first");
-    let (second, second_log) = start_instance(b, dir.path(), "second");
-    wait_for_shares(&[&first_log, &second_log], Duration::from_secs(60));
-    let producer = producer(b);
-    let (t0, start) = (records[0].session_time_ms, Instant::now());
+    let mut instances = start_shared(b, dir.path(), &["first", "second"]).into_iter();
+    let ((first, first_log), (second, second_log)) = (instances.next().unwrap(), instances.next().unwrap());
     // Half the race, then a third instance joins while the rest is replayed.
-    let half = records.len() / 2;
-    replay(&producer, &records[..half], t0, start);
+    let live = LiveReplay::first_half(b, &records);
     let (third, third_log) = start_instance(b, dir.path(), "third");
     let joined = Instant::now();
     let logs = [first_log.as_path(), second_log.as_path(), third_log.as_path()];
-    let rest = std::thread::scope(|scope| {
-        let rest = scope.spawn(|| replay(&producer, &records[half..], t0, start));
+    let rest = live.rest_while(|| {
         wait_for_shares(&logs, Duration::from_secs(30));
-        let spread = joined.elapsed();
-        rest.join().expect("replay");
-        spread
+        joined.elapsed()
     });
     wait_until_caught_up(b, records.len());
     let reports = stop_all(vec![(first, &first_log), (second, &second_log), (third, &third_log)]);
@@ -292,14 +313,8 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
     }
     let records = race_reference(b, 3);
     let dir = temp_dir();
-    let instances: Vec<(Child, PathBuf)> = ["first", "second", "third"].iter().map(|n| start_instance(b, dir.path(), n)).collect();
-    let logs: Vec<&Path> = instances.iter().map(|(_, l)| l.as_path()).collect();
-    wait_for_shares(&logs, Duration::from_secs(60));
-    let producer = producer(b);
-    let (t0, start) = (records[0].session_time_ms, Instant::now());
-    let half = records.len() / 2;
-    replay(&producer, &records[..half], t0, start);
-    let mut instances = instances.into_iter();
+    let mut instances = start_shared(b, dir.path(), &["first", "second", "third"]).into_iter();
+    let live = LiveReplay::first_half(b, &records);
     let (first, first_log) = instances.next().unwrap();
     let (second, _) = instances.next().unwrap();
     let (third, third_log) = instances.next().unwrap();
@@ -307,8 +322,7 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
     let _ = std::process::Command::new("kill").args(["-KILL", &second.id().to_string()]).status();
     let killed = Instant::now();
     let _ = wait_with_timeout(second, "killed instance", Duration::from_secs(30));
-    let taken_over = std::thread::scope(|scope| {
-        let rest = scope.spawn(|| replay(&producer, &records[half..], t0, start));
+    let taken_over = live.rest_while(|| {
         wait_until("the survivors to take the killed instance's partitions", Duration::from_secs(30), || {
             let after: Vec<usize> = [&first_log, &third_log].iter().map(|l| assignments(l).0).collect();
             let mut held: Vec<i32> = [&first_log, &third_log].iter().flat_map(|l| partitions_of(&assignments(l).1)).collect();
@@ -317,14 +331,12 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
                 format!("assignments {after:?} (before {before:?}), held {held:?}")
             })
         });
-        let taken_over = killed.elapsed();
-        rest.join().expect("replay");
-        taken_over
+        killed.elapsed()
     });
     wait_until_caught_up(b, records.len());
     // `group describe` (the mock cluster does not describe groups, but keeps commit metadata):
     // every partition with records was last committed by a survivor.
-    let running = describe(b);
+    let running = describe(b, "shared");
     let survivors = [first.id(), third.id()].map(|pid| format!("/{pid}"));
     for p in running["partitions"].as_array().unwrap().iter().filter(|p| p["log_end"].as_u64() > Some(0)) {
         let by = p["committed_by"].as_str().unwrap_or("none");
@@ -340,38 +352,31 @@ fn a_killed_instance_s_partitions_go_to_the_survivors_within_the_session_timeout
     assert!(outcome.alert_duplicates <= outcome.alerts && outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
 }
 
-#[test]
 /// A clean leave (SIGTERM) drains: the leaver delivers and commits all it read, and a window
-/// open at the leave is published in two parts that add up to the uninterrupted run's. Under eager rebalancing the instance that
-/// stays also gives up and takes back its own partitions, re-reading them from its hand-over
-/// commit: those re-reads are the duplicates counted here (zero needs cooperative rebalancing;
-/// README "Scaling out").
+/// open at the leave is published in two parts that add up to the uninterrupted run's. Under
+/// eager rebalancing the instance that stays also gives up and takes back its own partitions,
+/// re-reading them from its hand-over commit: those re-reads are the duplicates counted here
+/// (zero needs cooperative rebalancing; README "Scaling out").
+#[test]
 fn an_instance_leaving_cleanly_drains_and_hands_over_without_loss() {
     let _serial = one_at_a_time();
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     let records = reference_run(b, 3);
     let dir = temp_dir();
-    let (stays, stays_log) = start_instance(b, dir.path(), "stays");
-    let (leaves, leaves_log) = start_instance(b, dir.path(), "leaves");
-    wait_for_shares(&[&stays_log, &leaves_log], Duration::from_secs(60));
-    let producer = producer(b);
-    let (t0, start) = (records[0].session_time_ms, Instant::now());
-    let half = records.len() / 2;
-    replay(&producer, &records[..half], t0, start);
+    let mut instances = start_shared(b, dir.path(), &["stays", "leaves"]).into_iter();
+    let ((stays, stays_log), (leaves, leaves_log)) = (instances.next().unwrap(), instances.next().unwrap());
+    let live = LiveReplay::first_half(b, &records);
     let held_before = assignments(&stays_log).0;
     let _ = std::process::Command::new("kill").args(["-TERM", &leaves.id().to_string()]).status();
     let left = Instant::now();
     let leaver = report_of(leaves, &leaves_log);
-    let taken_over = std::thread::scope(|scope| {
-        let rest = scope.spawn(|| replay(&producer, &records[half..], t0, start));
+    let taken_over = live.rest_while(|| {
         wait_until("the staying instance to take every partition", Duration::from_secs(30), || {
             let (count, last) = assignments(&stays_log);
             holds(count > held_before && partitions_of(&last) == vec![0, 1, 2, 3], || format!("{count} assignments, last {last}"))
         });
-        let taken_over = left.elapsed();
-        rest.join().expect("replay");
-        taken_over
+        left.elapsed()
     });
     wait_until_caught_up(b, records.len());
     let stayer = stop_all(vec![(stays, &stays_log)]).remove(0);
@@ -434,12 +439,6 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
     let b = broker.brokers.as_str();
     create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
     let dir = temp_dir();
-    let static_job = |extra: &[&str]| {
-        let mut args = vec!["run", "--brokers", b, "--assignment", "static", "--telemetry-topic", "live", "--group", "shared"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--alerts-topic", "alerts-crash", "--windows-topic", "windows-crash"]);
-        pitwall_command(&args)
-    };
     let refused = |mut command: std::process::Command, what: &str| -> String {
         let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pitwall");
         let output = wait_with_timeout(child, what, Duration::from_secs(60));
@@ -449,8 +448,7 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
     };
     // A group instance first: a static job refuses, naming it. (Tansu 0.6 describes a group's
     // members once it has committed: a race of three laps gets the instance committing.)
-    let (member, member_log) = start_instance(b, dir.path(), "member");
-    wait_for_shares(&[&member_log], Duration::from_secs(60));
+    let (member, member_log) = start_shared(b, dir.path(), &["member"]).remove(0);
     let producer = producer(b);
     let race = Race::generate(&RaceConfig { drivers: 8, laps: 3, seed: 31, inject_anomalies: false });
     race.all_records().iter().for_each(|r| send_record(&producer, "live", 4, r));
@@ -459,7 +457,7 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
         let committed = committed_in_shared(b);
         holds(committed.iter().sum::<i64>() > 0, || format!("{committed:?}"))
     });
-    let stderr = refused(static_job(&[]), "a static job beside a group instance");
+    let stderr = refused(pitwall_command(&shared_job_args(b, &["--assignment", "static"])), "a static job beside a group instance");
     assert!(
         stderr.contains("--assignment static would read partitions") && stderr.contains(&format!("pitwall@{}/{}", hostname(), member.id())),
         "{stderr}"
@@ -467,39 +465,19 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
     let _ = stop_all(vec![(member, &member_log)]);
     // A static job first: a group instance refuses, naming it.
     let log = dir.path().join("static.log");
-    let static_child = pitwall_command_logged(
-        &[
-            "run",
-            "--brokers",
-            b,
-            "--telemetry-topic",
-            "live",
-            "--group",
-            "shared",
-            "--alerts-topic",
-            "alerts-crash",
-            "--windows-topic",
-            "windows-crash",
-        ],
-        &log,
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("spawn the static job");
+    let static_child = pitwall_command_logged(&shared_job_args(b, &[]), &log).stdout(Stdio::piped()).spawn().expect("spawn the static job");
     let announced = format!("pitwall@{}/{}", hostname(), static_child.id());
     wait_until("the static job to announce itself", Duration::from_secs(30), || {
-        let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared.static", "--topic", "live", "--json"]);
+        let out = describe(b, "shared.static").to_string();
         holds(out.contains(&announced), || out.clone())
     });
-    let mut group_instance = pitwall_command(&["run", "--brokers", b, "--assignment", "group", "--telemetry-topic", "live", "--group", "shared"]);
-    group_instance.args(["--alerts-topic", "alerts-crash", "--windows-topic", "windows-crash"]);
-    let stderr = refused(group_instance, "a group instance beside a static job");
+    let stderr = refused(pitwall_command(&shared_job_args(b, &["--assignment", "group"])), "a group instance beside a static job");
     assert!(stderr.contains("a job with static assignment reads") && stderr.contains(&announced), "{stderr}");
     let _ = std::process::Command::new("kill").args(["-TERM", &static_child.id().to_string()]).status();
     let _ = report_of(static_child, &log);
     // Gone, it no longer blocks anyone.
     wait_until("the static job's announcement to leave", Duration::from_secs(30), || {
-        let out = pitwall(&["group", "describe", "--brokers", b, "--group", "shared.static", "--topic", "live", "--json"]);
+        let out = describe(b, "shared.static").to_string();
         holds(!out.contains(&announced), || out.clone())
     });
 }
