@@ -190,16 +190,17 @@ fn handover(
                         bail!("the live replay ended before the repetitions did: raise --live-records");
                     }
                     let at = now_ms().saturating_sub(500);
-                    let settle = match event {
+                    // Where the pause is measured from, and how long the group gets to settle.
+                    let (from, settle) = match event {
                         Event::Join => {
                             second = Some(instance(&kafka, &topic, &group, &format!("{name}-second-{round}"), logs, false)?);
-                            SETTLE
+                            (at, SETTLE)
                         }
                         Event::Leave => {
                             let leaving = second.take().context("a leave follows a join")?;
                             leaving.terminate();
                             leaving.finish(Duration::from_secs(60))?;
-                            SETTLE
+                            (at, SETTLE)
                         }
                         Event::Kill => {
                             let killed = match second.take() {
@@ -212,15 +213,11 @@ fn handover(
                             };
                             let at_kill = now_ms().saturating_sub(500);
                             killed.kill();
-                            std::thread::sleep(SETTLE_AFTER_KILL);
-                            let seconds = arrivals.longest_gap(at_kill, now_ms());
-                            eprintln!("  {label} {}: {seconds:.2} s", round + 1);
-                            pauses.push(Pause { event: label, broker: name, seconds });
-                            continue;
+                            (at_kill, SETTLE_AFTER_KILL)
                         }
                     };
                     std::thread::sleep(settle);
-                    let seconds = arrivals.longest_gap(at, now_ms());
+                    let seconds = arrivals.longest_gap(from, now_ms());
                     eprintln!("  {label} {}: {seconds:.2} s", round + 1);
                     pauses.push(Pause { event: label, broker: name, seconds });
                 }
