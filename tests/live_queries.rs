@@ -78,7 +78,12 @@ fn a_single_process_job_with_a_bridge_answers_queries() {
         let newest = newest_by(&windows, time);
         let expected = top_by_mean_speed(&newest, 3);
         holds(newest.len() == 6 && time > 3_630_000 && got == expected, || {
-            format!("{got:?} vs {expected:?} at {time}; the job's log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+            let ends: BTreeMap<&String, u64> = newest.iter().map(|(d, w)| (d, w["end_ms"].as_u64().unwrap())).collect();
+            format!(
+                "{got:?} vs {expected:?} at {time}; {} sliding windows published, each driver's newest by then: {ends:?}; the job's log:\n{}",
+                windows.len(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
         })
     });
 }
