@@ -220,7 +220,8 @@ fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
     let (delivered, rebuilds) = timely::execute_directly(move |worker| {
         let (mut input, probe, sink) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<u64>>();
-            let (done, sink) = publish(stream, &producer, "FatalSink", |_: &u64| Route { topic: "fatal-out".into(), key: None, partition: Some(0) });
+            let (done, sink) =
+                publish(stream, &producer, "FatalSink", |_: &u64| Route { topic: "fatal-out".into(), key: None, partition: Some(0), origin: None });
             (input, done.probe().0, sink)
         });
         for i in 0..total {
@@ -343,4 +344,118 @@ fn the_topic_reader_gives_up_on_a_broker_that_stays_down() {
 /// The partitions of `f1-telemetry` a `/health` answer names as stalled.
 fn stalled_partitions(health: &str) -> Vec<u32> {
     health.split("`f1-telemetry` partition ").skip(1).filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
+}
+
+/// Publishes `records` (JSON strings, one timely time per 100) through one sink of a producer
+/// with the dead-letter topic `dlq`, waiting after the first hundred until they are delivered;
+/// returns (delivered, undeliverable) once the sink's progress has passed every time (it never
+/// would, were a refused message sent again forever).
+fn publish_through_a_sink(kafka: &pitwall_connectors::kafka::KafkaConfig, records: Vec<String>, topic: &str, dlq: &str) -> (u64, u64) {
+    use pitwall_connectors::kafka::sink::{publish, KafkaProducer, Route};
+    use timely::dataflow::operators::{Input, Probe};
+    let producer = KafkaProducer::new(kafka).unwrap().with_dead_letters(dlq);
+    let topic = topic.to_string();
+    timely::execute_directly(move |worker| {
+        let (mut input, probe, sink) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<serde_json::Value>>();
+            let topic = topic.clone();
+            let (done, sink) =
+                publish(stream, &producer, "RefusalSink", move |v: &serde_json::Value| Route::keyed(&topic, v["key"].as_str().unwrap()));
+            (input, done.probe().0, sink)
+        });
+        for (i, record) in records.iter().enumerate() {
+            input.send(serde_json::from_str::<serde_json::Value>(record).unwrap());
+            if i % 100 == 99 {
+                input.advance_to(i as u64 + 1);
+                worker.step();
+            }
+            if i == 99 {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while sink.delivered() < 100 {
+                    assert!(std::time::Instant::now() < deadline, "the first hundred never delivered: {}", sink.delivered());
+                    worker.step_or_park(Some(Duration::from_millis(10)));
+                }
+            }
+        }
+        input.advance_to(records.len() as u64);
+        input.close();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !probe.done() {
+            assert!(std::time::Instant::now() < deadline, "the sink never finished: {} delivered", sink.delivered());
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        (sink.delivered(), sink.undeliverable())
+    })
+}
+
+/// `n` small records keyed `k<i>` and, at `big`, one of `big_bytes`.
+fn records_with_one_big(n: usize, big: usize, big_bytes: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({ "key": format!("k{i}"), "n": i, "pad": if i == big { "x".repeat(big_bytes) } else { String::new() } }).to_string()
+        })
+        .collect()
+}
+
+/// A message over the producer's size limit (librdkafka refuses it when it is handed over, a
+/// synchronous error) is not retried forever: against Tansu, its dead letter names it (where it
+/// was going, key, size, reason), every record around it is delivered, and the sink's progress
+/// passes it.
+#[test]
+fn a_message_too_large_to_send_becomes_a_dead_letter_and_the_rest_goes_on() {
+    let tansu = start_tansu();
+    let kafka = pitwall_connectors::kafka::KafkaConfig::new(&tansu.brokers);
+    create_topics(&tansu.brokers, &[("refused-out", 2), ("refused-dlq", 1)]);
+    // The sink's producer takes up to 10,000,000 bytes per message.
+    let records = records_with_one_big(1_000, 500, 10_500_000);
+    let (delivered, undeliverable) = publish_through_a_sink(&kafka, records, "refused-out", "refused-dlq");
+    assert_eq!((delivered, undeliverable), (1_000, 1), "999 records and one dead letter acknowledged, one refused");
+    let out: std::collections::BTreeSet<u64> = tail(&tansu.brokers, "refused-out").iter().map(|m| m["value"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(out, (0..1_000).filter(|n| *n != 500).collect(), "every record but the refused one, in the topic");
+    let letters = tail(&tansu.brokers, "refused-dlq");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0]["value"];
+    assert_eq!(letters[0]["key"], "k500", "{letter}");
+    assert_eq!(letter["topic"], "refused-out", "{letter}");
+    assert!(letter["payload_len"].as_u64().unwrap() > 10_500_000, "{letter}");
+    assert!(letter["payload_prefix"].as_str().unwrap().starts_with("{\"key\":\"k500\""), "{letter}");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("undeliverable to `refused-out`") && reason.contains("too large"), "{reason}");
+}
+
+/// The broker refusing a batch for good (injected on librdkafka's mock cluster: the second
+/// produce request answered "message size too large", the first hundred records having gone in
+/// the first) is not retried forever either: each refused record's dead letter names it, the
+/// others are delivered, none is lost without one.
+#[test]
+fn records_the_broker_refuses_for_good_become_dead_letters() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("refused-out", 1, 1).unwrap();
+    cluster.create_topic("refused-dlq", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let kafka = pitwall_connectors::kafka::KafkaConfig::new(&brokers);
+    cluster
+        .request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+    let records = records_with_one_big(2_000, usize::MAX, 0);
+    let (delivered, undeliverable) = publish_through_a_sink(&kafka, records, "refused-out", "refused-dlq");
+    let out: std::collections::BTreeSet<u64> = tail(&brokers, "refused-out").iter().map(|m| m["value"]["n"].as_u64().unwrap()).collect();
+    let letters = tail(&brokers, "refused-dlq");
+    let referenced: std::collections::BTreeSet<u64> = letters
+        .iter()
+        .map(|l| {
+            assert!(l["value"]["reason"].as_str().unwrap().contains("undeliverable to `refused-out`"), "{l}");
+            let prefix: serde_json::Value = serde_json::from_str(l["value"]["payload_prefix"].as_str().unwrap()).unwrap();
+            prefix["n"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(
+        undeliverable > 0 && letters.len() as u64 == undeliverable,
+        "one dead letter per refused record: {undeliverable} refused, {} letters",
+        letters.len()
+    );
+    println!("{undeliverable} of 2,000 records refused by the broker, each named by a dead letter");
+    assert_eq!(delivered, 2_000, "records and dead letters acknowledged");
+    assert!(out.len() >= 100 && out.is_disjoint(&referenced), "records delivered ({}), and a refused record is not among them", out.len());
+    assert_eq!(out.union(&referenced).count(), 2_000, "every record is in the topic or named by a dead letter");
 }

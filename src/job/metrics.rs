@@ -19,6 +19,8 @@ pub(crate) struct JobMetrics {
     pub(crate) state_bytes: IntGaugeVec,
     pub(crate) state_expired: IntGaugeVec,
     pub(crate) delivered: IntCounterVec,
+    /// Records the broker refused for good, per sink (each replaced by a dead letter).
+    pub(crate) undeliverable: IntCounterVec,
     /// A record's production (`produced_at_ms`) to its alert leaving the rules.
     pub(crate) alert_latency: Histogram,
     /// Items through a model and seconds spent in it, per pipeline (video, predictions).
@@ -45,6 +47,11 @@ impl JobMetrics {
         let gauge = |name: &str, help: &str, labels: &[&str]| registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?);
         let counter = |name: &str, help: &str, labels: &[&str]| registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?);
         let delivered = counter("pitwall_sink_delivered_total", "Records acknowledged by the broker, per sink", &["sink"])?;
+        let undeliverable = counter(
+            "pitwall_sink_undeliverable_total",
+            "Records the broker refused for good (too large, invalid), per sink; each replaced by a dead letter naming it",
+            &["sink"],
+        )?;
         let alert_latency = registered(
             registry,
             Histogram::with_opts(
@@ -76,6 +83,7 @@ impl JobMetrics {
                 &["operator", "worker"],
             )?,
             delivered,
+            undeliverable,
             alert_latency,
             inferred,
             inference_seconds,
@@ -123,7 +131,7 @@ pub(crate) fn refresh_worker_metrics(
     worker: &str,
     state: &[(&str, StateGauge)],
     sinks: &[(&str, SinkHandle)],
-    reported: &mut Vec<u64>,
+    reported: &mut Vec<(u64, u64)>,
 ) {
     for (operator, gauge) in state {
         let size = gauge.get();
@@ -131,11 +139,12 @@ pub(crate) fn refresh_worker_metrics(
         metrics.state_bytes.with_label_values(&[operator, worker]).set(size.bytes as i64);
         metrics.state_expired.with_label_values(&[operator, worker]).set(size.expired as i64);
     }
-    reported.resize(sinks.len(), 0);
-    for ((name, sink), reported) in sinks.iter().zip(reported.iter_mut()) {
-        let delivered = sink.delivered();
-        metrics.delivered.with_label_values(&[name]).inc_by(delivered.saturating_sub(*reported));
-        *reported = delivered;
+    reported.resize(sinks.len(), (0, 0));
+    for ((name, sink), (delivered_before, refused_before)) in sinks.iter().zip(reported.iter_mut()) {
+        let (delivered, refused) = (sink.delivered(), sink.undeliverable());
+        metrics.delivered.with_label_values(&[name]).inc_by(delivered.saturating_sub(*delivered_before));
+        metrics.undeliverable.with_label_values(&[name]).inc_by(refused.saturating_sub(*refused_before));
+        (*delivered_before, *refused_before) = (delivered, refused);
     }
 }
 

@@ -30,6 +30,9 @@ pub struct JobReport {
     pub videos_stored: u64,
     pub video_store_failures: u64,
     pub commits: u64,
+    /// Output messages the broker refused for good (over its size limit, invalid), each
+    /// replaced by a dead letter naming it on the dead-letter topic.
+    pub undeliverable: u64,
     /// Stall episodes (broker unreachable, then back) over all partitions.
     pub stalls: u64,
     /// Offsets the broker never delivered (gaps in a partition); see `SourceStats`.
@@ -61,6 +64,7 @@ impl JobReport {
         self.windows += worker.windows;
         self.already_delivered += worker.already_delivered;
         self.predictions += worker.predictions;
+        self.undeliverable += worker.undeliverable;
         if let Some((source, video)) = &worker.video {
             self.messages += source.messages;
             self.dead_letters += source.dead_letters;
@@ -84,6 +88,7 @@ pub(crate) struct WorkerReport {
     pub(crate) windows: u64,
     pub(crate) already_delivered: u64,
     pub(crate) predictions: u64,
+    pub(crate) undeliverable: u64,
     pub(crate) video: Option<(SourceStats, VideoReport)>,
     /// Most samples this worker's `in_time_order` held at once.
     pub(crate) held_peak: u64,

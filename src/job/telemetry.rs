@@ -186,6 +186,7 @@ pub(crate) fn build_telemetry(
             topic: alerts_topic.clone(),
             key: Some(a.driver.clone()),
             partition: Some(a.severity.partition()),
+            origin: None,
         });
         alerts_done.probe_with(&probe);
         let predictions = predictor.map(|model| {

@@ -65,6 +65,11 @@ trait Parts {
     fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics);
     /// Adds what this dataflow did to the worker's report.
     fn add_to(&self, report: &mut WorkerReport);
+    /// [`Parts::add_to`], and what every sink had refused for good.
+    fn add_all_to(&self, report: &mut WorkerReport) {
+        self.add_to(report);
+        report.undeliverable += self.sinks().iter().map(|(_, sink)| sink.undeliverable()).sum::<u64>();
+    }
 }
 
 impl Parts for TelemetryParts {
@@ -152,7 +157,7 @@ struct Slot<P> {
     /// Its probe finished and everything read was committed.
     finished: bool,
     work: WorkCounts,
-    reported: Vec<u64>,
+    reported: Vec<(u64, u64)>,
 }
 
 impl<P: Parts> Slot<P> {
@@ -231,7 +236,7 @@ impl<P: Parts> Slot<P> {
 fn retire<P: Parts>(slot: &mut Option<Slot<P>>, worker: &mut timely::worker::Worker, report: &mut WorkerReport, metrics: &JobMetrics) {
     if let Some(mut old) = slot.take() {
         old.refresh(metrics, &worker.index().to_string());
-        old.parts.add_to(report);
+        old.parts.add_all_to(report);
         worker.drop_dataflow(old.dataflow);
     }
 }
@@ -242,7 +247,7 @@ pub(crate) fn run_worker(
     shared: ProcessShared<'_>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<WorkerReport> {
-    let producer = KafkaProducer::new(&config.kafka)?;
+    let producer = KafkaProducer::new(&config.kafka)?.with_dead_letters(&config.dataflow.dlq_topic);
     let index = worker.index();
     let worker_label = index.to_string();
     let mut report = WorkerReport::default();
@@ -341,10 +346,10 @@ pub(crate) fn run_worker(
     }
     producer.flush(Duration::from_secs(30))?;
     if let Some(slot) = &telemetry {
-        slot.parts.add_to(&mut report);
+        slot.parts.add_all_to(&mut report);
     }
     if let Some(slot) = &video {
-        slot.parts.add_to(&mut report);
+        slot.parts.add_all_to(&mut report);
     }
     // Revocations no longer wait for this worker: it has committed everything it read.
     for membership in shared.memberships.iter().flat_map(Memberships::all) {

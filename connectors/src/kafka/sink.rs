@@ -6,6 +6,13 @@
 //! offsets on that. Messages whose delivery fails are sent again (no loss while the broker is
 //! down; librdkafka also retries within `message.timeout.ms`).
 //!
+//! A message the broker will never take (over a size limit, a record it calls invalid:
+//! [`is_permanent`]) is not sent again: its place is taken by a dead letter *by reference* on the
+//! producer's dead-letter topic (where it was going, its key and size, the record it came from
+//! when the route names one, the reason and the payload's first bytes), delivered under the same
+//! time, so progress goes on and the loss is on record. Each sink counts them
+//! ([`SinkHandle::undeliverable`]).
+//!
 //! A producer that hits a librdkafka *fatal* error (an idempotent producer whose broker lost
 //! its state, for one) never sends again. The worker's [`KafkaProducer`] then builds a new
 //! producer from the same settings; dropping the old one purges what it still held, and those
@@ -27,7 +34,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use timely::scheduling::SyncActivator;
 
-use pitwall_dataflows::records::{DeadLetter, LateRecord};
+use pitwall_dataflows::records::{DeadLetter, LateRecord, SourcePosition};
 
 use super::{KafkaConfig, KafkaError};
 
@@ -37,12 +44,23 @@ pub struct Route {
     pub topic: String,
     pub key: Option<String>,
     pub partition: Option<i32>,
+    /// The input record this output stands for (a late record, a dead letter), named in the
+    /// dead letter that replaces it should the broker refuse it for good.
+    pub origin: Option<Origin>,
+}
+
+/// Where an input record was read: topic, partition, offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl Route {
     /// To `topic` with `key`, partitioned by the key (murmur2, like Kafka's Java client).
     pub fn keyed(topic: &str, key: &str) -> Route {
-        Route { topic: topic.to_string(), key: Some(key.to_string()), partition: None }
+        Route { topic: topic.to_string(), key: Some(key.to_string()), partition: None, origin: None }
     }
 }
 
@@ -54,6 +72,50 @@ pub struct Delivery {
     key: Option<String>,
     partition: Option<i32>,
     payload: Vec<u8>,
+    origin: Option<Origin>,
+    /// This is the dead letter of a refused message: refused too, it is dropped (logged), not
+    /// replaced again.
+    dead_letter: bool,
+}
+
+/// Errors after which the broker (or librdkafka) will never take the message as it is: sending
+/// it again cannot succeed.
+pub fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRequiredAcks
+    )
+}
+
+impl Delivery {
+    /// What replaces a message the broker refused for good: a dead letter naming it (or the
+    /// input record it stands for) on the dead-letter topic, under the same time. `None` when
+    /// there is no dead-letter topic or this was one already.
+    fn into_dead_letter(mut self: Box<Self>, reason: &str) -> Option<Box<Self>> {
+        let topic = self.ledger.dead_letter_topic.clone()?;
+        if self.dead_letter {
+            return None;
+        }
+        let (at, origin_topic) = match &self.origin {
+            Some(origin) => (SourcePosition { partition: origin.partition, offset: origin.offset }, origin.topic.clone()),
+            None => (SourcePosition { partition: self.partition.unwrap_or(-1), offset: -1 }, self.topic.clone()),
+        };
+        let letter = DeadLetter::new(
+            &origin_topic,
+            at,
+            self.key.as_deref().map(str::as_bytes),
+            &self.payload,
+            format!("undeliverable to `{}`: {reason}", self.topic),
+        );
+        self.payload = serde_json::to_vec(&letter).expect("a dead letter serializes to JSON");
+        self.topic = topic;
+        (self.partition, self.origin, self.dead_letter) = (None, None, true);
+        Some(self)
+    }
 }
 
 /// Per-sink bookkeeping of unacknowledged messages by timestamp.
@@ -66,6 +128,10 @@ pub struct Ledger {
     activator: Mutex<Option<SyncActivator>>,
     delivered: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+    /// Messages refused for good (each replaced by a dead letter, or dropped if that was refused).
+    undeliverable: std::sync::atomic::AtomicU64,
+    /// Where those dead letters go (the producer's).
+    dead_letter_topic: Option<String>,
 }
 
 impl Ledger {
@@ -125,14 +191,27 @@ impl ProducerContext for TrackingContext {
             }
             Err((error, message)) => {
                 ledger.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
                 // Topic, key and payload travelled with the message, not the opaque: take them
                 // back from there.
                 let mut delivery = delivery;
                 delivery.topic = message.topic().to_string();
                 delivery.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 delivery.payload = message.payload().unwrap_or_default().to_vec();
-                ledger.retries.lock().expect("ledger lock").push(delivery);
+                if error.rdkafka_error_code().is_some_and(is_permanent) {
+                    let time = delivery.time;
+                    match refused(delivery, &error.to_string()) {
+                        Some(letter) => ledger.retries.lock().expect("ledger lock").push(letter),
+                        None => {
+                            if ledger.settle(time) {
+                                ledger.wake();
+                            }
+                            return;
+                        }
+                    }
+                } else {
+                    tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
+                    ledger.retries.lock().expect("ledger lock").push(delivery);
+                }
                 true
             }
         };
@@ -140,6 +219,32 @@ impl ProducerContext for TrackingContext {
             ledger.wake();
         }
     }
+}
+
+/// A message the broker refused for good: counted, logged, and turned into its dead letter
+/// (`None`: dropped, there being no dead-letter topic, or it was the dead letter).
+fn refused(delivery: Box<Delivery>, reason: &str) -> Option<Box<Delivery>> {
+    let ledger = delivery.ledger.clone();
+    let (topic, key, bytes, was_letter) = (delivery.topic.clone(), delivery.key.clone(), delivery.payload.len(), delivery.dead_letter);
+    if !was_letter {
+        ledger.undeliverable.fetch_add(1, Ordering::Relaxed);
+    }
+    let letter = delivery.into_dead_letter(reason);
+    match (&letter, &ledger.dead_letter_topic) {
+        (Some(_), Some(dlq)) => {
+            tracing::error!(
+                topic,
+                ?key,
+                bytes,
+                reason,
+                dlq,
+                "the broker will never take this message: its dead letter goes to the dead-letter topic instead"
+            )
+        }
+        _ if was_letter => tracing::error!(topic, ?key, bytes, reason, "a dead letter was refused too: dropped"),
+        _ => tracing::error!(topic, ?key, bytes, reason, "the broker will never take this message and there is no dead-letter topic: dropped"),
+    }
+    letter
 }
 
 type TrackedProducer = ThreadedProducer<TrackingContext>;
@@ -150,6 +255,8 @@ pub struct KafkaProducer {
     current: Arc<RwLock<Arc<TrackedProducer>>>,
     config: KafkaConfig,
     rebuilds: Arc<AtomicU64>,
+    /// Where the dead letters of messages the broker refuses for good go.
+    dead_letter_topic: Option<String>,
 }
 
 /// How long a full local queue is waited on before trying again.
@@ -158,7 +265,19 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 impl KafkaProducer {
     pub fn new(config: &KafkaConfig) -> Result<KafkaProducer, KafkaError> {
         let producer = Self::build(config)?;
-        Ok(KafkaProducer { current: Arc::new(RwLock::new(Arc::new(producer))), config: config.clone(), rebuilds: Arc::default() })
+        Ok(KafkaProducer {
+            current: Arc::new(RwLock::new(Arc::new(producer))),
+            config: config.clone(),
+            rebuilds: Arc::default(),
+            dead_letter_topic: None,
+        })
+    }
+
+    /// Sends the dead letter of each message the broker refuses for good to `topic` (without
+    /// one, such a message is dropped, logged and counted).
+    pub fn with_dead_letters(mut self, topic: &str) -> KafkaProducer {
+        self.dead_letter_topic = Some(topic.to_string());
+        self
     }
 
     fn build(config: &KafkaConfig) -> Result<TrackedProducer, KafkaError> {
@@ -249,7 +368,16 @@ impl KafkaProducer {
                 };
                 delivery = record.delivery_opaque;
                 (delivery.topic, delivery.key, delivery.payload) = (topic, key, payload);
-                if let Some((_, reason)) = producer.client().fatal_error() {
+                if error.rdkafka_error_code().is_some_and(is_permanent) {
+                    let (ledger, time) = (delivery.ledger.clone(), delivery.time);
+                    match refused(delivery, &error.to_string()) {
+                        Some(letter) => delivery = letter,
+                        None => {
+                            ledger.settle(time);
+                            break;
+                        }
+                    }
+                } else if let Some((_, reason)) = producer.client().fatal_error() {
                     self.rebuild(producer, &reason);
                     producer = self.producer();
                 } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
@@ -281,6 +409,11 @@ impl SinkHandle {
     pub fn failed_attempts(&self) -> u64 {
         self.ledger.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
+    /// Messages the broker refused for good (each replaced by a dead letter when the producer
+    /// has a dead-letter topic).
+    pub fn undeliverable(&self) -> u64 {
+        self.ledger.undeliverable.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Publishes every record of `stream` as JSON to where `route` says. The returned stream carries
@@ -291,7 +424,7 @@ where
     F: Fn(&T) -> Route + 'static,
 {
     let producer = producer.clone();
-    let ledger = Arc::new(Ledger::default());
+    let ledger = Arc::new(Ledger { dead_letter_topic: producer.dead_letter_topic.clone(), ..Ledger::default() });
     let handle = SinkHandle { ledger: ledger.clone() };
     let scope = stream.scope();
     let out = stream.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |initial, info| {
@@ -308,11 +441,11 @@ where
                 // Counted before any is sent, so no acknowledgement can come first.
                 ledger.add(time, data.len());
                 producer.send_all(data.drain(..).map(|record| {
-                    let Route { topic, key, partition } = route(&record);
+                    let Route { topic, key, partition, origin } = route(&record);
                     let mut payload = Vec::with_capacity(size_hint);
                     serde_json::to_writer(&mut payload, &record).expect("output records serialize to JSON");
                     size_hint = size_hint.max(payload.len()).min(16 << 10);
-                    Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload })
+                    Box::new(Delivery { ledger: ledger.clone(), time, topic, key, partition, payload, origin, dead_letter: false })
                 }));
             });
             let retries: Vec<Box<Delivery>> = std::mem::take(&mut *ledger.retries.lock().expect("ledger lock"));
@@ -353,12 +486,14 @@ pub fn publish_rejects<'s>(
         topic: dlq_topic.clone(),
         key: d.key.clone(),
         partition: None,
+        origin: Some(Origin { topic: d.topic.clone(), partition: d.partition, offset: d.offset }),
     });
     let late_topic = late_topic.to_string();
     let late = publish(late, producer, &format!("{name}LateSink"), move |l: &LateRecord| Route {
         topic: late_topic.clone(),
         key: l.key.clone(),
         partition: None,
+        origin: Some(Origin { topic: l.topic.clone(), partition: l.partition, offset: l.offset }),
     });
     RejectSinks { dead, late }
 }
