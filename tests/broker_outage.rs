@@ -14,8 +14,22 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::Producer;
 use support::*;
 
+/// Static assignment: every record is read exactly once, per partition.
 #[test]
 fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
+    broker_outage("static");
+}
+
+/// In the consumer group (the default for one process), an outage past the session timeout
+/// loses the assignment: the next lease re-reads from the last commit, at least once, as after
+/// a crash. Every record is read at least once and the outputs are complete.
+#[test]
+fn a_group_member_rides_out_a_broker_outage_and_nothing_is_lost() {
+    broker_outage("group");
+}
+
+fn broker_outage(assignment: &str) {
+    let exact = assignment == "static";
     let cluster = MockCluster::new(1).expect("mock cluster");
     for (topic, partitions) in [("f1-telemetry", 4), ("f1-alerts", 3), ("f1-windows", 4), ("pitwall-dlq", 1), ("pitwall-late", 1)] {
         cluster.create_topic(topic, partitions, 1).unwrap();
@@ -35,7 +49,7 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     send(0, half);
 
     let bridge = format!("127.0.0.1:{}", free_port());
-    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2", "--bridge", &bridge])
+    let child = pitwall_command(&["run", "--brokers", &brokers, "-w", "2", "--bridge", &bridge, "--assignment", assignment])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -43,7 +57,7 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     // Healthy before the outage, once the job has read the first half.
     wait_listening(&bridge, Duration::from_secs(60));
     let read_so_far = || metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_records_total", "") as usize;
-    wait_until("the first half to be read", Duration::from_secs(60), || holds(read_so_far() == half, || format!("{} read", read_so_far())));
+    wait_until("the first half to be read", Duration::from_secs(60), || holds(read_so_far() >= half, || format!("{} read", read_so_far())));
     let (status, body) = http_get(&bridge, "/health");
     assert_eq!((status, body.as_str()), (200, r#"{"reasons":[],"status":"ok"}"#), "healthy before the outage");
 
@@ -68,20 +82,20 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
         holds(health.contains(r#""status":"ok""#), || health)
     });
     // Then until every record is read and the stalled gauges have cleared.
+    // (Per partition: under the group a re-read partition can pass its count while another is
+    // still behind.)
+    let produced: Vec<usize> = (0..4).map(|p| records.iter().filter(|r| key_partition(r.driver.as_bytes(), 4) == p).count()).collect();
+    let counted =
+        |m: &str| -> Vec<usize> { (0..4).map(|p| metric_sum(m, "pitwall_source_records_total", &format!("partition=\"{p}\"")) as usize).collect() };
     wait_until("every record read and the stalled gauges cleared", Duration::from_secs(60), || {
         let m = http_get(&bridge, "/metrics").1;
-        holds(
-            metric_sum(&m, "pitwall_source_records_total", "") as usize == records.len() && metric_sum(&m, "pitwall_source_stalled", "") == 0.0,
-            || m,
-        )
+        let all_read = counted(&m).iter().zip(&produced).all(|(c, p)| c >= p);
+        holds(all_read && metric_sum(&m, "pitwall_source_stalled", "") == 0.0, || m)
     });
     let metrics = http_get(&bridge, "/metrics").1;
     assert_eq!(metric_sum(&metrics, "pitwall_source_stalled", ""), 0.0, "stalled gauges cleared:\n{metrics}");
-    assert_eq!(metric_sum(&metrics, "pitwall_source_records_total", "") as usize, records.len(), "per-partition record counters:\n{metrics}");
-    for partition in 0..4 {
-        let produced = records.iter().filter(|r| key_partition(r.driver.as_bytes(), 4) == partition).count();
-        let counted = metric_sum(&metrics, "pitwall_source_records_total", &format!("partition=\"{partition}\"")) as usize;
-        assert_eq!(counted, produced, "records counted on partition {partition}");
+    if exact {
+        assert_eq!(counted(&metrics), produced, "records counted per partition, each once");
     }
     for operator in ["sliding_windows", "lap_windows", "sector_windows", "anomaly_rules"] {
         assert!(metrics.contains(&format!("pitwall_state_keys{{operator=\"{operator}\"")), "{operator} state gauge:\n{metrics}");
@@ -92,10 +106,14 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let report = run_report(&String::from_utf8_lossy(&output.stdout));
-    assert_eq!(report["records"].as_u64().unwrap() as usize, records.len(), "nothing lost: {report}\n{stderr}");
-    assert!(report["stalls"].as_u64().unwrap() >= 1, "the outage was seen and cleared: {report}");
+    let read = report["records"].as_u64().unwrap() as usize;
+    assert!(if exact { read == records.len() } else { read >= records.len() }, "nothing lost: {report}\n{stderr}");
+    println!("{assignment}: {read} reads of {} records", records.len());
+    assert!(report["stalls"].as_u64().unwrap() >= 1, "the outage was seen: {report}");
     assert!(stderr.contains("source stalled; retrying") && stderr.contains("broker did not answer"), "a warning with the cause: {stderr}");
-    assert!(stderr.contains("source recovered"), "{stderr}");
+    // A member whose session expired in the outage drops the stalled source with its lease (the
+    // next lease's source finds the broker back); a static job's source recovers.
+    assert!(stderr.contains("source recovered") || (!exact && stderr.contains("group assignment lost (session expired)")), "{stderr}");
     // Rate-limited: per partition, warnings at least 10 s apart (seconds of the day from the log).
     let mut last: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
     let mut partitions_warned = 0;
@@ -109,8 +127,11 @@ fn a_broker_outage_is_reported_as_stalled_then_recovered_and_nothing_is_lost() {
         }
     }
     assert_eq!(partitions_warned, 4, "every partition reported stalled: {stderr}");
-    let laps = tail(&brokers, "f1-windows").iter().filter(|w| w["value"]["window"]["type"] == "lap").count();
-    assert_eq!(laps, 6, "every driver's lap window was delivered after the outage");
+    let laps: Vec<String> =
+        tail(&brokers, "f1-windows").iter().filter(|w| w["value"]["window"]["type"] == "lap").map(|w| w["value"].to_string()).collect();
+    let distinct: std::collections::BTreeSet<&String> = laps.iter().collect();
+    assert_eq!(distinct.len(), 6, "every driver's lap window was delivered after the outage");
+    assert!(!exact || laps.len() == 6, "and once, read exactly once: {laps:?}");
 }
 
 /// A real broker process killed and restarted mid-stream: Tansu keeps its log in S3 (an s3s-fs
@@ -156,7 +177,7 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
     let read = || metric_sum(&http_get(&bridge, "/metrics").1, "pitwall_source_records_total", "") as usize;
     let wait_for = |what: &str, done: &dyn Fn() -> bool| wait_until(what, Duration::from_secs(90), || holds(done(), String::new));
     wait_for("the bridge", &|| std::net::TcpStream::connect(&bridge).is_ok());
-    wait_for("the first half", &|| read() == half);
+    wait_for("the first half", &|| read() >= half);
 
     tansu.kill();
     // Down until every partition's own probe has failed (each shows in /health in turn).
@@ -169,14 +190,16 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
 
     let tansu = Tansu::start_with(port, "s3://tansu/", &env).unwrap_or_else(|e| panic!("{e:#}"));
     send("f1-telemetry", half, records.len());
-    wait_for("every record after the restart", &|| read() == records.len());
+    wait_for("every record after the restart", &|| read() >= records.len());
     wait_for("health to clear", &|| http_get(&bridge, "/health").1.contains(r#""status":"ok""#));
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let output = wait_with_timeout(child, "pitwall run through a broker restart", Duration::from_secs(90));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let report = run_report(&String::from_utf8_lossy(&output.stdout));
-    assert_eq!(report["records"].as_u64(), Some(records.len() as u64), "nothing lost: {report}");
+    // A group member (the default) whose session expired while the broker was down re-reads
+    // from the last commit: at least once.
+    assert!(report["records"].as_u64().unwrap() >= records.len() as u64, "nothing lost: {report}");
     assert!(report["stalls"].as_u64().unwrap() >= 1, "the outage was seen and cleared: {report}");
     assert_eq!(report["skipped_offsets"], 0, "{report}");
 

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pitwall::cli::Assignment;
 use pitwall::commands::produce::produce_records;
 use pitwall::job::{run_job, JobConfig};
 use pitwall_connectors::kafka::replay::ReplayConfig;
@@ -76,6 +77,9 @@ fn a_failed_offset_commit_at_a_clean_stop_never_leaves_mark_0_beside_older_offse
     );
     let mut config = JobConfig::new(kafka.clone());
     config.dataflow.group = GROUP.into();
+    // Static: the injected answers follow a static job's commits (a group member commits more,
+    // and its failed final commit is a warning; the commit order is the same code).
+    config.dataflow.assignment = Assignment::Static;
     // Only the final commit: none while running.
     config.dataflow.commit_interval_ms = 3_600_000;
     config.exit_at_end = true;

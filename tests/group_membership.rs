@@ -465,7 +465,8 @@ fn static_and_group_instances_refuse_to_start_beside_each_other() {
     let _ = stop_all(vec![(member, &member_log)]);
     // A static job first: a group instance refuses, naming it.
     let log = dir.path().join("static.log");
-    let static_child = pitwall_command_logged(&shared_job_args(b, &[]), &log).stdout(Stdio::piped()).spawn().expect("spawn the static job");
+    let static_child =
+        pitwall_command_logged(&shared_job_args(b, &["--assignment", "static"]), &log).stdout(Stdio::piped()).spawn().expect("spawn the static job");
     let announced = format!("pitwall@{}/{}", hostname(), static_child.id());
     wait_until("the static job to announce itself", Duration::from_secs(30), || {
         let out = describe(b, "shared.static").to_string();

@@ -142,11 +142,14 @@ fn property_flags(kafka: &KafkaConfig) -> Vec<String> {
     kafka.properties.iter().flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]).collect()
 }
 
-/// `pitwall run` with the benchmark's topics, as one process of `shape`.
+/// `pitwall run` with the benchmark's topics, as one process of `shape`; with a fixed
+/// assignment (`--assignment static`) unless `extra` names one: a throughput run measures the
+/// pipeline, not a group join (`bench group` measures those).
 pub(crate) fn run_command(kafka: &KafkaConfig, topic: &str, alerts: &str, group: &str, workers: usize, extra: &[String]) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the running binary"));
     command
         .args(["run", "--brokers", &kafka.brokers, "-w", &workers.to_string(), "--group", group, "--telemetry-topic", topic])
+        .args(if extra.iter().any(|a| a == "--assignment") { &[][..] } else { &["--assignment", "static"][..] })
         .args(["--alerts-topic", alerts, "--windows-topic", "bench-windows", "--dlq-topic", "bench-dlq", "--late-topic", "bench-late"])
         .args(property_flags(kafka))
         .args(extra)

@@ -177,6 +177,9 @@ fn run_command(kafka: &KafkaConfig, topic: &str, group: &str, workers: usize, wo
             topic,
             "--video-group",
             group,
+            // A fixed assignment: the run measures the pipeline, not a group join.
+            "--assignment",
+            "static",
         ])
         .args([
             "--detections-topic",

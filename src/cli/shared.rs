@@ -79,10 +79,9 @@ pub struct DataflowArgs {
     /// same --group (telemetry) / --video-group (video) shares them through Kafka's consumer-group
     /// protocol, and they move as instances join, leave or die (one process per instance).
     /// `static`: this cluster's workers own partition p on worker p % (workers x processes),
-    /// fixed, and refuse to start while the group has members (the default for now: see the
-    /// README's "Scaling out"). `auto`: group for one process, static for a multi-process
-    /// cluster (-n > 1).
-    #[arg(long, value_enum, default_value_t = Assignment::Static)]
+    /// fixed, and refuse to start while the group has members. `auto` (the default): group for
+    /// one process, static for a multi-process cluster (-n > 1).
+    #[arg(long, value_enum, default_value_t = Assignment::Auto)]
     pub assignment: Assignment,
     /// Group membership: how long (ms) the broker waits for a silent instance (killed, cut off)
     /// before its partitions go to the others; heartbeats go every third of it.

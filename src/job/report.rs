@@ -33,7 +33,7 @@ pub struct JobReport {
     /// Output messages the broker refused for good (over its size limit, invalid), each
     /// replaced by a dead letter naming it on the dead-letter topic.
     pub undeliverable: u64,
-    /// Stall episodes (broker unreachable, then back) over all partitions.
+    /// Stall episodes (the broker not answering for a partition) begun, over all partitions.
     pub stalls: u64,
     /// Offsets the broker never delivered (gaps in a partition); see `SourceStats`.
     pub skipped_offsets: u64,

@@ -42,7 +42,7 @@ struct Probed {
 #[derive(Debug, Default)]
 struct Shared {
     partitions: Vec<Probed>,
-    /// Stall episodes seen so far (each recovery closes one).
+    /// Stall episodes begun so far.
     episodes: u64,
 }
 
@@ -121,11 +121,15 @@ fn probe(kafka: KafkaConfig, topic: String, shared: Arc<Mutex<Shared>>, stop: Ar
                 (Ok(_), Some((since, cause))) => {
                     tracing::warn!(topic = %topic, partition, stalled_for = ?since.elapsed(), %cause, "source recovered");
                     *state = None;
-                    *episodes += 1;
                     last_warning[i] = None;
                 }
                 (Ok(_), None) => {}
                 (Err(error), current) => {
+                    // Counted as it begins: a source dropped while stalled (its lease lost in
+                    // the outage) has still seen one.
+                    if current.is_none() {
+                        *episodes += 1;
+                    }
                     let since = current.map_or_else(Instant::now, |(since, _)| *since);
                     let cause = format!("broker did not answer for `{topic}` partition {partition}: {error}");
                     if last_warning[i].is_none_or(|at| at.elapsed() >= WARN_EVERY) {
