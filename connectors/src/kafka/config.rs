@@ -176,12 +176,25 @@ impl KafkaConfig {
 
     /// Number of partitions of `topic`.
     pub fn partition_count(&self, consumer: &Reader, topic: &str) -> Result<i32, KafkaError> {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(KafkaError::client(format!("fetching metadata of `{topic}` from {}", self.brokers)))?;
+        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|error| {
+            serve_events(consumer);
+            KafkaError::Client { context: format!("fetching metadata of `{topic}` from {}", self.brokers), source: error }
+        })?;
         match metadata.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
             _ => Err(KafkaError::NoSuchTopic { topic: topic.to_string(), brokers: self.brokers.clone() }),
+        }
+    }
+}
+
+/// Serves what librdkafka queued for `consumer` (its log lines, its error events), which only a
+/// poll delivers: a client that fails before it was ever polled (a dead broker at start) would
+/// otherwise be dropped with them, and the job's error would come without librdkafka's reasons
+/// (it did in about one run of four).
+pub fn serve_events(consumer: &Reader) {
+    for _ in 0..10_000 {
+        if consumer.poll(std::time::Duration::ZERO).is_none() {
+            break;
         }
     }
 }
