@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's package) scrapes a running job's bridge, and the series it
 //! stored are read back through its HTTP API: records per partition equal what was produced,
-//! deliveries per sink are there, and the scrape target is up.
+//! deliveries per sink are there, the scrape target is up, and the process metrics (CPU, memory,
+//! fds, threads, start time) are plausible.
 
 mod support;
 
@@ -73,4 +74,15 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
         prom_query(&prom_addr, "pitwall_sink_delivered_total").iter().map(|r| r["metric"]["sink"].as_str().unwrap().to_string()).collect();
     assert!(sinks.contains(&"windows".to_string()) && sinks.contains(&"alerts".to_string()), "{sinks:?}");
     assert_eq!(scalar(&prom_query(&prom_addr, "sum(pitwall_source_stalled)")), Some(0.0));
+    // The process metrics (the client's process collector): plausible values for this job.
+    let process = |name: &str| scalar(&prom_query(&prom_addr, &format!("{name}{{job=\"pitwall\"}}"))).unwrap_or_else(|| panic!("{name} missing"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = process("process_start_time_seconds");
+    assert!(started > now - 600.0 && started <= now + 1.0, "started {started}, now {now}");
+    assert!(process("process_cpu_seconds_total") > 0.0, "the job used CPU");
+    let rss = process("process_resident_memory_bytes");
+    assert!(rss > 10e6 && rss < process("process_virtual_memory_bytes"), "resident {rss} bytes");
+    assert!(process("process_threads") > 2.0, "workers and librdkafka threads");
+    let fds = process("process_open_fds");
+    assert!(fds > 3.0 && fds < process("process_max_fds"), "{fds} open fds");
 }

@@ -150,6 +150,9 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     };
     let started = Instant::now();
     let registry = Registry::new();
+    // CPU seconds, resident and virtual memory, open and maximum fds, threads and start time
+    // (`process_*`), from the Prometheus client's own collector (procfs).
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).context("registering the process metrics")?;
     let metrics = JobMetrics::register(&registry).context("registering metrics")?;
     let sources: Arc<Mutex<Vec<SourceHealth>>> = Arc::default();
     // One watermark board per source topic: workers with only idle partitions follow the others.
