@@ -260,11 +260,7 @@ fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
         }
         input.advance_to(total);
         input.close();
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !probe.done() {
-            assert!(std::time::Instant::now() < deadline, "the sink never finished: {} delivered", sink.delivered());
-            worker.step_or_park(Some(Duration::from_millis(10)));
-        }
+        step_until(worker, Duration::from_secs(120), || probe.done(), || format!("the sink never finished: {} delivered", sink.delivered()));
         (sink.delivered(), producer.rebuilds())
     });
     assert_eq!(rebuilds, 1, "the fatal error rebuilt the producer once");
@@ -369,6 +365,15 @@ fn stalled_partitions(health: &str) -> Vec<u32> {
     health.split("`f1-telemetry` partition ").skip(1).filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
 }
 
+/// Steps `worker` until `done`; past `within`, fails with what `state` says.
+fn step_until(worker: &mut timely::worker::Worker, within: Duration, done: impl Fn() -> bool, state: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{}", state());
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+}
+
 /// Publishes `records` (JSON strings, one timely time per 100) through one sink of a producer
 /// with the dead-letter topic `dlq`, waiting after the first hundred until they are delivered;
 /// returns (delivered, undeliverable) once the sink's progress has passed every time (it never
@@ -393,20 +398,13 @@ fn publish_through_a_sink(kafka: &pitwall_connectors::kafka::KafkaConfig, record
                 worker.step();
             }
             if i == 99 {
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                while sink.delivered() < 100 {
-                    assert!(std::time::Instant::now() < deadline, "the first hundred never delivered: {}", sink.delivered());
-                    worker.step_or_park(Some(Duration::from_millis(10)));
-                }
+                let first = || format!("the first hundred never delivered: {}", sink.delivered());
+                step_until(worker, Duration::from_secs(30), || sink.delivered() >= 100, first);
             }
         }
         input.advance_to(records.len() as u64);
         input.close();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !probe.done() {
-            assert!(std::time::Instant::now() < deadline, "the sink never finished: {} delivered", sink.delivered());
-            worker.step_or_park(Some(Duration::from_millis(10)));
-        }
+        step_until(worker, Duration::from_secs(60), || probe.done(), || format!("the sink never finished: {} delivered", sink.delivered()));
         (sink.delivered(), sink.undeliverable())
     })
 }

@@ -49,12 +49,11 @@ pub struct Route {
     pub origin: Option<Origin>,
 }
 
-/// Where an input record was read: topic, partition, offset.
+/// Where an input record was read: topic, partition and offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    pub at: SourcePosition,
 }
 
 impl Route {
@@ -93,28 +92,18 @@ pub fn is_permanent(code: RDKafkaErrorCode) -> bool {
 
 impl Delivery {
     /// What replaces a message the broker refused for good: a dead letter naming it (or the
-    /// input record it stands for) on the dead-letter topic, under the same time. `None` when
-    /// there is no dead-letter topic or this was one already.
-    fn into_dead_letter(mut self: Box<Self>, reason: &str) -> Option<Box<Self>> {
-        let topic = self.ledger.dead_letter_topic.clone()?;
-        if self.dead_letter {
-            return None;
-        }
-        let (at, origin_topic) = match &self.origin {
-            Some(origin) => (SourcePosition { partition: origin.partition, offset: origin.offset }, origin.topic.clone()),
-            None => (SourcePosition { partition: self.partition.unwrap_or(-1), offset: -1 }, self.topic.clone()),
-        };
-        let letter = DeadLetter::new(
-            &origin_topic,
-            at,
-            self.key.as_deref().map(str::as_bytes),
-            &self.payload,
-            format!("undeliverable to `{}`: {reason}", self.topic),
-        );
+    /// input record it stands for) on `dead_letter_topic`, under the same time.
+    fn into_dead_letter(mut self: Box<Self>, dead_letter_topic: &str, reason: &str) -> Box<Self> {
+        let origin = self
+            .origin
+            .take()
+            .unwrap_or_else(|| Origin { topic: self.topic.clone(), at: SourcePosition { partition: self.partition.unwrap_or(-1), offset: -1 } });
+        let reason = format!("undeliverable to `{}`: {reason}", self.topic);
+        let letter = DeadLetter::new(&origin.topic, origin.at, self.key.as_deref().map(str::as_bytes), &self.payload, reason);
         self.payload = serde_json::to_vec(&letter).expect("a dead letter serializes to JSON");
-        self.topic = topic;
-        (self.partition, self.origin, self.dead_letter) = (None, None, true);
-        Some(self)
+        self.topic = dead_letter_topic.to_string();
+        (self.partition, self.dead_letter) = (None, true);
+        self
     }
 }
 
@@ -198,15 +187,9 @@ impl ProducerContext for TrackingContext {
                 delivery.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 delivery.payload = message.payload().unwrap_or_default().to_vec();
                 if error.rdkafka_error_code().is_some_and(is_permanent) {
-                    let time = delivery.time;
                     match refused(delivery, &error.to_string()) {
                         Some(letter) => ledger.retries.lock().expect("ledger lock").push(letter),
-                        None => {
-                            if ledger.settle(time) {
-                                ledger.wake();
-                            }
-                            return;
-                        }
+                        None => return,
                     }
                 } else {
                     tracing::warn!(%error, topic = message.topic(), "delivery failed; will resend");
@@ -221,17 +204,22 @@ impl ProducerContext for TrackingContext {
     }
 }
 
-/// A message the broker refused for good: counted, logged, and turned into its dead letter
-/// (`None`: dropped, there being no dead-letter topic, or it was the dead letter).
+/// A message the broker refused for good: counted, logged, and turned into its dead letter.
+/// `None`: dropped (there is no dead-letter topic, or it was the dead letter), its time settled
+/// in its ledger so the sink's hold can move.
 fn refused(delivery: Box<Delivery>, reason: &str) -> Option<Box<Delivery>> {
     let ledger = delivery.ledger.clone();
-    let (topic, key, bytes, was_letter) = (delivery.topic.clone(), delivery.key.clone(), delivery.payload.len(), delivery.dead_letter);
-    if !was_letter {
-        ledger.undeliverable.fetch_add(1, Ordering::Relaxed);
-    }
-    let letter = delivery.into_dead_letter(reason);
-    match (&letter, &ledger.dead_letter_topic) {
-        (Some(_), Some(dlq)) => {
+    let (topic, key, bytes) = (&delivery.topic, &delivery.key, delivery.payload.len());
+    let dead_letter_topic = match (&ledger.dead_letter_topic, delivery.dead_letter) {
+        (_, true) => {
+            tracing::error!(topic, ?key, bytes, reason, "a dead letter was refused too: dropped");
+            None
+        }
+        (None, false) => {
+            tracing::error!(topic, ?key, bytes, reason, "the broker will never take this message and there is no dead-letter topic: dropped");
+            None
+        }
+        (Some(dlq), false) => {
             tracing::error!(
                 topic,
                 ?key,
@@ -239,12 +227,22 @@ fn refused(delivery: Box<Delivery>, reason: &str) -> Option<Box<Delivery>> {
                 reason,
                 dlq,
                 "the broker will never take this message: its dead letter goes to the dead-letter topic instead"
-            )
+            );
+            Some(dlq)
         }
-        _ if was_letter => tracing::error!(topic, ?key, bytes, reason, "a dead letter was refused too: dropped"),
-        _ => tracing::error!(topic, ?key, bytes, reason, "the broker will never take this message and there is no dead-letter topic: dropped"),
+    };
+    if !delivery.dead_letter {
+        ledger.undeliverable.fetch_add(1, Ordering::Relaxed);
     }
-    letter
+    match dead_letter_topic {
+        Some(dlq) => Some(delivery.into_dead_letter(dlq, reason)),
+        None => {
+            if ledger.settle(delivery.time) {
+                ledger.wake();
+            }
+            None
+        }
+    }
 }
 
 type TrackedProducer = ThreadedProducer<TrackingContext>;
@@ -369,13 +367,9 @@ impl KafkaProducer {
                 delivery = record.delivery_opaque;
                 (delivery.topic, delivery.key, delivery.payload) = (topic, key, payload);
                 if error.rdkafka_error_code().is_some_and(is_permanent) {
-                    let (ledger, time) = (delivery.ledger.clone(), delivery.time);
                     match refused(delivery, &error.to_string()) {
                         Some(letter) => delivery = letter,
-                        None => {
-                            ledger.settle(time);
-                            break;
-                        }
+                        None => break,
                     }
                 } else if let Some((_, reason)) = producer.client().fatal_error() {
                     self.rebuild(producer, &reason);
@@ -486,14 +480,14 @@ pub fn publish_rejects<'s>(
         topic: dlq_topic.clone(),
         key: d.key.clone(),
         partition: None,
-        origin: Some(Origin { topic: d.topic.clone(), partition: d.partition, offset: d.offset }),
+        origin: Some(Origin { topic: d.topic.clone(), at: SourcePosition { partition: d.partition, offset: d.offset } }),
     });
     let late_topic = late_topic.to_string();
     let late = publish(late, producer, &format!("{name}LateSink"), move |l: &LateRecord| Route {
         topic: late_topic.clone(),
         key: l.key.clone(),
         partition: None,
-        origin: Some(Origin { topic: l.topic.clone(), partition: l.partition, offset: l.offset }),
+        origin: Some(Origin { topic: l.topic.clone(), at: SourcePosition { partition: l.partition, offset: l.offset } }),
     });
     RejectSinks { dead, late }
 }
