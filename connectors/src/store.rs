@@ -1,12 +1,20 @@
 //! Where finished videos go: an S3 bucket (aws-sdk-s3; any S3-compatible server with
 //! `endpoint` + path-style) or, without S3 settings, a local folder with the same key layout.
-//! Uploads retry with exponential backoff through outages; files above the multipart threshold
-//! go up in parts.
+//! Files above the multipart threshold go up in parts.
+//!
+//! No video is ever given up on. An upload that fails for a reason that can pass (the server
+//! down, a 5xx, a timeout) is retried with exponential backoff for as long as it takes; past
+//! [`UploadPolicy::degraded_after`] the store reports it in [`ObjectStore::health_reasons`]
+//! (`/health` degraded). An upload the server refuses for good (403: credentials; 404: no such
+//! bucket; 400/301/405) is not retried: the store keeps the first such error
+//! ([`ObjectStore::fatal`]) and the job stops the video pipeline with it.
 //!
 //! `upload_videos` is the timely operator: each finished video is uploaded on a background
 //! runtime while the operator holds a capability for it, and its completion record (with the
-//! location, or the error) is emitted once the upload has ended. A probe after the completions
-//! sink therefore passes a video's time only once the object exists.
+//! location) is emitted once the video is stored. A probe after the completions sink therefore
+//! passes a video's time, and the source commits its frames, only once the object exists; a
+//! video refused for good keeps its capability, so its frames stay uncommitted and the next run
+//! (credentials fixed) reads it again.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -29,10 +37,26 @@ use timely::dataflow::Stream;
 pub enum StoreError {
     #[error("S3 settings: {0}")]
     Settings(String),
-    #[error("{operation} s3://{bucket}/{key}: {reason}")]
-    S3 { operation: &'static str, bucket: String, key: String, reason: String },
+    #[error("{operation} s3://{bucket}/{key}: {reason}{}", .status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    S3 { operation: &'static str, bucket: String, key: String, reason: String, status: Option<u16> },
     #[error("{0}")]
     Local(String),
+    /// A key the store will never take.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Whether retrying cannot help: the server answered with a status that a retry gets again
+    /// (403 credentials or policy, 404 no such bucket, 400 bad request, 301 wrong region, 405),
+    /// or the key is refused. Connection failures, timeouts, 408, 429 and 5xx can pass.
+    pub fn permanent(&self) -> bool {
+        match self {
+            StoreError::S3 { status: Some(status), .. } => matches!(status, 301 | 400 | 403 | 404 | 405),
+            StoreError::Refused(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// How to reach S3. Empty fields fall back to the AWS environment (`AWS_ENDPOINT_URL`,
@@ -61,14 +85,18 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// Seconds an upload may keep failing before the store reports itself degraded, unless configured.
+pub const DEFAULT_DEGRADED_AFTER_S: u64 = 60;
+
 /// How uploads behave.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct UploadPolicy {
     /// Files at least this large go up in parts of `part_size` (S3's minimum part is 5 MiB).
     pub multipart_threshold: u64,
     pub part_size: u64,
-    /// Give up on an object after retrying for this long.
-    pub give_up_after: Duration,
+    /// An upload still failing after this long makes the store report itself degraded (it is
+    /// retried all the same: a video is never given up on).
+    pub degraded_after: Duration,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -78,7 +106,7 @@ impl Default for UploadPolicy {
         UploadPolicy {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
-            give_up_after: Duration::from_secs(600),
+            degraded_after: Duration::from_secs(DEFAULT_DEGRADED_AFTER_S),
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
         }
@@ -95,6 +123,16 @@ pub struct ObjectStore {
     target: Target,
     runtime: tokio::runtime::Runtime,
     pub policy: UploadPolicy,
+    /// Uploads failing right now, by key: since when, attempts, the last error.
+    failing: std::sync::Mutex<std::collections::BTreeMap<String, Failing>>,
+    /// The first upload refused for good.
+    fatal: std::sync::Mutex<Option<String>>,
+}
+
+struct Failing {
+    since: Instant,
+    attempts: u32,
+    error: String,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -145,13 +183,47 @@ impl ObjectStore {
                 .map_err(|_| StoreError::Settings(format!("bucket `{bucket}`: no answer from S3 within 20 s")))?
                 .map_err(|e| StoreError::Settings(format!("bucket `{bucket}` is not reachable: {}", error_text(&e))))
         })?;
-        Ok(ObjectStore { target: Target::S3 { client, bucket }, runtime, policy })
+        Ok(ObjectStore::new(Target::S3 { client, bucket }, runtime, policy))
     }
 
     /// A local folder standing in for a bucket: key `a/b.mp4` is stored as `root/a/b.mp4`.
     pub fn local(root: &Path) -> Result<ObjectStore, StoreError> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::Local(format!("creating {}: {e}", root.display())))?;
-        Ok(ObjectStore { target: Target::Local { root: root.to_path_buf() }, runtime: runtime()?, policy: UploadPolicy::default() })
+        Ok(ObjectStore::new(Target::Local { root: root.to_path_buf() }, runtime()?, UploadPolicy::default()))
+    }
+
+    fn new(target: Target, runtime: tokio::runtime::Runtime, policy: UploadPolicy) -> ObjectStore {
+        ObjectStore { target, runtime, policy, failing: Default::default(), fatal: Default::default() }
+    }
+
+    /// Why the store is degraded: uploads that have kept failing for longer than
+    /// [`UploadPolicy::degraded_after`] (empty: healthy).
+    pub fn health_reasons(&self) -> Vec<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let late: Vec<(&String, &Failing)> = failing.iter().filter(|(_, f)| f.since.elapsed() >= self.policy.degraded_after).collect();
+        let Some((key, oldest)) = late.iter().max_by_key(|(_, f)| f.since.elapsed()) else { return Vec::new() };
+        vec![format!(
+            "storing videos in {} has failed for {} s ({} waiting, {key} tried {} times; retrying): {}",
+            self.describe(),
+            oldest.since.elapsed().as_secs(),
+            late.len(),
+            oldest.attempts,
+            oldest.error
+        )]
+    }
+
+    /// Uploads failing right now, being retried.
+    pub fn retrying(&self) -> usize {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The first upload refused for good (see the module docs), if any.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refused_for_good(&self, error: String) {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
     }
 
     /// `s3://bucket` or the local folder.
@@ -167,8 +239,38 @@ impl ObjectStore {
         self.runtime.block_on(self.put_file(file, key))
     }
 
-    /// See [`ObjectStore::put_file_blocking`].
+    /// See [`ObjectStore::put_file_blocking`]. Retries until stored unless the error is
+    /// [permanent](StoreError::permanent); never gives up otherwise.
     pub async fn put_file(&self, file: &Path, key: &str) -> Result<String, StoreError> {
+        let started = Instant::now();
+        let mut backoff = self.policy.first_backoff;
+        let mut attempt = 1_u32;
+        let result = loop {
+            match self.put_once(file, key).await {
+                Ok(location) => break Ok(location),
+                Err(e) if e.permanent() => break Err(e),
+                Err(e) => {
+                    let degraded = started.elapsed() >= self.policy.degraded_after;
+                    if degraded {
+                        tracing::error!(attempt, error = %e, failing_s = started.elapsed().as_secs(), retry_in_ms = backoff.as_millis() as u64, "upload still failing; retrying");
+                    } else {
+                        tracing::warn!(attempt, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; retrying");
+                    }
+                    self.failing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.to_string(), Failing { since: started, attempts: attempt, error: e.to_string() });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.policy.max_backoff);
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        };
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        result
+    }
+
+    async fn put_once(&self, file: &Path, key: &str) -> Result<String, StoreError> {
         match &self.target {
             Target::Local { root } => {
                 let dest = local_path(root, key)?;
@@ -181,32 +283,20 @@ impl ObjectStore {
                 let copied = std::fs::copy(file, &partial).and_then(|_| std::fs::rename(&partial, &dest));
                 if let Err(e) = copied {
                     let _ = std::fs::remove_file(&partial);
-                    return Err(StoreError::Local(format!("copying {} to {}: {e}", file.display(), dest.display())));
+                    let error = format!("copying {} to {}: {e}", file.display(), dest.display());
+                    // A spool file gone cannot come back.
+                    return Err(if e.kind() == std::io::ErrorKind::NotFound { StoreError::Refused(error) } else { StoreError::Local(error) });
                 }
                 Ok(dest.display().to_string())
             }
             Target::S3 { client, bucket } => {
-                let size = std::fs::metadata(file).map_err(|e| StoreError::Local(format!("reading {}: {e}", file.display())))?.len();
-                let started = Instant::now();
-                let mut backoff = self.policy.first_backoff;
-                let mut attempt = 1;
-                loop {
-                    let result = if size >= self.policy.multipart_threshold {
-                        put_multipart(client, bucket, key, file, size, self.policy.part_size).await
-                    } else {
-                        put_single(client, bucket, key, file).await
-                    };
-                    match result {
-                        Ok(()) => return Ok(format!("s3://{bucket}/{key}")),
-                        Err(e) if started.elapsed() + backoff < self.policy.give_up_after => {
-                            tracing::warn!(attempt, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(self.policy.max_backoff);
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
+                let size = std::fs::metadata(file).map_err(|e| StoreError::Refused(format!("reading {}: {e}", file.display())))?.len();
+                if size >= self.policy.multipart_threshold {
+                    put_multipart(client, bucket, key, file, size, self.policy.part_size).await?;
+                } else {
+                    put_single(client, bucket, key, file).await?;
                 }
+                Ok(format!("s3://{bucket}/{key}"))
             }
         }
     }
@@ -223,15 +313,43 @@ fn error_text<E: std::error::Error>(error: &E) -> String {
     text
 }
 
+/// The HTTP status the server answered a failed request with, if it answered.
+fn status<E>(error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    error.raw_response().map(|r| r.status().as_u16())
+}
+
+/// A failed S3 request as a [`StoreError`] (see [`StoreError::permanent`]).
+fn s3_error<E: std::error::Error + 'static>(
+    bucket: &str,
+    key: &str,
+    operation: &'static str,
+    error: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError {
+    StoreError::S3 { operation, bucket: bucket.into(), key: key.into(), status: status(&error), reason: error_text(&error) }
+}
+
 async fn put_single(client: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path) -> Result<(), StoreError> {
-    let fail = |operation: &'static str, reason: String| StoreError::S3 { operation, bucket: bucket.into(), key: key.into(), reason };
-    let body = ByteStream::from_path(file).await.map_err(|e| fail("reading the file for", e.to_string()))?;
-    client.put_object().bucket(bucket).key(key).content_type("video/mp4").body(body).send().await.map_err(|e| fail("PutObject", error_text(&e)))?;
+    let body = ByteStream::from_path(file).await.map_err(|e| StoreError::S3 {
+        operation: "reading the file for",
+        bucket: bucket.into(),
+        key: key.into(),
+        reason: e.to_string(),
+        status: None,
+    })?;
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("video/mp4")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| s3_error(bucket, key, "PutObject", e))?;
     Ok(())
 }
 
 async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, size: u64, part_size: u64) -> Result<(), StoreError> {
-    let fail = |operation: &'static str, reason: String| StoreError::S3 { operation, bucket: bucket.into(), key: key.into(), reason };
+    let fail = |operation: &'static str, reason: String| StoreError::S3 { operation, bucket: bucket.into(), key: key.into(), reason, status: None };
     let created = client
         .create_multipart_upload()
         .bucket(bucket)
@@ -239,7 +357,7 @@ async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, fil
         .content_type("video/mp4")
         .send()
         .await
-        .map_err(|e| fail("CreateMultipartUpload", error_text(&e)))?;
+        .map_err(|e| s3_error(bucket, key, "CreateMultipartUpload", e))?;
     let upload_id = created.upload_id().ok_or_else(|| fail("CreateMultipartUpload", "no upload id in the answer".into()))?.to_string();
     let result: Result<Vec<CompletedPart>, StoreError> = async {
         let mut parts = Vec::new();
@@ -264,7 +382,7 @@ async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, fil
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| fail("UploadPart", error_text(&e)))?;
+                .map_err(|e| s3_error(bucket, key, "UploadPart", e))?;
             parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(String::from)).build());
             offset += length;
             number += 1;
@@ -282,7 +400,7 @@ async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, fil
                 .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
-                .map_err(|e| fail("CompleteMultipartUpload", error_text(&e)))?;
+                .map_err(|e| s3_error(bucket, key, "CompleteMultipartUpload", e))?;
             Ok(())
         }
         Err(e) => {
@@ -299,6 +417,8 @@ pub struct UploadStats {
     pub failed: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of the videos stored.
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Uploads under way (retrying ones included; refused ones not).
+    pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// See the module docs. Spooled files are removed once stored in S3 (or copied to the folder).
@@ -312,8 +432,10 @@ pub fn upload_videos<'s>(
     let stream = videos.unary_frontier(Pipeline, "UploadVideos", move |initial, info| {
         drop(initial);
         let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-        let (done_tx, done_rx) = mpsc::channel::<(u64, VideoCompletion)>();
+        // `None`: refused for good (the capability is kept: see the module docs).
+        let (done_tx, done_rx) = mpsc::channel::<(u64, Option<VideoCompletion>)>();
         let mut in_flight: Vec<(u64, Capability<EventTime>)> = Vec::new();
+        let mut refused: Vec<Capability<EventTime>> = Vec::new();
         let mut next_id = 0_u64;
         move |(input, _frontier), output| {
             input.for_each(|cap, data| {
@@ -322,29 +444,36 @@ pub fn upload_videos<'s>(
                     let id = next_id;
                     next_id += 1;
                     in_flight.push((id, cap.clone()));
+                    counts.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (store, tx, activator, counts) = (store.clone(), done_tx.clone(), activator.clone(), counts.clone());
                     let handle = store.runtime.handle().clone();
                     handle.spawn(async move {
-                        let mut completion = video.completion;
+                        let mut completion = Some(video.completion);
+                        let announced = completion.as_mut().expect("just set");
+                        use std::sync::atomic::Ordering::Relaxed;
                         match &video.file {
-                            Some(file) if completion.error.is_none() => match store.put_file(&file.path, &completion.key).await {
+                            Some(file) if announced.error.is_none() => match store.put_file(&file.path, &announced.key).await {
                                 Ok(location) => {
-                                    completion.location = Some(location);
-                                    completion.end_to_stored_ms = Some(now_ms().saturating_sub(video.end_produced_at_ms));
-                                    counts.stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    counts.bytes.fetch_add(file.bytes, std::sync::atomic::Ordering::Relaxed);
+                                    announced.location = Some(location);
+                                    announced.end_to_stored_ms = Some(now_ms().saturating_sub(video.end_produced_at_ms));
+                                    counts.stored.fetch_add(1, Relaxed);
+                                    counts.bytes.fetch_add(file.bytes, Relaxed);
                                     let _ = std::fs::remove_file(&file.path);
                                 }
                                 Err(e) => {
-                                    tracing::error!(video = %completion.video_id, error = %e, "could not store the overlayed video; the file stays in the spool folder");
-                                    completion.error = Some(format!("storing {}: {e}", file.path.display()));
-                                    counts.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let error = format!("storing video `{}` at {}: {e}", announced.video_id, announced.key);
+                                    tracing::error!(video = %announced.video_id, error = %e, spooled = %file.path.display(), "the store refused the overlayed video for good: the video pipeline stops, the video's frames stay uncommitted and the next run stores it");
+                                    store.refused_for_good(error);
+                                    counts.failed.fetch_add(1, Relaxed);
+                                    completion = None;
                                 }
                             },
+                            // Not encoded (its error says why): announced as such.
                             _ => {
-                                counts.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                counts.failed.fetch_add(1, Relaxed);
                             }
                         }
+                        counts.in_flight.fetch_sub(1, Relaxed);
                         // Let go of the store before the worker learns the upload ended: the
                         // last handle must be dropped by the worker, never inside the runtime.
                         drop(store);
@@ -356,7 +485,10 @@ pub fn upload_videos<'s>(
             while let Ok((id, completion)) = done_rx.try_recv() {
                 if let Some(at) = in_flight.iter().position(|(i, _)| *i == id) {
                     let (_, cap) = in_flight.swap_remove(at);
-                    output.session(&cap).give(completion);
+                    match completion {
+                        Some(completion) => output.session(&cap).give(completion),
+                        None => refused.push(cap),
+                    }
                 }
             }
         }
@@ -370,7 +502,7 @@ fn local_path(root: &Path, key: &str) -> Result<PathBuf, StoreError> {
     let relative = Path::new(key);
     let plain = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
     if key.is_empty() || !plain {
-        return Err(StoreError::Local(format!("refusing to store under key {key:?}: not a plain relative path")));
+        return Err(StoreError::Refused(format!("refusing to store under key {key:?}: not a plain relative path")));
     }
     Ok(root.join(relative))
 }

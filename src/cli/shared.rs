@@ -286,6 +286,12 @@ pub struct StorageArgs {
     /// Files at least this many MiB go to S3 as multipart uploads.
     #[arg(long, default_value_t = 16)]
     pub s3_multipart_mib: u64,
+    /// An upload still failing after this many seconds (S3 down, 5xx, timeouts) makes `/health`
+    /// report degraded. It keeps being retried: a video is never given up on, and its frames
+    /// stay uncommitted until it is stored. Uploads S3 refuses for good (403 credentials, 404 no
+    /// such bucket) stop the video pipeline with the error instead.
+    #[arg(long, value_name = "SECONDS", default_value_t = pitwall_connectors::store::DEFAULT_DEGRADED_AFTER_S)]
+    pub s3_degraded_after_s: u64,
 }
 
 impl Default for StorageArgs {

@@ -30,6 +30,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "{} video frames through the fire model, {} detections, {} videos completed ({} stored, {} not stored)",
             report.frames, report.detections, report.videos, report.videos_stored, report.video_store_failures
         );
+        if report.videos_unfinished > 0 {
+            eprintln!(
+                "{} videos were in flight when the input ended: not stored, their frames left uncommitted for the next run to read again whole",
+                report.videos_unfinished
+            );
+        }
     }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

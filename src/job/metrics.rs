@@ -37,6 +37,8 @@ pub(crate) struct JobMetrics {
     pub(crate) quality_flags: IntCounterVec,
     /// Group membership, per source topic: assignments received, partitions held, the last
     /// hand-over's pause (revoked to assigned again).
+    /// Uploads failing and being retried right now (an S3 outage).
+    pub(crate) uploads_retrying: prometheus::IntGauge,
     pub(crate) group_rebalances: IntCounterVec,
     pub(crate) group_partitions: IntGaugeVec,
     pub(crate) group_handover_seconds: GaugeVec,
@@ -92,6 +94,10 @@ impl JobMetrics {
             quality_flags,
             live_points: gauge("pitwall_bridge_points", "Points the bridge's live view holds, per buffer", &["buffer"])?,
             operator_records,
+            uploads_retrying: registered(
+                registry,
+                prometheus::IntGauge::new("pitwall_uploads_retrying", "Overlayed videos whose upload failed and is being retried (never given up)")?,
+            )?,
             group_rebalances: counter(
                 "pitwall_group_rebalances_total",
                 "Partition assignments this instance received from its consumer group",

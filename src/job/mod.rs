@@ -167,11 +167,16 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     if let Some(addr) = config.bridge.bridge {
         let watched = sources.clone();
         let groups = memberships.clone();
+        let videos = store.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
             let mut sources = watched.lock().expect("health list lock");
             // Sources of dataflows dropped at a hand-over are gone for good.
             sources.retain(|s| !s.stopped());
             let mut reasons: Vec<String> = sources.iter().flat_map(|s| s.partitions()).filter_map(|p| p.stalled).collect();
+            if let Some(store) = &videos {
+                reasons.extend(store.health_reasons());
+                reasons.extend(store.fatal().map(|error| format!("the video pipeline stopped: {error}")));
+            }
             for membership in groups.iter().flat_map(|g| g.telemetry.iter().chain(g.video.iter())) {
                 if membership.stats().rebalancing {
                     reasons.push(format!("{}: partitions of `{}` are moving between instances", bridge::REBALANCING, membership.topic()));
@@ -189,6 +194,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     }
     let config = Arc::new(config);
     let quality_flags = metrics.quality_flags.clone();
+    let videos_held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
         let shared = ProcessShared {
             store: store.clone(),
@@ -199,6 +205,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
             sources: &sources,
             queries_possible,
             memberships: memberships.clone(),
+            videos_held: videos_held.clone(),
         };
         run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
     })
@@ -336,6 +343,8 @@ pub(crate) struct ProcessShared<'a> {
     queries_possible: bool,
     /// Group membership (`None`: static assignment).
     memberships: Option<Memberships>,
+    /// Videos the workers of this process hold unfinished at the end of their input.
+    videos_held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[cfg(test)]

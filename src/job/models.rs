@@ -53,7 +53,11 @@ pub fn open_store(storage: &StorageArgs) -> Result<Arc<ObjectStore>> {
                 secret_key: storage.s3_secret_key.clone(),
                 path_style: storage.s3_endpoint.is_some(),
             };
-            let policy = UploadPolicy { multipart_threshold: storage.s3_multipart_mib.max(5) << 20, ..UploadPolicy::default() };
+            let policy = UploadPolicy {
+                multipart_threshold: storage.s3_multipart_mib.max(5) << 20,
+                degraded_after: Duration::from_secs(storage.s3_degraded_after_s),
+                ..UploadPolicy::default()
+            };
             ObjectStore::s3(&settings, policy).with_context(|| format!("opening {settings:?}"))?
         }
         _ => ObjectStore::local(&storage.video_out)?,

@@ -29,6 +29,9 @@ pub struct JobReport {
     /// Overlayed videos stored, and videos that could not be.
     pub videos_stored: u64,
     pub video_store_failures: u64,
+    /// Videos in flight when the input ended (SIGTERM, or `--exit-at-end` before their end
+    /// marker): not stored, their frames left uncommitted for the next run to read again whole.
+    pub videos_unfinished: u64,
     pub commits: u64,
     /// Output messages the broker refused for good (over its size limit, invalid), each
     /// replaced by a dead letter naming it on the dead-letter topic.
@@ -77,6 +80,7 @@ impl JobReport {
             self.videos += video.videos;
             self.videos_stored += video.stored;
             self.video_store_failures += video.store_failures;
+            self.videos_unfinished += video.unfinished;
         }
     }
 }

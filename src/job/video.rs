@@ -26,7 +26,7 @@ use pitwall_connectors::video::encode::{EncodeOptions, Mp4Spool};
 use pitwall_dataflows::infer::InferStats;
 use pitwall_dataflows::live::feed;
 use pitwall_dataflows::restart::drop_delivered;
-use pitwall_dataflows::video::assemble::{AssemblyConfig, FinishedVideo, VideoCompletion};
+use pitwall_dataflows::video::assemble::{AssemblyConfig, AssemblyState, FinishedVideo, VideoCompletion};
 use pitwall_dataflows::video::detect::FireDetection;
 use pitwall_dataflows::video::frame::decode_video_record;
 use pitwall_dataflows::video::overlay::OverlayStyle;
@@ -51,6 +51,8 @@ pub struct VideoParts {
     pub sinks: VideoSinks,
     pub inference: InferStats,
     pub uploads: UploadStats,
+    /// What the assembly holds: videos left unfinished once the input ended.
+    pub assembly: AssemblyState,
     /// Finished videos not stored again after a crash (stored before it).
     pub stored_before: Rc<Cell<u64>>,
 }
@@ -84,6 +86,8 @@ pub struct VideoReport {
     pub dead_letters: u64,
     pub stored: u64,
     pub store_failures: u64,
+    /// Videos left unfinished when the input ended (see `AssemblyState`).
+    pub unfinished: u64,
 }
 
 impl VideoParts {
@@ -96,6 +100,7 @@ impl VideoParts {
             dead_letters: self.sinks.dead_letters.delivered(),
             stored: self.uploads.stored.load(Relaxed),
             store_failures: self.uploads.failed.load(Relaxed),
+            unfinished: if self.assembly.exhausted.get() { self.assembly.unfinished.get() as u64 } else { 0 },
         }
     }
 }
@@ -136,12 +141,13 @@ pub(crate) fn build_video(
         let (events, handle) = kafka_source(scope, source, decode, probe.clone(), shutdown)?;
         let SplitEvents { records, late, dead } = split_events(events);
         let outputs = video_dataflow(records, detector, spool, &dataflow);
-        // After a crash: a video whose first replayed frame is before its partition's mark had
-        // been stored and announced (the assembly holds the probe at a video's first frame until
-        // then). Whole or, when the replay began inside it, partial: it is not stored again (a
-        // partial one would overwrite the stored video with its tail). Its frames' detections
-        // are still published (at least once). The commit rule puts a partially replayed
-        // video's first replayed frame before the mark (`connectors/src/kafka/source/commit.rs`).
+        let assembly = outputs.assembly.clone();
+        // After a crash: a video whose first replayed frame's event time is before its
+        // partition's mark had been stored and announced (the assembly holds the probe at that
+        // time until then). Whole or, when the replay began inside it, partial: it is not stored
+        // again (a partial one would overwrite the stored video with its tail). Its frames'
+        // detections are still published (at least once). The commit rule puts a partially
+        // replayed video's first replayed frame before the mark (`connectors/src/kafka/source/commit.rs`).
         let key_mark = handle.key_marks();
         let (finished, stored_before) = drop_delivered(
             outputs.finished,
@@ -181,6 +187,7 @@ pub(crate) fn build_video(
             sinks: VideoSinks { detections, completions, dead_letters, late },
             inference: outputs.inference,
             uploads,
+            assembly,
             stored_before,
         })
     })

@@ -10,7 +10,7 @@
 //! acknowledges, and once every worker has, drops the dataflow without flushing it: its open
 //! windows are rebuilt whole by the partitions' next owner from the committed offsets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,10 @@ pub(crate) const SLOT_VIDEO: usize = 1;
 const SETTLE_QUIET: Duration = Duration::from_millis(100);
 /// ...or this long after the revocation, whichever comes first.
 const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+/// A stopping job waits at most this long for uploads under way (an S3 outage retries forever)
+/// before it commits what was delivered and leaves the rest to the next run.
+const STOP_MAX: Duration = Duration::from_secs(5);
 
 /// How long a parked worker sleeps when nothing activates it.
 const PARK: Duration = Duration::from_millis(20);
@@ -63,6 +67,16 @@ trait Parts {
         &[]
     }
     fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics);
+    /// Once the input has ended: how much work this worker holds that the run will not finish
+    /// (videos in flight; `None` while the input goes on). Held work anywhere keeps the
+    /// dataflow from ever being done: it settles instead (see [`Slot::settle_stopped`]).
+    fn held_at_end(&self) -> Option<usize> {
+        None
+    }
+    /// Whether this worker has work under way that may still finish (an upload).
+    fn busy(&self) -> bool {
+        false
+    }
     /// Adds what this dataflow did to the worker's report.
     fn add_to(&self, report: &mut WorkerReport);
     /// [`Parts::add_to`], and what every sink had refused for good.
@@ -112,6 +126,12 @@ impl Parts for VideoParts {
     fn refresh(&self, work: &mut WorkCounts, metrics: &JobMetrics) {
         work.refresh(metrics, None, Some((&self.inference, &self.uploads)));
     }
+    fn held_at_end(&self) -> Option<usize> {
+        self.assembly.exhausted.get().then(|| self.assembly.unfinished.get())
+    }
+    fn busy(&self) -> bool {
+        self.uploads.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
     fn add_to(&self, report: &mut WorkerReport) {
         let (stats, video) = report.video.get_or_insert_with(Default::default);
         add_stats(stats, &self.source.stats());
@@ -123,6 +143,7 @@ impl Parts for VideoParts {
             dead_letters: video.dead_letters + now.dead_letters,
             stored: video.stored + now.stored,
             store_failures: video.store_failures + now.store_failures,
+            unfinished: video.unfinished + now.unfinished,
         };
         report.already_delivered += self.stored_before.get();
     }
@@ -154,15 +175,37 @@ struct Slot<P> {
     dataflow: usize,
     lease: Option<Arc<Lease>>,
     settling: Option<Settling>,
-    /// Its probe finished and everything read was committed.
+    /// Its probe finished and everything read was committed, or (`left_unfinished`) it settled
+    /// with work held at the end of its input and committed what was delivered.
     finished: bool,
+    /// Ended with work held (videos in flight): only what was delivered is committed, and the
+    /// clean stop's commit of everything read is skipped.
+    left_unfinished: bool,
+    /// When the input was first seen ended before the probe was done.
+    held_since: Option<Instant>,
+    /// The probe settling after the input ended with work held.
+    stop_settling: Option<Settling>,
+    /// This worker's part of the process's count of held work (see [`Slot::settle_stopped`]).
+    held_reported: usize,
     work: WorkCounts,
     reported: Vec<(u64, u64)>,
 }
 
 impl<P: Parts> Slot<P> {
     fn new(parts: P, dataflow: usize, lease: Option<Arc<Lease>>) -> Slot<P> {
-        Slot { parts, dataflow, lease, settling: None, finished: false, work: WorkCounts::default(), reported: Vec::new() }
+        Slot {
+            parts,
+            dataflow,
+            lease,
+            settling: None,
+            finished: false,
+            left_unfinished: false,
+            held_since: None,
+            stop_settling: None,
+            held_reported: 0,
+            work: WorkCounts::default(),
+            reported: Vec::new(),
+        }
     }
 
     /// Once the probe is done: commits everything read (a clean end), once.
@@ -174,12 +217,57 @@ impl<P: Parts> Slot<P> {
         Ok(())
     }
 
+    /// When the input ended with work held (videos in flight, see `AssemblyState`), the probe
+    /// is never done. Once some worker of this process holds work (`held`: how much, over the
+    /// process's workers; or, for work held in another process, after [`STOP_MAX`]), this
+    /// worker's uploads are over (at most [`STOP_MAX`] when stopping) and the probe has stayed
+    /// put for [`SETTLE_QUIET`], commits what the probe passed with its mark, and counts as
+    /// finished. What was held stays uncommitted: the next run reads it again whole.
+    fn settle_stopped(&mut self, stopping: bool, held: &AtomicUsize) {
+        let Some(own) = self.parts.held_at_end() else { return };
+        let change = own as i64 - self.held_reported as i64;
+        if change > 0 {
+            held.fetch_add(change as usize, Ordering::Relaxed);
+        } else if change < 0 {
+            held.fetch_sub(change.unsigned_abs() as usize, Ordering::Relaxed);
+        }
+        self.held_reported = own;
+        if self.finished || self.parts.probe().done() {
+            return;
+        }
+        let now = Instant::now();
+        let waited = now.duration_since(*self.held_since.get_or_insert(now));
+        if held.load(Ordering::Relaxed) == 0 && waited < STOP_MAX {
+            return;
+        }
+        if self.parts.busy() && !(stopping && waited >= STOP_MAX) {
+            return;
+        }
+        let frontier = self.parts.probe().with_frontier(|f| f.first().copied());
+        let settling = self.stop_settling.get_or_insert(Settling { started: now, frontier, since: now });
+        if settling.frontier != frontier {
+            (settling.frontier, settling.since) = (frontier, now);
+        }
+        if now.duration_since(settling.since) < SETTLE_QUIET {
+            return;
+        }
+        if let Err(error) = self.parts.source().commit_delivered() {
+            tracing::warn!(%error, "committing what was delivered failed: the next run replays from the last commit");
+        }
+        tracing::info!(delivered_before = ?frontier, "input ended with work held: committed what was delivered, the rest stays for the next run");
+        (self.finished, self.left_unfinished) = (true, true);
+    }
+
     /// Commits everything read, unless the lease was handed over (its partitions' offsets are
-    /// their next owner's to commit now).
+    /// their next owner's to commit now) or work was left held at the end (see
+    /// [`Slot::settle_stopped`]).
     /// Under a lease a failure (a rebalance starting as the instance stops) is a warning: the
     /// partitions' next owner replays from the last commit and the marks keep it from re-sending
     /// what was delivered.
     fn commit_all(&self) -> Result<()> {
+        if self.left_unfinished {
+            return Ok(());
+        }
         match &self.lease {
             None => Ok(self.parts.source().commit_all()?),
             Some(lease) if !lease.valid() => Ok(()),
@@ -274,6 +362,8 @@ pub(crate) fn run_worker(
     let mut last_metrics = Instant::now();
     let mut cursor = 0;
     let exit_at_end = config.exit_at_end;
+    // An upload refused for good (see `store.rs`): the job stops, and fails with it.
+    let mut fatal: Option<String> = None;
     loop {
         if let Some(memberships) = &shared.memberships {
             for (slot, lease) in memberships.log.since(cursor) {
@@ -296,8 +386,16 @@ pub(crate) fn run_worker(
             slot.finish_if_done()?;
             slot.hand_over(index);
         }
+        if let (Some(store), None) = (&shared.store, &fatal) {
+            if let Some(error) = store.fatal() {
+                tracing::error!(%error, "the video pipeline stops: an overlayed video was refused for good");
+                shutdown.store(true, Ordering::Relaxed);
+                fatal = Some(error);
+            }
+        }
         if let Some(slot) = video.as_mut() {
             slot.finish_if_done()?;
+            slot.settle_stopped(shutdown.load(Ordering::Relaxed), &shared.videos_held);
             slot.hand_over(index);
         }
         if telemetry.as_ref().is_some_and(Slot::ended) {
@@ -350,6 +448,10 @@ pub(crate) fn run_worker(
     }
     if let Some(slot) = &video {
         slot.parts.add_all_to(&mut report);
+        // Work held at the end never completes: dropped here, or timely would step it forever.
+        if slot.left_unfinished {
+            worker.drop_dataflow(slot.dataflow);
+        }
     }
     // Revocations no longer wait for this worker: it has committed everything it read.
     for membership in shared.memberships.iter().flat_map(Memberships::all) {
@@ -357,6 +459,11 @@ pub(crate) fn run_worker(
     }
     report.finished = Some(Instant::now());
     tracing::info!(worker = index, stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
+    if let Some(error) = fatal {
+        anyhow::bail!(
+            "{error}. Stopped with what was delivered committed: fix the S3 settings (credentials, bucket) and start again, and the videos not stored are read again whole and stored"
+        );
+    }
     Ok(report)
 }
 
@@ -376,6 +483,9 @@ fn refresh_slots(
     }
     if index != 0 {
         return;
+    }
+    if let Some(store) = &shared.store {
+        shared.metrics.uploads_retrying.set(store.retrying() as i64);
     }
     if let Some(live) = &shared.live {
         for (buffer, points) in live.sizes() {

@@ -321,7 +321,23 @@ pub fn http_exchange(addr: &str, method: &str, path: &str, headers: &str, body: 
     let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(response.len());
     let head = String::from_utf8_lossy(&response[..head_end]);
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, head.into_owned(), response[head_end..].to_vec())
+    let body = &response[head_end..];
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (status, head.into_owned(), if chunked { dechunk(body) } else { body.to_vec() })
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (sizes in hex, each chunk then CRLF).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end]).ok().and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size.filter(|s| *s > 0) else { break };
+        let start = line_end + 2;
+        let end = (start + size).min(body.len());
+        out.extend_from_slice(&body[start..end]);
+        body = &body[(end + 2).min(body.len())..];
+    }
+    out
 }
 
 /// Sum of every sample of a Prometheus metric whose label set contains `labels`.
@@ -406,14 +422,14 @@ impl S3Server {
             std::fs::create_dir_all(root.path().join(bucket)).unwrap();
         }
         let port = free_port();
-        let child = Self::spawn(root.path(), port);
+        let child = Self::spawn(root.path(), port, (S3_ACCESS_KEY, S3_SECRET_KEY));
         S3Server { child, endpoint: format!("http://127.0.0.1:{port}"), root }
     }
 
-    fn spawn(root: &Path, port: u16) -> Child {
+    fn spawn(root: &Path, port: u16, (access, secret): (&str, &str)) -> Child {
         let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
         let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", access, "--secret-key", secret])
             .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -437,7 +453,14 @@ impl S3Server {
 
     /// Starts it again on the same port over the same folder.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(self.root.path(), self.port());
+        self.child = Self::spawn(self.root.path(), self.port(), (S3_ACCESS_KEY, S3_SECRET_KEY));
+    }
+
+    /// Stops it and starts it again over the same folder and port accepting only these keys:
+    /// the test keys are refused (403).
+    pub fn restart_with_keys(&mut self, access: &str, secret: &str) {
+        self.stop();
+        self.child = Self::spawn(self.root.path(), self.port(), (access, secret));
     }
 
     /// The environment an S3 client (object_store, the AWS SDKs) reads to use this server.

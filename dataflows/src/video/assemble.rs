@@ -2,9 +2,18 @@
 //! frame's heatmap and streams it to that video's encoder (no video is held as raw frames), and
 //! on the end-of-video marker finishes the file and emits a [`FinishedVideo`].
 //!
-//! The operator holds a capability at the time of each in-flight video's first frame, so the
-//! source does not commit past a video until its completion is out: after a crash the whole
-//! video is read again rather than resumed half-encoded.
+//! The operator holds a capability at each in-flight video's first frame's event time (its
+//! production time, a function of the data alone), so the source does not commit past a video
+//! until its completion is out, and a restart compares that same time with its partition's
+//! delivered-before mark (`restart.rs`): a video in flight at a crash is read again whole and
+//! stored, one stored before it is not stored again.
+//!
+//! When the input ends (SIGTERM, or `--exit-at-end` before a video's end marker) the videos in
+//! flight are neither finished nor released: their holds keep their frames uncommitted, so the
+//! next run reads them again whole ([`AssemblyState`] tells the job they are there). A video
+//! whose frames stop for the idle timeout (a camera pausing) is finished and stored as
+//! incomplete; frames of it arriving later are a *tail*, stored under its own key
+//! ([`tail_key`]), never over the head.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,13 +88,35 @@ pub struct VideoCompletion {
     pub end_to_encoded_ms: u64,
     /// The end marker's production time to the video being stored (set by the uploader).
     pub end_to_stored_ms: Option<u64>,
-    /// Why the video is incomplete or was not stored, if it is or was not.
+    /// Why the video was not stored, if it was not.
     pub error: Option<String>,
+    /// The index of the first frame received: 0 unless this is a tail (see [`tail_key`]).
+    #[serde(default)]
+    pub first_frame: u64,
+    /// Why the stored video may be incomplete (finished by the idle timeout without its end
+    /// marker, or a tail), if it may be.
+    #[serde(default)]
+    pub incomplete: Option<String>,
 }
 
 /// The object key of a video's overlayed file.
 pub fn video_key(video_id: &str) -> String {
     format!("videos/{video_id}_with_heatmaps.mp4")
+}
+
+/// The object key of a video's *tail*: frames from `first_frame` on that arrived after its head
+/// had been finished (by the idle timeout), stored beside the head instead of over it.
+pub fn tail_key(video_id: &str, first_frame: u64) -> String {
+    format!("videos/{video_id}_from_frame_{first_frame}_with_heatmaps.mp4")
+}
+
+/// What one worker's assembly holds, for the job deciding when a stopping dataflow is settled.
+#[derive(Clone, Debug, Default)]
+pub struct AssemblyState {
+    /// The input has ended (every source upstream finished): no frame will come in this run.
+    pub exhausted: Rc<std::cell::Cell<bool>>,
+    /// Videos in flight: after the input ended, those left unfinished (their frames uncommitted).
+    pub unfinished: Rc<std::cell::Cell<usize>>,
 }
 
 /// A completion plus the file to store.
@@ -137,7 +168,7 @@ impl InFlight {
             self.duplicates += 1;
             return;
         }
-        self.missing += header.frame_index - self.next_index;
+        self.missing = self.missing.saturating_add(header.frame_index - self.next_index);
         self.next_index = header.frame_index + 1;
         self.last_frame = Instant::now();
         if image.width != self.first.width || image.height != self.first.height {
@@ -167,6 +198,7 @@ impl InFlight {
     }
 
     fn finish(mut self, end: Option<&FrameHeader>) -> (Capability<EventTime>, FinishedVideo) {
+        let first_frame = self.first.frame_index;
         let file = match self.encoder.take().map(|e| e.finish()) {
             Some(Ok(file)) => Some(file),
             Some(Err(e)) => {
@@ -175,13 +207,19 @@ impl InFlight {
             }
             None => None,
         };
+        let mut incomplete = Vec::new();
+        if first_frame > 0 {
+            incomplete.push(format!("a tail from frame {first_frame}: the frames before it were finished earlier (idle timeout) or never received"));
+        }
         if end.is_none() {
-            self.error.get_or_insert("no end-of-video marker before the idle timeout: video may be incomplete".into());
+            incomplete.push("no end-of-video marker before the idle timeout".to_string());
+        }
+        // The end marker's index is the frame count; without it, the producer's announced total.
+        let expected = end.map(|h| h.frame_index).or(self.first.total_frames);
+        if let Some(expected) = expected {
+            self.missing = self.missing.saturating_add(expected.saturating_sub(self.next_index));
         }
         let expected = end.map(|h| h.frame_index);
-        if let Some(expected) = expected {
-            self.missing += expected.saturating_sub(self.next_index);
-        }
         let end_produced_at_ms = end.map(|h| h.produced_at_ms).unwrap_or_else(now_ms);
         let fps = self.first.fps();
         let completion = VideoCompletion {
@@ -196,12 +234,14 @@ impl InFlight {
             height: self.first.height,
             fps,
             duration_s: self.frames as f64 / fps,
-            key: video_key(&self.first.video_id),
+            key: if first_frame == 0 { video_key(&self.first.video_id) } else { tail_key(&self.first.video_id, first_frame) },
             location: None,
             bytes: file.as_ref().map(|f| f.bytes).unwrap_or(0),
             end_to_encoded_ms: now_ms().saturating_sub(end_produced_at_ms),
             end_to_stored_ms: None,
             error: self.error,
+            first_frame,
+            incomplete: (!incomplete.is_empty()).then(|| incomplete.join("; ")),
         };
         (self.hold, FinishedVideo { completion, file, end_produced_at_ms })
     }
@@ -213,14 +253,16 @@ pub fn assemble_videos<'s, F: EncoderFactory>(
     frames: Stream<'s, EventTime, Vec<InferredFrame>>,
     mut factory: F,
     config: AssemblyConfig,
-) -> Stream<'s, EventTime, Vec<FinishedVideo>> {
+) -> (Stream<'s, EventTime, Vec<FinishedVideo>>, AssemblyState) {
     let scope = frames.scope();
-    frames.unary_frontier(Pipeline, "AssembleVideos", move |initial, info| {
+    let state = AssemblyState::default();
+    let shared = state.clone();
+    let stream = frames.unary_frontier(Pipeline, "AssembleVideos", move |initial, info| {
         let activator = scope.activator_for(info.address);
         drop(initial);
         let mut videos: HashMap<String, InFlight> = HashMap::new();
         let mut finished: Vec<(Capability<EventTime>, FinishedVideo)> = Vec::new();
-        move |(input, _frontier), output| {
+        move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else {
                     tracing::error!(records = data.len(), "video records sent with no timestamp; dropped");
@@ -235,8 +277,10 @@ pub fn assemble_videos<'s, F: EncoderFactory>(
                                     Ok(encoder) => (Some(encoder), None),
                                     Err(e) => (None, Some(format!("opening the encoder: {e}"))),
                                 };
+                                // At the first frame's event time (never before the batch's
+                                // time, which a record not late is never behind): see the module docs.
                                 InFlight {
-                                    hold: cap.clone(),
+                                    hold: cap.delayed(&header.produced_at_ms.max(*cap.time())),
                                     first: header.clone(),
                                     encoder,
                                     error,
@@ -260,6 +304,20 @@ pub fn assemble_videos<'s, F: EncoderFactory>(
                     }
                 }
             });
+            // The input ended: no frame will come in this run. What is in flight stays held,
+            // unfinished (the next run reads it again whole); nothing is finished for idleness.
+            if frontier.frontier().is_empty() {
+                if !shared.exhausted.get() && !videos.is_empty() {
+                    let ids: Vec<&String> = videos.keys().collect();
+                    tracing::warn!(videos = ?ids, "the input ended with videos unfinished: they are not stored, their frames stay uncommitted and the next run reads them again whole");
+                }
+                shared.exhausted.set(true);
+                shared.unfinished.set(videos.len());
+                for (cap, video) in finished.drain(..) {
+                    output.session(&cap).give(video);
+                }
+                return;
+            }
             let stale: Vec<String> = videos.iter().filter(|(_, v)| v.last_frame.elapsed() >= config.idle_timeout).map(|(id, _)| id.clone()).collect();
             for id in stale {
                 let video = videos.remove(&id).expect("listed");
@@ -269,9 +327,164 @@ pub fn assemble_videos<'s, F: EncoderFactory>(
             for (cap, video) in finished.drain(..) {
                 output.session(&cap).give(video);
             }
+            shared.unfinished.set(videos.len());
             if let Some(oldest) = videos.values().map(|v| v.last_frame).min() {
                 activator.activate_after(config.idle_timeout.saturating_sub(oldest.elapsed()));
             }
         }
-    })
+    });
+    (stream, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use timely::dataflow::operators::capture::Event;
+    use timely::dataflow::operators::{Capture, Input, Probe};
+
+    use super::*;
+
+    struct Counting(u64);
+
+    impl VideoEncoder for Counting {
+        fn push(&mut self, _frame: &RgbImage) -> Result<(), EncodeError> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<EncodedVideo, EncodeError> {
+            Ok(EncodedVideo { path: "/spool/x.mp4".into(), bytes: self.0 })
+        }
+    }
+
+    struct Factory;
+
+    impl EncoderFactory for Factory {
+        fn start(&mut self, _first: &FrameHeader) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+            Ok(Box::new(Counting(0)))
+        }
+    }
+
+    fn header(index: u64, total: Option<u64>) -> FrameHeader {
+        FrameHeader {
+            video_id: "cam".into(),
+            frame_index: index,
+            pts_ms: index as i64 * 40,
+            produced_at_ms: 50_000 + index * 40,
+            width: 2,
+            height: 2,
+            fps_num: 25,
+            fps_den: 1,
+            total_frames: total,
+        }
+    }
+
+    fn frame(index: u64, total: Option<u64>) -> InferredFrame {
+        (Rc::new(VideoRecord::Frame { header: header(index, total), image: RgbImage::new(2, 2) }), None)
+    }
+
+    fn end(count: u64) -> InferredFrame {
+        (Rc::new(VideoRecord::End { header: header(count, None) }), None)
+    }
+
+    /// Feeds `steps` (each: records to send, then how long to wait stepping) at input time 0,
+    /// closes the input unless `keep_open`, and steps until done or 1 s passed. Returns the
+    /// finished videos with their times, the assembly's state and the probe's frontier.
+    /// One step: the records to send, as (frame index, total frames; `Some(u64::MAX)`: the end
+    /// marker), then how long to step the worker.
+    type Step = (Vec<(u64, Option<u64>)>, Duration);
+
+    /// What a run saw: finished videos with their times, the assembly's (exhausted, unfinished),
+    /// and the probe's frontier at the end.
+    type Outcome = (Vec<(u64, FinishedVideo)>, (bool, usize), Vec<u64>);
+
+    fn run(steps: Vec<Step>, idle: Duration) -> Outcome {
+        timely::execute_directly(move |worker| {
+            let state = Rc::new(RefCell::new(None));
+            let held = state.clone();
+            let config = AssemblyConfig { idle_timeout: idle, ..AssemblyConfig::default() };
+            let dataflow = worker.next_dataflow_index();
+            let (mut input, probe, captured) = worker.dataflow::<EventTime, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<InferredFrame>>();
+                let (finished, assembly) = assemble_videos(stream, Factory, config);
+                *held.borrow_mut() = Some(assembly);
+                (input, finished.clone().probe().0, finished.capture())
+            });
+            for (records, wait) in steps {
+                for (index, total) in records {
+                    input.send(if total == Some(u64::MAX) { end(index) } else { frame(index, total) });
+                }
+                input.flush();
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    worker.step();
+                }
+            }
+            input.close();
+            let until = Instant::now() + Duration::from_secs(1);
+            while !probe.done() && Instant::now() < until {
+                worker.step();
+            }
+            let frontier = probe.with_frontier(|f| f.to_vec());
+            let finished: Vec<(u64, FinishedVideo)> = captured
+                .try_iter()
+                .flat_map(|event| match event {
+                    Event::Messages(time, data) => data.into_iter().map(|v| (*time.expect_singleton(), v)).collect(),
+                    Event::Progress(_) => Vec::new(),
+                })
+                .collect();
+            // Held work never completes: dropped, as the job drops it (timely would otherwise
+            // step it forever).
+            worker.drop_dataflow(dataflow);
+            let state: AssemblyState = state.borrow_mut().take().expect("built");
+            (finished, (state.exhausted.get(), state.unfinished.get()), frontier)
+        })
+    }
+
+    #[test]
+    fn a_finished_video_is_timed_by_its_first_frames_event_time_not_the_batch() {
+        // Sent at input time 0 (a restarted source's first batch); produced at 50,000 ms.
+        let (finished, state, frontier) =
+            run(vec![((0..3).map(|i| (i, None)).chain([(3, Some(u64::MAX))]).collect(), Duration::ZERO)], Duration::from_secs(60));
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].0, 50_000, "the time a restart compares with its partition's mark");
+        let c = &finished[0].1.completion;
+        assert_eq!((c.frames, c.missing_frames, c.first_frame, c.error.as_deref(), c.incomplete.as_deref()), (3, 0, 0, None, None));
+        assert_eq!(c.key, "videos/cam_with_heatmaps.mp4");
+        assert!(frontier.is_empty());
+        assert_eq!(state, (true, 0));
+    }
+
+    #[test]
+    fn a_video_in_flight_when_the_input_ends_is_held_not_finished() {
+        let (finished, state, frontier) = run(vec![((0..5).map(|i| (i, None)).collect(), Duration::ZERO)], Duration::from_millis(50));
+        assert!(finished.is_empty(), "an unfinished video is neither stored nor announced: {finished:?}");
+        assert_eq!(state, (true, 1), "the input ended with one video held");
+        // Its frames stay uncommitted: the probe never passes its first frame's time, even
+        // after the idle timeout (50 ms) went by many times.
+        assert_eq!(frontier, vec![50_000]);
+    }
+
+    #[test]
+    fn an_idle_video_is_stored_as_incomplete_and_its_tail_never_over_it() {
+        let (finished, _, _) = run(
+            vec![
+                ((0..4).map(|i| (i, Some(10))).collect(), Duration::from_millis(300)),
+                ((4..10).map(|i| (i, Some(10))).chain([(10, Some(u64::MAX))]).collect(), Duration::ZERO),
+            ],
+            Duration::from_millis(100),
+        );
+        assert_eq!(finished.len(), 2, "{finished:?}");
+        let (head, tail) = (&finished[0].1.completion, &finished[1].1.completion);
+        assert_eq!((head.frames, head.missing_frames, head.first_frame, head.error.as_deref()), (4, 6, 0, None), "missing counted from the total");
+        assert!(head.incomplete.as_deref().unwrap().contains("idle timeout"), "{head:?}");
+        assert_eq!(head.key, "videos/cam_with_heatmaps.mp4");
+        assert!(finished[0].1.file.is_some(), "stored: it has its file");
+        assert_eq!((tail.frames, tail.missing_frames, tail.first_frame, tail.error.as_deref()), (6, 0, 4, None));
+        assert_eq!(tail.key, "videos/cam_from_frame_4_with_heatmaps.mp4", "a tail never overwrites the head");
+        assert!(tail.incomplete.as_deref().unwrap().contains("a tail from frame 4"), "{tail:?}");
+        assert_eq!(finished[1].0, 50_000 + 4 * 40);
+    }
 }

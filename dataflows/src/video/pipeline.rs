@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::Stream;
 
-use super::assemble::{assemble_videos, AssemblyConfig, EncoderFactory, FinishedVideo, InferredFrame};
+use super::assemble::{assemble_videos, AssemblyConfig, AssemblyState, EncoderFactory, FinishedVideo, InferredFrame};
 use super::detect::{FireDetection, FireVerdict};
 use super::frame::VideoRecord;
 use crate::infer::{infer_batched, BatchModel, Batching, InferStats};
@@ -35,6 +35,8 @@ pub struct VideoOutputs<'s> {
     /// Every record with its verdict, after inference (this worker's only: `Rc`s, never exchanged).
     pub frames: Stream<'s, EventTime, Vec<InferredFrame>>,
     pub inference: InferStats,
+    /// What the assembly holds (videos left unfinished when the input ends).
+    pub assembly: AssemblyState,
 }
 
 /// Exchanges records by video id (one video's records stay in order on one worker), runs the
@@ -68,6 +70,6 @@ where
             error,
         })
     });
-    let finished = assemble_videos(inferred.clone(), factory, config.assembly);
-    VideoOutputs { detections, finished, frames: inferred, inference }
+    let (finished, assembly) = assemble_videos(inferred.clone(), factory, config.assembly);
+    VideoOutputs { detections, finished, frames: inferred, inference, assembly }
 }
