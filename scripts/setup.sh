@@ -15,10 +15,11 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 # prometheus: the real Prometheus server a test has scrape the bridge; chromium: the headless
 # browser that loads the live dashboard in a test. ffmpeg: the command-line tool the video-format
 # tests use to write clips as phones, drones and stock sites do (H.265, VP8/VP9, AV1, MPEG-4 part 2,
-# MOV/MKV/WebM/AVI, rotation, odd sizes); pitwall itself only links the libraries.
+# MOV/MKV/WebM/AVI, rotation, odd sizes); pitwall itself only links the libraries. systemd:
+# `systemd-analyze verify` of the shipped service unit.
 for pkg in build-essential pkg-config zlib1g-dev fonts-dejavu-core \
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev \
-  prometheus chromium ffmpeg; do
+  prometheus chromium ffmpeg systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -42,7 +42,9 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: pitwall\n    static_configs:\n      - targets: ['{bridge}']\n"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: pitwall\n    static_configs:\n      - targets: ['{bridge}']\n"
+        ),
     )
     .unwrap();
     let binary = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
@@ -79,10 +81,38 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let started = process("process_start_time_seconds");
     assert!(started > now - 600.0 && started <= now + 1.0, "started {started}, now {now}");
-    assert!(process("process_cpu_seconds_total") > 0.0, "the job used CPU");
+    // Whole seconds (the client's collector counts CPU as an integer): at most wall time x cores.
+    let cpu = process("process_cpu_seconds_total");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(cpu >= 0.0 && cpu <= (now - started + 1.0) * cores, "{cpu} CPU seconds in {} s", now - started);
     let rss = process("process_resident_memory_bytes");
     assert!(rss > 10e6 && rss < process("process_virtual_memory_bytes"), "resident {rss} bytes");
     assert!(process("process_threads") > 2.0, "workers and librdkafka threads");
     let fds = process("process_open_fds");
     assert!(fds > 3.0 && fds < process("process_max_fds"), "{fds} open fds");
+
+    // The shipped alert rules: loaded, every one evaluated without error against this job's
+    // series, every metric they read present (the upload outcomes only exist with video), and
+    // none firing or pending on a healthy job.
+    let rules_text = std::fs::read_to_string(RULES).unwrap();
+    let metrics: std::collections::BTreeSet<&str> = rules_text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| (w.starts_with("pitwall_") || w.starts_with("process_")) && *w != "pitwall_uploads_total")
+        .collect();
+    for metric in &metrics {
+        assert!(!prom_query(&prom_addr, metric).is_empty(), "{metric}, read by an alert rule, has no series");
+    }
+    let rules = wait_until("every alert rule to be evaluated", Duration::from_secs(30), || {
+        let (_, body) = http_get(&prom_addr, "/api/v1/rules");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        let rules: Vec<Value> =
+            answer["data"]["groups"].as_array().into_iter().flatten().flat_map(|g| g["rules"].as_array().unwrap().clone()).collect();
+        let evaluated = rules.iter().filter(|r| r["health"] == "ok").count();
+        holds(rules.len() == 8 && evaluated == 8, || body.clone()).map(|_| rules.clone())
+    });
+    let active: Vec<&Value> = rules.iter().filter(|r| r["state"] != "inactive").collect();
+    assert!(active.is_empty(), "alerts on a healthy job: {active:?}");
 }
+
+/// The alert rules shipped with the dashboards.
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts/pitwall-rules.yml");
