@@ -6,7 +6,7 @@
 # `pitwall demo` (pass your own --bridge ADDR to move it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PITWALL_SKIP_TANSU=1 PITWALL_SKIP_S3S=1 scripts/setup.sh
+scripts/setup.sh --demo
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitwall/target}"
 bridge=(--bridge 127.0.0.1:8080)
 for arg in "$@"; do

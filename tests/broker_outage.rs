@@ -190,7 +190,10 @@ fn a_tansu_restart_mid_stream_stalls_then_recovers_and_loses_nothing() {
 
     let tansu = Tansu::start_with(port, "s3://tansu/", &env).unwrap_or_else(|e| panic!("{e:#}"));
     send("f1-telemetry", half, records.len());
-    wait_for("every record after the restart", &|| read() >= records.len());
+    wait_until("every record after the restart", Duration::from_secs(90), || {
+        let seen = read();
+        holds(seen >= records.len(), || format!("{seen} of {} read; health {}", records.len(), http_get(&bridge, "/health").1))
+    });
     wait_for("health to clear", &|| http_get(&bridge, "/health").1.contains(r#""status":"ok""#));
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let output = wait_with_timeout(child, "pitwall run through a broker restart", Duration::from_secs(90));

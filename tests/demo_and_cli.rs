@@ -80,3 +80,23 @@ fn a_window_shape_that_cannot_slide_is_refused_before_any_worker_starts() {
     assert!(stderr.contains("--window-slide-ms") && stderr.contains("slide 20000 ms"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_demo_set_up_installs_only_what_the_demo_needs() {
+    let list = |args: &[&str]| -> Vec<String> {
+        let output = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup.sh")).args(args).output().expect("setup.sh runs");
+        assert!(output.status.success(), "setup.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).split_whitespace().map(|w| w.split("==").next().unwrap().to_string()).collect()
+    };
+    let (demo, all) = (list(&["--demo", "--list"]), list(&["--list"]));
+    let tests_only = ["chromium", "prometheus", "ffmpeg", "systemd", "pandas", "pyarrow", "kafka-python", "tansu", "s3s-fs"];
+    for needed in ["build-essential", "libavcodec-dev", "libclang-dev", "onnxruntime"] {
+        assert!(demo.iter().any(|w| w == needed) && all.iter().any(|w| w == needed), "{needed}: demo {demo:?}");
+    }
+    for test_only in tests_only {
+        assert!(!demo.iter().any(|w| w == test_only), "the demo installs {test_only}: {demo:?}");
+        assert!(all.iter().any(|w| w == test_only), "the tests need {test_only}: {all:?}");
+    }
+    let demo_script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh")).unwrap();
+    assert!(demo_script.contains("scripts/setup.sh --demo"), "demo.sh sets up for the demo only");
+}

@@ -121,6 +121,17 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     assert!(!answer[1]["datapoints"].as_array().unwrap().is_empty(), "window series");
     assert_eq!(answer[2]["type"], "table");
     assert_eq!(answer[2]["columns"][1]["text"], "driver");
+    // A series asked for as a table (SimpleJSON's "Format as: Table"): rows of time and value,
+    // the same points as the series.
+    let (status, body) =
+        http_post(&addr, "/grafana/query", &query_body(from, to, 100_000, json!([{ "target": target, "refId": "T", "type": "table" }])));
+    assert_eq!(status, 200, "{body}");
+    let as_table: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(as_table[0]["type"], "table");
+    assert_eq!((as_table[0]["columns"][0]["text"].as_str(), as_table[0]["columns"][1]["text"].as_str()), (Some("time"), Some(target.as_str())));
+    let rows = as_table[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), points.len());
+    assert!(rows.iter().zip(points).all(|(r, p)| r[0] == p[1] && r[1] == p[0]), "rows are (time, value) of the series' points");
 
     // Annotations: exactly the alerts the job published.
     let alerts = tail(b, "f1-alerts");

@@ -10,6 +10,9 @@
 //!   two long clips there were dropped as "stored before the crash" and never stored.
 //! - SIGTERM 8 s into a live clip: the job exits within seconds (it waited for the 300 s idle
 //!   timeout before) leaving the clip's frames uncommitted; the restart stores it whole.
+//! - Group hand-overs: an instance leaving cleanly (SIGTERM) with videos in flight, and an
+//!   instance SIGKILLed with videos in flight (mock cluster: Tansu 0.6 leaves a dead member's
+//!   partitions unowned): the other instance stores every video once, whole, one completion each.
 //! - S3 down longer than `--s3-degraded-after-s`: `/health` says degraded, no completion, no
 //!   commit past the clip; S3 back: stored, announced, committed. S3 refusing the credentials
 //!   (403): the job stops with the reason and the clip's frames uncommitted; with the right
@@ -54,10 +57,14 @@ fn finish_producing(child: Child) {
     assert!(output.status.success(), "produce video failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// The video job (`-w 2`), live unless `extra` says `--exit-at-end`, storing in `s3`'s bucket.
+/// The video job (`-w 2` unless `extra` gives `-w`), live unless `extra` says `--exit-at-end`,
+/// storing in `s3`'s bucket.
 fn video_job(b: &str, s3: &S3Server, spool: &Path, extra: &[&str]) -> std::process::Command {
     let spool = path_str(spool);
-    let mut args = vec!["run", "--brokers", b, "--pipelines", "video", "-w", "2", "--spool", &spool];
+    let mut args = vec!["run", "--brokers", b, "--pipelines", "video", "--spool", &spool];
+    if !extra.contains(&"-w") {
+        args.extend(["-w", "2"]);
+    }
     args.extend_from_slice(extra);
     let mut command = pitwall_command(&args);
     command.envs(s3.client_env()).env("S3_BUCKET", BUCKET).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -272,4 +279,133 @@ fn s3_down_past_the_limit_degrades_health_and_refused_credentials_stop_the_job_l
     let output = wait_with_timeout(video_job(b, &s3, &dir.path().join("spool-2"), &["--exit-at-end"]).spawn().unwrap(), "rerun", COMMAND_TIMEOUT);
     assert!(output.status.success(), "rerun failed: {}", String::from_utf8_lossy(&output.stderr));
     assert_stored_whole(&s3, &completions(b)["second"], "second", 4 * FPS);
+}
+
+/// Ids whose partitions (murmur2 over `partitions`) are 0, 1, 2, ... `count - 1`: one video per
+/// partition, so both instances of a group hold some.
+fn one_id_per_partition(prefix: &str, count: i32, partitions: i32) -> Vec<String> {
+    (0..count)
+        .map(|p| (0..).map(|n| format!("{prefix}-{n}")).find(|id| key_partition(id.as_bytes(), partitions) == p).expect("an id for each partition"))
+        .collect()
+}
+
+#[test]
+fn videos_in_flight_on_an_instance_leaving_its_group_are_stored_once_whole_by_the_other() {
+    let tansu = start_tansu();
+    let b = tansu.brokers.as_str();
+    let s3 = S3Server::start(&[BUCKET]);
+    let dir = temp_dir();
+    pitwall(&["topics", "create", "--brokers", b]);
+    let ids = one_id_per_partition("cam", 4, 6);
+    let files: Vec<std::path::PathBuf> = (0..4).map(|i| clip(dir.path(), &format!("clip-{i}"), 12, 20 + i as u64)).collect();
+    // Two instances of one video group, -w 1 each, logging their assignments.
+    let start = |name: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut command =
+            video_job(b, &s3, &dir.path().join(format!("spool-{name}")), &["-w", "1", "--assignment", "group", "--video-lateness-ms", "2000"]);
+        command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info")).stderr(std::fs::File::create(&log).unwrap());
+        (command.spawn().unwrap(), log)
+    };
+    let (leaver, leaver_log) = start("leaver");
+    let (stayer, stayer_log) = start("stayer");
+    wait_until("both instances to hold partitions", Duration::from_secs(60), || {
+        let assigned =
+            |log: &Path| std::fs::read_to_string(log).unwrap_or_default().lines().rev().find(|l| l.contains("group assignment")).map(String::from);
+        let (a, b) = (assigned(&leaver_log), assigned(&stayer_log));
+        holds(a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| !a.contains("partitions=[]") && !b.contains("partitions=[]")), || {
+            format!("{a:?} / {b:?}")
+        })
+    });
+    let producers: Vec<Child> = files.iter().zip(&ids).map(|(file, id)| produce_live(b, file, id)).collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let asked = Instant::now();
+    kill(&leaver, "-TERM");
+    let left = wait_with_timeout(leaver, "the leaving instance", COMMAND_TIMEOUT);
+    let took = asked.elapsed();
+    let leaver_text = std::fs::read_to_string(&leaver_log).unwrap_or_default();
+    assert!(left.status.success(), "a clean leave exits 0: {leaver_text}");
+    let leaver_report = run_report(&String::from_utf8_lossy(&left.stdout));
+    assert!(leaver_report["videos_unfinished"].as_u64() >= Some(1), "the leaver held a video in flight: {leaver_report}");
+    assert_eq!(leaver_report["videos"], 0, "nothing of a video in flight is announced by the leaver: {leaver_report}");
+    producers.into_iter().for_each(finish_producing);
+    wait_until("every video to be stored by the instance that stayed", Duration::from_secs(90), || {
+        let done = completions(b);
+        holds(ids.iter().all(|id| done.contains_key(id)), || format!("{:?}", done.keys().collect::<Vec<_>>()))
+    });
+    kill(&stayer, "-TERM");
+    let stayed = wait_with_timeout(stayer, "the instance that stayed", COMMAND_TIMEOUT);
+    assert!(stayed.status.success(), "{}", std::fs::read_to_string(&stayer_log).unwrap_or_default());
+    let after = completions(b);
+    for id in &ids {
+        let mine = &after[id];
+        assert_eq!(mine.len(), 1, "{id}: announced once: {mine:?}");
+        assert_stored_whole(&s3, mine, id, 12 * FPS);
+    }
+    println!("leaver stopped {took:?} after SIGTERM: {leaver_report}");
+}
+
+#[test]
+fn a_video_in_flight_on_a_killed_instance_is_stored_once_whole_by_its_new_owner() {
+    // librdkafka's mock cluster: Tansu 0.6 leaves a dead member's partitions unowned (README
+    // "Scaling out"). It keeps 5 MiB per partition: small frames (64x36, 10 s).
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("the mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.as_str();
+    let s3 = S3Server::start(&[BUCKET]);
+    let dir = temp_dir();
+    for (topic, partitions) in [("video-frames", 6), ("fire-detections", 6), ("video-completions", 3), ("pitwall-dlq", 1), ("pitwall-late", 1)] {
+        cluster.create_topic(topic, partitions, 1).expect("a mock topic");
+    }
+    let ids = one_id_per_partition("cam", 4, 6);
+    let files: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| {
+            let path = dir.path().join(format!("clip-{i}.mp4"));
+            let seed = (30 + i).to_string();
+            pitwall(&["gen", "video", "--no-fire", "--seconds", "10", "--seed", &seed, "--width", "64", "--height", "36", "--out", &path_str(&path)]);
+            path
+        })
+        .collect();
+    let start = |name: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut command =
+            video_job(b, &s3, &dir.path().join(format!("spool-{name}")), &["-w", "1", "--assignment", "group", "--video-lateness-ms", "2000"]);
+        command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info")).stderr(std::fs::File::create(&log).unwrap());
+        (command.spawn().unwrap(), log)
+    };
+    let (victim, victim_log) = start("victim");
+    let (survivor, survivor_log) = start("survivor");
+    let latest =
+        |log: &Path| std::fs::read_to_string(log).unwrap_or_default().lines().rev().find(|l| l.contains("group assignment")).map(String::from);
+    wait_until("both instances to hold partitions", Duration::from_secs(60), || {
+        let (a, b) = (latest(&victim_log), latest(&survivor_log));
+        holds(a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| !a.contains("partitions=[]") && !b.contains("partitions=[]")), || {
+            format!("{a:?} / {b:?}")
+        })
+    });
+    // The victim holds a partition with a video on it (ids are on partitions 0..4).
+    let held = latest(&victim_log).unwrap_or_default();
+    let held: Vec<i32> =
+        held.split("partitions=[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("").split(',').filter_map(|p| p.trim().parse().ok()).collect();
+    assert!(held.iter().any(|p| *p < 4), "the victim reads a partition with a video: {held:?}");
+    let producers: Vec<Child> = files.iter().zip(&ids).map(|(file, id)| produce_live(b, file, id)).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    kill(&victim, "-KILL");
+    let _ = wait_with_timeout(victim, "the killed instance", COMMAND_TIMEOUT);
+    assert!(completions(b).is_empty(), "no video was complete at the kill");
+    producers.into_iter().for_each(finish_producing);
+    wait_until("every video to be stored by the survivor", Duration::from_secs(90), || {
+        let done = completions(b);
+        holds(ids.iter().all(|id| done.contains_key(id)), || format!("{:?}; survivor: {:?}", done.keys().collect::<Vec<_>>(), latest(&survivor_log)))
+    });
+    kill(&survivor, "-TERM");
+    let stayed = wait_with_timeout(survivor, "the survivor", COMMAND_TIMEOUT);
+    assert!(stayed.status.success(), "{}", std::fs::read_to_string(&survivor_log).unwrap_or_default());
+    let report = run_report(&String::from_utf8_lossy(&stayed.stdout));
+    let after = completions(b);
+    for id in &ids {
+        let mine = &after[id];
+        assert_eq!(mine.len(), 1, "{id}: announced once: {mine:?}");
+        assert_stored_whole(&s3, mine, id, 10 * FPS);
+    }
+    assert_eq!(report["videos_stored"], 4, "the survivor stored each video once: {report}");
 }

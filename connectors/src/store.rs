@@ -127,6 +127,11 @@ pub struct ObjectStore {
     failing: std::sync::Mutex<std::collections::BTreeMap<String, Failing>>,
     /// The first upload refused for good.
     fatal: std::sync::Mutex<Option<String>>,
+    /// Where a stored video's file is kept (under its key) instead of being deleted, if anywhere
+    /// (the seed's `S3_DELETE_LOCAL_AFTER_UPLOAD=false`).
+    keep_local: Option<PathBuf>,
+    /// How long the presigned GET link a completion carries is valid, if one is wanted.
+    presign: Option<Duration>,
 }
 
 struct Failing {
@@ -193,7 +198,62 @@ impl ObjectStore {
     }
 
     fn new(target: Target, runtime: tokio::runtime::Runtime, policy: UploadPolicy) -> ObjectStore {
-        ObjectStore { target, runtime, policy, failing: Default::default(), fatal: Default::default() }
+        ObjectStore { target, runtime, policy, failing: Default::default(), fatal: Default::default(), keep_local: None, presign: None }
+    }
+
+    /// Keeps each stored video's file under `dir` at its key (moved out of the spool) instead of
+    /// deleting it.
+    pub fn keeping_local_copies(mut self, dir: &Path) -> ObjectStore {
+        self.keep_local = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Has each completion carry a presigned GET link valid for `valid` (S3 only; at most 7
+    /// days, SigV4's limit).
+    pub fn with_presigned_links(mut self, valid: Duration) -> Result<ObjectStore, StoreError> {
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
+            .map_err(|e| StoreError::Settings(format!("presigned links valid for {valid:?}: {e}")))?;
+        if matches!(self.target, Target::Local { .. }) {
+            return Err(StoreError::Settings("presigned links need an S3 bucket (--s3-bucket)".into()));
+        }
+        self.presign = Some(valid);
+        Ok(self)
+    }
+
+    /// A presigned GET link to `key`, when links are wanted.
+    async fn presigned_link(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let (Some(valid), Target::S3 { client, bucket }) = (self.presign, &self.target) else { return Ok(None) };
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
+            .map_err(|e| StoreError::Settings(format!("presigned links valid for {valid:?}: {e}")))?;
+        let request =
+            client.get_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| s3_error(bucket, key, "presigning GetObject", e))?;
+        Ok(Some(request.uri().to_string()))
+    }
+
+    /// After a video is stored: its spool file moved under the local-copies folder at `key`, or
+    /// deleted. Returns where it was kept.
+    fn release_spooled(&self, file: &Path, key: &str) -> Option<PathBuf> {
+        let Some(dir) = &self.keep_local else {
+            let _ = std::fs::remove_file(file);
+            return None;
+        };
+        let kept = local_path(dir, key).and_then(|dest| {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Local(format!("creating {}: {e}", parent.display())))?;
+            }
+            // A rename within one file system, else a copy (the spool may be elsewhere).
+            std::fs::rename(file, &dest)
+                .or_else(|_| std::fs::copy(file, &dest).and_then(|_| std::fs::remove_file(file)))
+                .map_err(|e| StoreError::Local(format!("keeping {} as {}: {e}", file.display(), dest.display())))?;
+            Ok(dest)
+        });
+        match kept {
+            Ok(dest) => Some(dest),
+            Err(error) => {
+                tracing::warn!(%error, "the stored video's local copy was not kept");
+                None
+            }
+        }
     }
 
     /// Why the store is degraded: uploads that have kept failing for longer than
@@ -458,7 +518,13 @@ pub fn upload_videos<'s>(
                                     announced.end_to_stored_ms = Some(now_ms().saturating_sub(video.end_produced_at_ms));
                                     counts.stored.fetch_add(1, Relaxed);
                                     counts.bytes.fetch_add(file.bytes, Relaxed);
-                                    let _ = std::fs::remove_file(&file.path);
+                                    match store.presigned_link(&announced.key).await {
+                                        Ok(link) => announced.presigned_url = link,
+                                        Err(error) => tracing::warn!(%error, video = %announced.video_id, "no presigned link for the stored video"),
+                                    }
+                                    if let Some(kept) = store.release_spooled(&file.path, &announced.key) {
+                                        tracing::debug!(video = %announced.video_id, kept = %kept.display(), "local copy kept");
+                                    }
                                 }
                                 Err(e) => {
                                     let error = format!("storing video `{}` at {}: {e}", announced.video_id, announced.key);

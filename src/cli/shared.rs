@@ -292,12 +292,29 @@ pub struct StorageArgs {
     /// such bucket) stop the video pipeline with the error instead.
     #[arg(long, value_name = "SECONDS", default_value_t = pitwall_connectors::store::DEFAULT_DEGRADED_AFTER_S)]
     pub s3_degraded_after_s: u64,
+    /// Delete a video's local file once it is stored in S3 (`false`: keep it under `--video-out`
+    /// with the key layout, like the seed's `S3_DELETE_LOCAL_AFTER_UPLOAD=false`).
+    #[arg(long, value_name = "BOOL", env = "S3_DELETE_LOCAL_AFTER_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_delete_local_after_upload: bool,
+    /// Each completion carries a presigned GET link to the stored video, valid this many
+    /// seconds (at most 604800, 7 days: SigV4's limit). S3 only.
+    #[arg(long, value_name = "SECONDS", env = "S3_PRESIGN_SECS")]
+    pub s3_presign_secs: Option<u64>,
 }
 
 impl Default for StorageArgs {
     /// The flags' defaults, with the S3 settings left empty whatever the environment says.
     fn default() -> Self {
-        StorageArgs { s3_bucket: None, s3_endpoint: None, s3_region: None, s3_access_key: None, s3_secret_key: None, ..parsed_defaults() }
+        StorageArgs {
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_delete_local_after_upload: true,
+            s3_presign_secs: None,
+            ..parsed_defaults()
+        }
     }
 }
 

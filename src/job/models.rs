@@ -58,9 +58,17 @@ pub fn open_store(storage: &StorageArgs) -> Result<Arc<ObjectStore>> {
                 degraded_after: Duration::from_secs(storage.s3_degraded_after_s),
                 ..UploadPolicy::default()
             };
-            ObjectStore::s3(&settings, policy).with_context(|| format!("opening {settings:?}"))?
+            let mut store = ObjectStore::s3(&settings, policy).with_context(|| format!("opening {settings:?}"))?;
+            if !storage.s3_delete_local_after_upload {
+                store = store.keeping_local_copies(&storage.video_out);
+            }
+            store
         }
         _ => ObjectStore::local(&storage.video_out)?,
+    };
+    let store = match storage.s3_presign_secs {
+        Some(secs) => store.with_presigned_links(Duration::from_secs(secs))?,
+        None => store,
     };
     Ok(Arc::new(store))
 }

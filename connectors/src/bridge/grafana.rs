@@ -8,7 +8,8 @@
 //!   (`drivers`, `videos`, `kinds`, `severities`, or a filter over the targets) as
 //!   `[{__text, __value}]`.
 //! - `POST /grafana/query`: time series (`[[value, epoch_ms], ...]`, ascending, never NaN, never
-//!   more than `maxDataPoints` points, and no finer than `intervalMs`), tables (columns + rows),
+//!   more than `maxDataPoints` points, and no finer than `intervalMs`; a series target asked for
+//!   with `"type": "table"` answers the same points as rows of time and value), tables (columns + rows),
 //!   and the `annotations` target, which the current plugin's annotation queries send here (a
 //!   table with time, timeEnd, title, text, tags). `adhocFilters` on driver/kind/severity apply.
 //! - `POST /grafana/annotations` (legacy annotations), `POST /grafana/tag-keys` and
@@ -283,7 +284,7 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
             let mut value = annotation_table(store, from, to, &admits)?;
             value["refId"] = json!(target.ref_id);
             out.push(value);
-        } else if target.kind.as_deref() == Some("table") || TABLES.contains(&name) {
+        } else if TABLES.contains(&name) {
             let mut table = table(store, name, from, to, TABLE_ROWS).map_err(live_error)?;
             if name == "alerts" {
                 // Columns: time, driver, kind, severity, message.
@@ -300,7 +301,14 @@ fn query(store: &LiveStore, body: &[u8]) -> Result<Answer, Answer> {
                 if driver == "video" || request.adhoc_filters.iter().filter(|f| f.key == "driver").all(|f| f.admits(driver, "", "")) { store.series(name, from, to, max_points).map_err(live_error)? } else { Vec::new() };
             // JSON has no NaN: a point without a finite value is left out, not sent as null.
             points.retain(|[value, time]| value.is_finite() && time.is_finite());
-            out.push(json!({ "target": name, "refId": target.ref_id, "datapoints": points }));
+            if target.kind.as_deref() == Some("table") {
+                // A series asked for as a table (SimpleJSON's "Format as: Table"): time and value.
+                let rows: Vec<[f64; 2]> = points.iter().map(|[value, time]| [*time, *value]).collect();
+                let columns = json!([{ "text": "time", "type": "time" }, { "text": name, "type": "number" }]);
+                out.push(json!({ "type": "table", "refId": target.ref_id, "columns": columns, "rows": rows }));
+            } else {
+                out.push(json!({ "target": name, "refId": target.ref_id, "datapoints": points }));
+            }
         }
     }
     Ok((200, Value::Array(out)))

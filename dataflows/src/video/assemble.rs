@@ -97,6 +97,10 @@ pub struct VideoCompletion {
     /// marker, or a tail), if it may be.
     #[serde(default)]
     pub incomplete: Option<String>,
+    /// A presigned GET link to the stored video, valid for `--s3-presign-secs` (set by the
+    /// uploader when asked, S3 only).
+    #[serde(default)]
+    pub presigned_url: Option<String>,
 }
 
 /// The object key of a video's overlayed file.
@@ -240,6 +244,7 @@ impl InFlight {
             end_to_encoded_ms: now_ms().saturating_sub(end_produced_at_ms),
             end_to_stored_ms: None,
             error: self.error,
+            presigned_url: None,
             first_frame,
             incomplete: (!incomplete.is_empty()).then(|| incomplete.join("; ")),
         };
