@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     }
     let kafka = KafkaConfig::new(cluster.bootstrap_servers());
     let race = Race::generate(&RaceConfig { drivers: 6, laps: 1, ..Default::default() });
-    let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2, stop: None }, true)?;
+    let sent = produce_records(&kafka, TELEMETRY, race.all_records(), &ReplayConfig { speed: None, producers: 2, stop: None, metrics: None }, true)?;
     println!("produced {} records at {:.0} msg/s", sent.sent, sent.rate());
     let mut config = JobConfig::new(kafka);
     config.dataflow.group = "example".into();

@@ -58,7 +58,9 @@ fn a_failed_offset_commit_at_a_clean_stop_never_leaves_mark_0_beside_older_offse
     let brokers = cluster.bootstrap_servers();
     let kafka = KafkaConfig::new(brokers.clone());
     let race = Race::generate(&RaceConfig { drivers: 4, laps: 1, seed: 8, inject_anomalies: false });
-    let sent = produce_records(&kafka, "f1-telemetry", race.all_records(), &ReplayConfig { speed: None, producers: 1, stop: None }, true).unwrap();
+    let sent =
+        produce_records(&kafka, "f1-telemetry", race.all_records(), &ReplayConfig { speed: None, producers: 1, stop: None, metrics: None }, true)
+            .unwrap();
     assert_eq!(sent.sent as usize, race.record_count());
     let ends: Vec<i64> =
         (0..PARTITIONS).map(|p| consumer(&brokers, GROUP).fetch_watermarks("f1-telemetry", p, Duration::from_secs(10)).unwrap().1).collect();

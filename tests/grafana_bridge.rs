@@ -47,11 +47,24 @@ fn grafana_endpoints_answer_from_the_live_view_and_refuse_bad_requests() {
     let rows = rows_per_driver(dir.path());
 
     let bridge = format!("127.0.0.1:{}", free_port());
-    let job = pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge, "--bridge-cors-origin", "http://grafana.test:3000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Charted at the session's own dates (2023): the race was produced at full speed, not live.
+    let job = pitwall_command(&[
+        "run",
+        "--brokers",
+        b,
+        "-w",
+        "2",
+        "--bridge",
+        &bridge,
+        "--bridge-cors-origin",
+        "http://grafana.test:3000",
+        "--bridge-time",
+        "session",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut job = KillOnDrop(job);
     // Wait until every sample is in the view (the live job has read the whole topic).
     let (from, to) = ("2023-03-05T14:00:00.000Z", "2023-03-05T16:00:00.000Z");
@@ -306,4 +319,83 @@ fn plugin_contract(addr: &str, from: &str, to: &str, driver: &str, alerts: usize
 fn terminate(job: &mut KillOnDrop) {
     let _ = std::process::Command::new("kill").args(["-TERM", &job.0.id().to_string()]).status();
     wait_until("the job to stop on SIGTERM", Duration::from_secs(30), || holds(job.0.try_wait().unwrap().is_some(), String::new));
+}
+
+/// Epoch ms as the RFC 3339 time Grafana sends.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[test]
+fn a_live_replay_is_charted_at_wall_clock_time_and_its_session_time_stays_queryable() {
+    let (tansu, dir, _) = tansu_with_race(2, 1);
+    let b = tansu.brokers.as_str();
+    let rows = rows_per_driver(dir.path());
+    let bridge = format!("127.0.0.1:{}", free_port());
+    let _job =
+        KillOnDrop(pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge]).stdout(std::process::Stdio::null()).spawn().unwrap());
+    wait_until("the bridge to listen", Duration::from_secs(90), || std::net::TcpStream::connect(&bridge).map(drop).map_err(|e| e.to_string()));
+    // Replayed live (paced), as the demo and the seed's producers do.
+    let started = chrono::Utc::now().timestamp_millis();
+    pitwall(&["produce", "telemetry", "--brokers", b, "--input", &path_str(dir.path()), "--rate", "4000", "--quiet"]);
+    let produced = chrono::Utc::now().timestamp_millis();
+    let driver = rows.keys().next().unwrap().clone();
+    // Grafana's "last 15 minutes".
+    let (from, to) = (rfc3339(produced - 15 * 60_000), rfc3339(produced + 60_000));
+    // Grafana's body for a panel with a 1 ms interval: the whole replay took well under a second.
+    let series = |target: String| -> Vec<Value> {
+        let body = json!({
+            "range": { "from": from, "to": to, "raw": { "from": "now-15m", "to": "now" } },
+            "intervalMs": 1, "maxDataPoints": 100_000, "targets": [{ "target": target, "refId": "A" }]
+        });
+        let (status, body) = http_post(&bridge, "/grafana/query", body.to_string().as_bytes());
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()[0]["datapoints"].as_array().unwrap().clone()
+    };
+    let speed = wait_until("every sample charted in the last 15 minutes", Duration::from_secs(60), || {
+        let points = series(format!("{driver}:speed"));
+        holds(points.len() == rows[&driver], || {
+            let (status, body) = http_post(
+                &bridge,
+                "/grafana/query",
+                &query_body(&rfc3339(0), &rfc3339(4_102_444_800_000), 100_000, json!([{ "target": format!("{driver}:speed"), "refId": "A" }])),
+            );
+            let all: Value = serde_json::from_str(&body).unwrap_or_default();
+            let times: Vec<i64> =
+                all[0]["datapoints"].as_array().map(|a| a.iter().map(|p| p[1].as_f64().unwrap() as i64).collect()).unwrap_or_default();
+            format!(
+                "{} of {} in {from}..{to}; all {status}: {} points, {:?}..{:?}",
+                points.len(),
+                rows[&driver],
+                times.len(),
+                times.first(),
+                times.last()
+            )
+        })
+        .map(|_| points.clone())
+    });
+    let times: Vec<i64> = speed.iter().map(|p| p[1].as_f64().unwrap() as i64).collect();
+    assert!(
+        times.iter().all(|t| (started..=produced).contains(t)),
+        "charted when produced: {}..{} not within {started}..{produced}",
+        times[0],
+        times[times.len() - 1]
+    );
+    // The session's own time is a series beside it, at the same wall times: ascending session
+    // seconds, spanning what the replay took times its speed.
+    let session = series(format!("{driver}:session_time"));
+    assert_eq!(session.len(), speed.len());
+    assert!(session.iter().zip(&speed).all(|(s, p)| s[1] == p[1]));
+    let seconds: Vec<f64> = session.iter().map(|p| p[0].as_f64().unwrap()).collect();
+    assert!(seconds.windows(2).all(|w| w[0] <= w[1]) && seconds[seconds.len() - 1] > seconds[0], "{:?}..{:?}", seconds.first(), seconds.last());
+    // Windows and alerts are placed next to their samples: in the same wall-clock range.
+    let windows = wait_until("window results charted", Duration::from_secs(60), || {
+        let points = series(format!("{driver}:window.speed_mean"));
+        holds(!points.is_empty(), String::new).map(|_| points.clone())
+    });
+    assert!(windows.iter().all(|p| (started - 1_000..=produced + 60_000).contains(&(p[1].as_f64().unwrap() as i64))), "{windows:?}");
+    let annotation = json!({ "range": { "from": from, "to": to }, "annotation": { "name": "alerts", "enable": true, "query": "" } });
+    let (_, body) = http_post(&bridge, "/grafana/annotations", annotation.to_string().as_bytes());
+    let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(events.iter().all(|e| (started - 1_000..=produced + 60_000).contains(&e["time"].as_i64().unwrap())), "{events:?}");
 }

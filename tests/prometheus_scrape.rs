@@ -1,7 +1,8 @@
 //! A real Prometheus server (Debian's package) scrapes a running job's bridge, and the series it
 //! stored are read back through its HTTP API: records per partition equal what was produced,
-//! deliveries per sink are there, the scrape target is up, and the process metrics (CPU, memory,
-//! fds, threads, start time) are plausible.
+//! deliveries per sink are there, the scrape target is up, the process metrics (CPU, memory,
+//! fds, threads, start time) are plausible, the shipped alert rules all evaluate (none firing),
+//! and every query of the scaling dashboard answers series.
 
 mod support;
 
@@ -112,7 +113,28 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
     });
     let active: Vec<&Value> = rules.iter().filter(|r| r["state"] != "inactive").collect();
     assert!(active.is_empty(), "alerts on a healthy job: {active:?}");
+
+    // The scaling dashboard: every query of every panel answers series from this job.
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(SCALING).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), 10, "the seed's ten panels");
+    let queries: Vec<(String, String)> = panels
+        .iter()
+        .flat_map(|panel| {
+            assert_eq!(panel["datasource"]["uid"], "pitwall-prometheus");
+            let title = panel["title"].as_str().unwrap().to_string();
+            panel["targets"].as_array().unwrap().iter().map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string())).collect::<Vec<_>>()
+        })
+        .collect();
+    // Rates need two scrapes inside their window.
+    wait_until("every panel's query to answer series", Duration::from_secs(60), || {
+        let empty: Vec<&(String, String)> = queries.iter().filter(|(_, expr)| prom_query(&prom_addr, expr).is_empty()).collect();
+        holds(empty.is_empty(), || format!("no series for {empty:?}"))
+    });
 }
+
+/// The scaling dashboard's panels are Prometheus queries.
+const SCALING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/dashboards/scaling.json");
 
 /// The alert rules shipped with the dashboards.
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts/pitwall-rules.yml");

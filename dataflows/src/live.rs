@@ -4,9 +4,12 @@
 //! what a panel asks for, alerts and completions in a range, the dashboard's view. How they are
 //! put on the wire (Grafana's tables, the dashboard's JSON) is `connectors/src/bridge/`'s.
 //!
-//! Time is Unix epoch milliseconds (what Grafana sends and charts): a sample's `Date` when it has
-//! one, else its `SessionTime`; a window's end is mapped to epoch time with its driver's
-//! `Date - SessionTime` offset, learned from the driver's samples.
+//! Time is Unix epoch milliseconds (what Grafana sends and charts), by [`LiveClock`]: with
+//! `Wall`, a sample is charted when it was produced (`produced_at_ms`: a live replay appears now,
+//! at wall-clock time); with `Session`, at its `Date` when it has one, else its `SessionTime`.
+//! A window's end and an alert's time (session times) are mapped the same way, through the
+//! driver's samples. The session's own time stays in every record and is a series of its own
+//! (`<driver>:session_time`, seconds), so it can be charted against wall time.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -25,6 +28,19 @@ pub struct LiveConfig {
     pub points_per_driver: usize,
     /// Alerts, fire detections and completions kept (each).
     pub events: usize,
+    /// Which time samples, windows and alerts are charted at.
+    pub clock: LiveClock,
+}
+
+/// The time the live view charts telemetry at (`--bridge-time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LiveClock {
+    /// When the sample was produced (wall clock, `produced_at_ms`), for samples that carry it;
+    /// others as `session`.
+    Wall,
+    /// The session's `Date` (or its `SessionTime` plus the driver's `Date - SessionTime`).
+    #[default]
+    Session,
 }
 
 /// Samples and sliding-window results kept per driver unless configured (`--bridge-points`).
@@ -32,19 +48,21 @@ pub const DEFAULT_POINTS_PER_DRIVER: usize = 60_000;
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        LiveConfig { points_per_driver: DEFAULT_POINTS_PER_DRIVER, events: 10_000 }
+        LiveConfig { points_per_driver: DEFAULT_POINTS_PER_DRIVER, events: 10_000, clock: LiveClock::Session }
     }
 }
 
-/// Sample channels a target can name: `<driver>:<channel>`.
-pub const SAMPLE_CHANNELS: [&str; 6] = ["speed", "rpm", "throttle", "gear", "brake", "drs_open"];
+/// Sample channels a target can name: `<driver>:<channel>` (`session_time`: the sample's
+/// `SessionTime` in seconds).
+pub const SAMPLE_CHANNELS: [&str; 7] = ["speed", "rpm", "throttle", "gear", "brake", "drs_open", "session_time"];
 /// Table targets.
 pub const TABLES: [&str; 2] = ["alerts", "video_completions"];
 
+/// A point at epoch ms `t`: a sample's channels or a window's metrics.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Point {
+struct Point<const N: usize> {
     t: i64,
-    values: [f32; 6],
+    values: [f32; N],
 }
 
 /// What a query asked for that the view cannot answer.
@@ -113,10 +131,13 @@ struct Live {
     track: Vec<(f32, f32)>,
     track_driver: Option<SmolStr>,
     thumbnails: BTreeMap<String, Thumbnail>,
-    samples: HashMap<SmolStr, VecDeque<Point>>,
-    windows: HashMap<String, VecDeque<Point>>,
+    samples: HashMap<SmolStr, VecDeque<Point<7>>>,
+    windows: HashMap<String, VecDeque<Point<6>>>,
     /// Per driver, `Date - SessionTime` in ms.
     offsets: HashMap<SmolStr, i64>,
+    /// Per driver with [`LiveClock::Wall`]: session ms -> the epoch ms its sample was produced
+    /// at (as many as samples are kept), to place windows and alerts.
+    produced: HashMap<SmolStr, BTreeMap<u64, i64>>,
     alerts: VecDeque<(i64, Alert)>,
     detections: VecDeque<FireDetection>,
     completions: VecDeque<(i64, VideoCompletion)>,
@@ -127,6 +148,29 @@ struct Live {
 pub struct LiveStore {
     inner: Arc<RwLock<Live>>,
     config: LiveConfig,
+}
+
+impl Live {
+    /// Where a driver's session time `session_ms` is charted: next to the driver's sample at or
+    /// before it (after it, when none is before) when samples carry production times, else with
+    /// the driver's `Date - SessionTime` offset.
+    fn chart_time(&self, driver: &str, session_ms: u64) -> i64 {
+        if let Some(clock) = self.produced.get(driver) {
+            let near = clock.range(..=session_ms).next_back().or_else(|| clock.range(session_ms..).next());
+            if let Some((at, produced)) = near {
+                return produced.saturating_add(session_ms as i64 - *at as i64);
+            }
+        }
+        (session_ms as i64).saturating_add(self.offsets.get(driver).copied().unwrap_or(0))
+    }
+}
+
+/// The `(time, value of channel index)` points of `buffer` within `[from, to]`; `None` when
+/// there is no such buffer or channel.
+fn in_range<const N: usize>(buffer: Option<&VecDeque<Point<N>>>, index: Option<usize>, from: i64, to: i64) -> Option<Vec<(i64, f64)>> {
+    let (buffer, index) = (buffer?, index?);
+    let start = buffer.partition_point(|p| p.t < from);
+    Some(buffer.range(start..).take_while(|p| p.t <= to).map(|p| (p.t, f64::from(p.values[index]))).collect())
 }
 
 fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, bound: usize) {
@@ -156,19 +200,39 @@ impl LiveStore {
     /// Adds a batch of samples (one lock per batch).
     pub fn push_samples<'a>(&self, samples: impl IntoIterator<Item = &'a Sample>) {
         let bound = self.config.points_per_driver;
+        let wall = self.config.clock == LiveClock::Wall;
         let mut live = self.write();
         for sample in samples {
             let r = &sample.record;
             let session = r.session_time_ms as i64;
-            let t = match r.date_ms {
+            let dated = match r.date_ms {
                 Some(date) => {
                     live.offsets.insert(r.driver.clone(), date - session);
                     date
                 }
                 None => session + live.offsets.get(&r.driver).copied().unwrap_or(0),
             };
-            let values =
-                [r.speed as f32, r.rpm as f32, r.throttle as f32, f32::from(r.gear), f32::from(u8::from(r.brake)), f32::from(u8::from(r.drs_open()))];
+            let t = match r.produced_at_ms.filter(|_| wall) {
+                Some(produced) => {
+                    let produced = i64::try_from(produced).unwrap_or(i64::MAX);
+                    let clock = live.produced.entry(r.driver.clone()).or_default();
+                    clock.insert(r.session_time_ms, produced);
+                    if clock.len() > bound.max(1) {
+                        clock.pop_first();
+                    }
+                    produced
+                }
+                None => dated,
+            };
+            let values = [
+                r.speed as f32,
+                r.rpm as f32,
+                r.throttle as f32,
+                f32::from(r.gear),
+                f32::from(u8::from(r.brake)),
+                f32::from(u8::from(r.drs_open())),
+                (r.session_time_ms as f64 / 1_000.0) as f32,
+            ];
             if live.cars.get(&r.driver).is_none_or(|c| c.time_ms <= t) {
                 let car = CarState {
                     driver: r.driver.clone(),
@@ -210,7 +274,7 @@ impl LiveStore {
         let bound = self.config.points_per_driver;
         let mut live = self.write();
         for w in windows.into_iter().filter(|w| w.window == WindowKind::Sliding) {
-            let t = w.end_ms as i64 + live.offsets.get(w.driver.as_str()).copied().unwrap_or(0);
+            let t = live.chart_time(w.driver.as_str(), w.end_ms);
             let values = w.metric_values().map(|v| v as f32);
             let queue = live.windows.entry(w.driver.clone()).or_default();
             let at = queue.partition_point(|p| p.t <= t);
@@ -225,7 +289,7 @@ impl LiveStore {
         let bound = self.config.events;
         let mut live = self.write();
         for alert in alerts {
-            let t = alert.session_time_ms as i64 + live.offsets.get(alert.driver.as_str()).copied().unwrap_or(0);
+            let t = live.chart_time(alert.driver.as_str(), alert.session_time_ms);
             push_bounded(&mut live.alerts, (t, alert.clone()), bound);
         }
     }
@@ -358,13 +422,11 @@ impl LiveStore {
             points.into_iter().map(|(t, v)| (t + shift, v)).filter(|(t, _)| (from..=to).contains(t)).collect()
         } else {
             let (driver, metric) = target.split_once(':').ok_or_else(|| LiveError::UnknownTarget(target.into()))?;
-            let (buffer, index) = match metric.strip_prefix("window.") {
-                Some(m) => (live.windows.get(driver), WindowResult::METRICS.iter().position(|x| *x == m)),
-                None => (live.samples.get(driver), SAMPLE_CHANNELS.iter().position(|x| *x == metric)),
-            };
-            let (Some(buffer), Some(index)) = (buffer, index) else { return Err(LiveError::UnknownTarget(target.into())) };
-            let start = buffer.partition_point(|p| p.t < from);
-            buffer.range(start..).take_while(|p| p.t <= to).map(|p| (p.t, f64::from(p.values[index]))).collect()
+            let unknown = || LiveError::UnknownTarget(target.into());
+            match metric.strip_prefix("window.") {
+                Some(m) => in_range(live.windows.get(driver), WindowResult::METRICS.iter().position(|x| *x == m), from, to).ok_or_else(unknown)?,
+                None => in_range(live.samples.get(driver), SAMPLE_CHANNELS.iter().position(|x| *x == metric), from, to).ok_or_else(unknown)?,
+            }
         };
         Ok(downsample(&points, from, to, max_points))
     }
@@ -471,7 +533,7 @@ mod tests {
 
     #[test]
     fn series_are_bounded_ranged_and_downsampled_to_the_mean() {
-        let store = LiveStore::new(LiveConfig { points_per_driver: 100, events: 10 });
+        let store = LiveStore::new(LiveConfig { points_per_driver: 100, events: 10, clock: LiveClock::Session });
         let samples: Vec<Sample> = (0..150).map(|i| sample("VER", i * 10, i as f64)).collect();
         store.push_samples(&samples);
         // Bounded: the oldest 50 are gone.
@@ -499,7 +561,7 @@ mod tests {
         assert_eq!(store.series("HAM:speed", 10, 0, 10), Err(LiveError::InvertedRange { from: 10, to: 0 }));
         assert!(matches!(store.series("HAM:speed", 0, 10, 0), Err(LiveError::MaxDataPoints { .. })));
         assert!(matches!(store.series("HAM:speed", 0, 10, 10_000_000), Err(LiveError::MaxDataPoints { .. })));
-        assert_eq!(store.targets("HAM:s"), vec!["HAM:speed".to_string()]);
+        assert_eq!(store.targets("HAM:s"), vec!["HAM:session_time".to_string(), "HAM:speed".to_string()]);
         assert!(store.targets("").contains(&"alerts".to_string()));
     }
 }

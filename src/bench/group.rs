@@ -171,7 +171,7 @@ fn handover(
                     &producer_kafka,
                     &topic,
                     records,
-                    &ReplayConfig { speed: Some(speed), producers: PARTITIONS as usize, stop: Some(stop) },
+                    &ReplayConfig { speed: Some(speed), producers: PARTITIONS as usize, stop: Some(stop), metrics: None },
                     true,
                 )
             })
@@ -247,7 +247,7 @@ fn throughput(broker: &Broker, args: &GroupBenchArgs, logs: &std::path::Path) ->
     let records = race_records(args.throughput_records, DRIVERS);
     let total = records.len() as u64;
     eprintln!("throughput: preloading {total} records");
-    produce_records(&kafka, &topic, records, &ReplayConfig { speed: None, producers: 2, stop: None }, true)?;
+    produce_records(&kafka, &topic, records, &ReplayConfig { speed: None, producers: 2, stop: None, metrics: None }, true)?;
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for round in 0..args.throughput_repeat {
         let command = run_command(&kafka, &topic, "bench-alerts", &format!("tp-static-{round}"), 2, &["--exit-at-end".to_string()]);

@@ -82,7 +82,7 @@ impl Phase<'_> {
         // Let the job start and take its partitions before the load begins.
         std::thread::sleep(Duration::from_secs(2));
         let phase_start = now_ms();
-        let config = ReplayConfig { speed: Some(speed_for_rate(records, self.rate as f64)), producers: 4, stop: None };
+        let config = ReplayConfig { speed: Some(speed_for_rate(records, self.rate as f64)), producers: 4, stop: None, metrics: None };
         let replayed = produce_records(self.kafka, &topic, records.to_vec(), &config, true)?;
         // Allowed lateness and idle detection close the last windows within ~1 s.
         std::thread::sleep(Duration::from_millis(1_500));

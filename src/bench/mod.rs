@@ -57,7 +57,7 @@ pub fn scaling(args: &ScalingArgs) -> Result<()> {
     broker.create_topics(&kafka, &wanted)?;
 
     eprintln!("preloading {topic} ({} partitions)", args.partitions);
-    let preload = produce_records(&kafka, &topic, records.clone(), &ReplayConfig { speed: None, producers: 4, stop: None }, true)?;
+    let preload = produce_records(&kafka, &topic, records.clone(), &ReplayConfig { speed: None, producers: 4, stop: None, metrics: None }, true)?;
     if preload.failed > 0 {
         bail!("{} of {} records could not be preloaded", preload.failed, preload.sent);
     }

@@ -36,6 +36,11 @@ pub struct ProduceVideoArgs {
     /// Pace frames at the video's frame rate instead of sending as fast as possible.
     #[arg(long)]
     pub realtime: bool,
+    /// Serve this producer's metrics at `http://ADDR/metrics` (Prometheus) while it runs:
+    /// records and bytes delivered, delivery errors, retries, the queue's depth and the send
+    /// latency, per topic (`pitwall_producer_*`), and the process metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Topic to produce to.
     #[arg(long, default_value = topics::VIDEO_FRAMES)]
     pub topic: String,
@@ -63,6 +68,11 @@ pub struct ProduceTelemetryArgs {
     /// Producer threads; each owns whole partitions (and so whole drivers).
     #[arg(long, default_value_t = 4)]
     pub producers: usize,
+    /// Serve this producer's metrics at `http://ADDR/metrics` (Prometheus) while it runs:
+    /// records and bytes delivered, delivery errors, retries, the queue's depth and the send
+    /// latency, per topic (`pitwall_producer_*`), and the process metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Topic to produce to.
     #[arg(long, default_value = topics::TELEMETRY)]
     pub topic: String,

@@ -357,6 +357,30 @@ pub struct BridgeArgs {
     /// live data and registers queries. Only on a network you trust.
     #[arg(long)]
     pub bridge_insecure: bool,
+    /// The time Grafana and the dashboard chart telemetry at: `wall`, when each sample was
+    /// produced (a live replay shows up now, in "last 15 minutes"), or `session`, the session's
+    /// own `Date` (a replayed 2023 race at its 2023 dates). Either way the session time stays in
+    /// every record and is the series `<driver>:session_time`.
+    #[arg(long, value_enum, default_value_t = BridgeTime::Wall)]
+    pub bridge_time: BridgeTime,
+}
+
+/// See [`BridgeArgs::bridge_time`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BridgeTime {
+    /// When each sample was produced (samples without a production time: as `session`).
+    Wall,
+    /// The session's `Date`.
+    Session,
+}
+
+impl BridgeTime {
+    pub fn clock(self) -> pitwall_dataflows::live::LiveClock {
+        match self {
+            BridgeTime::Wall => pitwall_dataflows::live::LiveClock::Wall,
+            BridgeTime::Session => pitwall_dataflows::live::LiveClock::Session,
+        }
+    }
 }
 
 impl BridgeArgs {
@@ -381,6 +405,7 @@ impl Default for BridgeArgs {
             bridge_cors_origin: Vec::new(),
             bridge_points: DEFAULT_POINTS_PER_DRIVER,
             bridge_insecure: false,
+            bridge_time: BridgeTime::Wall,
         }
     }
 }

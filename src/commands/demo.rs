@@ -153,7 +153,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let producer_kafka = kafka.clone();
     let records = race.all_records();
     let speed = args.speed;
-    let replay = ReplayConfig { speed: Some(speed), producers: 4, stop: Some(shutdown.clone()) };
+    let replay = ReplayConfig { speed: Some(speed), producers: 4, stop: Some(shutdown.clone()), metrics: None };
     let producer = std::thread::spawn(move || {
         if let Err(error) = produce_records(&producer_kafka, TELEMETRY, records, &replay, true) {
             tracing::error!(%error, "demo producer failed");
@@ -170,7 +170,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         println!("video: {DEMO_VIDEO}, {frames} frames with fire in frames {:?}, replayed in real time", truth.fire_ranges);
         let (kafka, stop) = (kafka.clone(), shutdown.clone());
         Some(std::thread::spawn(move || {
-            let options = PublishOptions { topic: VIDEO_FRAMES.into(), video_id: DEMO_VIDEO.into(), read: ReadOptions::default(), realtime: true };
+            let options = PublishOptions {
+                topic: VIDEO_FRAMES.into(),
+                video_id: DEMO_VIDEO.into(),
+                read: ReadOptions::default(),
+                realtime: true,
+                metrics: None,
+            };
             if stop.load(Ordering::SeqCst) {
                 return;
             }

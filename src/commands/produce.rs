@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use pitwall_connectors::bridge;
 use pitwall_connectors::files::{read_telemetry_files, telemetry_files, FileOptions};
+use pitwall_connectors::kafka::metrics::ProducerMetrics;
 use pitwall_connectors::kafka::replay::{replay, ReplayConfig, ReplayReport, ReplayStream};
 use pitwall_connectors::kafka::KafkaConfig;
 use pitwall_dataflows::decode::encode_telemetry;
@@ -16,6 +18,18 @@ use pitwall_dataflows::quality::QualityCounts;
 use pitwall_dataflows::records::TelemetryRecord;
 
 use crate::cli::{ProduceTelemetryArgs, ProduceVideoArgs};
+
+/// With `--metrics ADDR`: the producer's metrics (and the process's) served at
+/// `http://ADDR/metrics` for as long as the command runs.
+fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<Option<ProducerMetrics>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).context("registering the process metrics")?;
+    let metrics = ProducerMetrics::register(&registry).context("registering the producer metrics")?;
+    let bound = bridge::serve(addr, registry, Arc::new(Vec::new), bridge::Access::default(), None, None)?;
+    eprintln!("producer metrics: http://{bound}/metrics");
+    Ok(Some(metrics))
+}
 
 /// Groups records by driver, each driver's rows in SessionTime order, on the driver's partition.
 pub fn driver_streams(records: Vec<TelemetryRecord>, partitions: i32) -> Vec<ReplayStream<TelemetryRecord>> {
@@ -94,7 +108,8 @@ pub fn telemetry(args: &ProduceTelemetryArgs) -> Result<()> {
     tracing::info!(records = records.len(), flags = %quality.summary(), "read telemetry files");
     eprintln!("read {} records; data-quality flags (processed, not rejected): {}", records.len(), quality.summary());
     let speed = args.rate.map_or(args.speed, |rate| speed_for_rate(&records, rate));
-    let config = ReplayConfig { speed: (!args.max_rate).then_some(speed), producers: args.producers, stop: None };
+    let metrics = serve_metrics(args.metrics)?;
+    let config = ReplayConfig { speed: (!args.max_rate).then_some(speed), producers: args.producers, stop: None, metrics };
     let report = produce_records(&args.kafka.config(), &args.topic, records, &config, args.quiet)?;
     if report.failed > 0 {
         bail!("{} of {} records could not be delivered", report.failed, report.sent);
@@ -128,6 +143,7 @@ pub fn video(args: &ProduceVideoArgs) -> Result<()> {
         video_id,
         read: ReadOptions { max_width: Some(args.max_width.max(2)), fps_limit: args.fps_limit },
         realtime: args.realtime,
+        metrics: serve_metrics(args.metrics)?,
     };
     let sent = Arc::new(AtomicU64::new(0));
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };

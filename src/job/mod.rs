@@ -158,8 +158,13 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     // One watermark board per source topic: workers with only idle partitions follow the others.
     let boards = TopicBoards::default();
     // The live view the bridge answers Grafana from, fed by the workers (only with a bridge).
-    let live =
-        config.bridge.bridge.map(|_| LiveStore::new(LiveConfig { points_per_driver: config.bridge.bridge_points.max(1), ..LiveConfig::default() }));
+    let live = config.bridge.bridge.map(|_| {
+        LiveStore::new(LiveConfig {
+            points_per_driver: config.bridge.bridge_points.max(1),
+            clock: config.bridge.bridge_time.clock(),
+            ..LiveConfig::default()
+        })
+    });
     // Worker 0 takes live queries in and gathers their results: its process's bridge serves them.
     let hosts_worker_zero = !matches!(timely.communication, timely::CommunicationConfig::Cluster { process, .. } if process != 0);
     let query_hub = (live.is_some() && hosts_worker_zero && config.runs(Pipeline::Telemetry)).then(QueryHub::default);

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Statistics};
 
+use super::metrics::ProducerMetrics;
 use super::{now_ms, KafkaConfig, KafkaError};
 
 /// One key's items in event-time order.
@@ -29,6 +31,8 @@ pub struct ReplayConfig {
     pub producers: usize,
     /// Set to stop early; what was sent is still flushed.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where to count what the producers do, if anywhere.
+    pub metrics: Option<ProducerMetrics>,
 }
 
 impl ReplayConfig {
@@ -52,29 +56,81 @@ impl ReplayReport {
 }
 
 /// A producer context that counts (and logs) deliveries that failed after librdkafka's own
-/// retries; `what` names the records in the log line.
+/// retries; `what` names the records in the log line. With metrics ([`DeliveryCounter::counting`])
+/// it also counts what was delivered, its bytes and send latency (from the record's timestamp,
+/// set at send), and reads librdkafka's statistics for retries and the queue's depth.
 pub struct DeliveryCounter {
     what: &'static str,
     failed: AtomicU64,
+    metrics: Option<(ProducerMetrics, String)>,
+    /// librdkafka's cumulative retries at the last statistics, to count the increase.
+    retries: AtomicU64,
 }
 
 impl DeliveryCounter {
     pub fn new(what: &'static str) -> DeliveryCounter {
-        DeliveryCounter { what, failed: AtomicU64::new(0) }
+        DeliveryCounter { what, failed: AtomicU64::new(0), metrics: None, retries: AtomicU64::new(0) }
+    }
+
+    /// Counts into `metrics` under the label `topic` too.
+    pub fn counting(mut self, metrics: Option<ProducerMetrics>, topic: &str) -> DeliveryCounter {
+        if let Some(m) = &metrics {
+            // Every series is there from the start, at 0.
+            for counter in [&m.records, &m.bytes, &m.errors, &m.retries] {
+                counter.with_label_values(&[topic]).inc_by(0);
+            }
+            m.queue.with_label_values(&[topic]).set(0);
+            let _ = m.latency.with_label_values(&[topic]);
+        }
+        self.metrics = metrics.map(|m| (m, topic.to_string()));
+        self
     }
 
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
+
+    /// Producer settings the metrics need: librdkafka's statistics every second.
+    pub fn settings(&self) -> &'static [(&'static str, &'static str)] {
+        if self.metrics.is_some() {
+            &[("statistics.interval.ms", "1000")]
+        } else {
+            &[]
+        }
+    }
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn stats(&self, statistics: Statistics) {
+        let Some((metrics, topic)) = &self.metrics else { return };
+        metrics.queue.with_label_values(&[topic]).set(statistics.msg_cnt as i64);
+        let retries: u64 = statistics.brokers.values().map(|b| b.txretries).sum();
+        let before = self.retries.swap(retries, Ordering::Relaxed);
+        metrics.retries.with_label_values(&[topic]).inc_by(retries.saturating_sub(before));
+    }
+}
+
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "{} delivery failed", self.what);
+        match result {
+            Ok(message) => {
+                if let Some((metrics, topic)) = &self.metrics {
+                    metrics.records.with_label_values(&[topic]).inc();
+                    metrics.bytes.with_label_values(&[topic]).inc_by(message.payload_len() as u64);
+                    if let Some(created) = message.timestamp().to_millis() {
+                        let seconds = (now_ms() as i64).saturating_sub(created).max(0) as f64 / 1_000.0;
+                        metrics.latency.with_label_values(&[topic]).observe(seconds);
+                    }
+                }
+            }
+            Err((error, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some((metrics, topic)) = &self.metrics {
+                    metrics.errors.with_label_values(&[topic]).inc();
+                }
+                tracing::error!(%error, "{} delivery failed", self.what);
+            }
         }
     }
 }
@@ -107,14 +163,17 @@ where
         let mut workers = Vec::new();
         for pool in pools.into_iter().filter(|p| !p.is_empty()) {
             let (encode, sent, failed) = (&encode, sent.clone(), &failed);
+            let context = DeliveryCounter::new("telemetry").counting(replay.metrics.clone(), topic);
+            let mut settings = vec![
+                ("linger.ms", "5"),
+                ("batch.num.messages", "10000"),
+                ("queue.buffering.max.messages", "1000000"),
+                ("message.max.bytes", "10000000"),
+            ];
+            settings.extend_from_slice(context.settings());
             let producer: ThreadedProducer<DeliveryCounter> = config
-                .producer(&[
-                    ("linger.ms", "5"),
-                    ("batch.num.messages", "10000"),
-                    ("queue.buffering.max.messages", "1000000"),
-                    ("message.max.bytes", "10000000"),
-                ])
-                .create_with_context(DeliveryCounter::new("telemetry"))
+                .producer(&settings)
+                .create_with_context(context)
                 .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
             workers.push(scope.spawn(move || -> Result<(), KafkaError> {
                 let mut order: Vec<(u64, usize, usize)> =
@@ -135,9 +194,11 @@ where
                         break;
                     }
                     let stream = pool[s];
-                    let payload = encode(&stream.items[i].1, now_ms());
+                    let now = now_ms();
+                    let payload = encode(&stream.items[i].1, now);
                     loop {
-                        let record = BaseRecord::to(topic).key(&stream.key).partition(stream.partition).payload(&payload);
+                        // Timestamped at send: the send latency is measured from it.
+                        let record = BaseRecord::to(topic).key(&stream.key).partition(stream.partition).payload(&payload).timestamp(now as i64);
                         match producer.send(record) {
                             Ok(()) => break,
                             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {

@@ -24,6 +24,8 @@ pub struct PublishOptions {
     pub read: ReadOptions,
     /// Pace frames at the video's frame rate.
     pub realtime: bool,
+    /// Where to count what the producer does, if anywhere.
+    pub metrics: Option<crate::kafka::metrics::ProducerMetrics>,
 }
 
 /// What was published.
@@ -55,10 +57,11 @@ pub enum PublishError {
 pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions, sent: Arc<AtomicU64>) -> Result<PublishReport, PublishError> {
     check_video_id(&options.video_id)?;
     super::decode::probe_video(file)?;
-    let producer: ThreadedProducer<DeliveryCounter> = config
-        .producer(&[("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")])
-        .create_with_context(DeliveryCounter::new("video frame"))
-        .map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
+    let context = DeliveryCounter::new("video frame").counting(options.metrics.clone(), &options.topic);
+    let mut settings = vec![("linger.ms", "5"), ("message.max.bytes", "16000000"), ("queue.buffering.max.kbytes", "262144")];
+    settings.extend_from_slice(context.settings());
+    let producer: ThreadedProducer<DeliveryCounter> =
+        config.producer(&settings).create_with_context(context).map_err(KafkaError::client(format!("creating a producer for {}", config.brokers)))?;
     let topic = options.topic.as_str();
     let key = options.video_id.as_bytes();
     // Kafka's default (Java) partitioner, murmur2 of the key, as pitwall's other producers use:
@@ -70,7 +73,8 @@ pub fn publish_video(config: &KafkaConfig, file: &Path, options: &PublishOptions
     let mut last: Option<FrameHeader> = None;
     let send = |payload: &[u8]| -> Result<(), KafkaError> {
         loop {
-            match producer.send(BaseRecord::<[u8], [u8]>::to(topic).key(key).partition(partition).payload(payload)) {
+            let record = BaseRecord::<[u8], [u8]>::to(topic).key(key).partition(partition).payload(payload).timestamp(now_ms() as i64);
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => std::thread::sleep(Duration::from_millis(2)),
                 Err((e, _)) => return Err(KafkaError::Client { context: format!("producing to `{topic}`"), source: e }),
