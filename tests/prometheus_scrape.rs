@@ -38,13 +38,35 @@ fn prometheus_scrapes_the_bridge_and_the_series_read_back() {
         pitwall_command(&["run", "--brokers", b, "-w", "2", "--bridge", &bridge]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
     );
 
+    // A replay producer serving its own metrics, scraped too (the scaling dashboard's producer
+    // panel reads them), paced so that it runs through the test, into a topic of its own.
+    create_topics(b, &[("replay-metrics", 2)]);
+    let producer_addr = format!("127.0.0.1:{}", free_port());
+    let input = path_str(dir.path());
+    let replay_args = [
+        "produce",
+        "telemetry",
+        "--brokers",
+        b,
+        "--input",
+        &input,
+        "--topic",
+        "replay-metrics",
+        "--rate",
+        "100",
+        "--quiet",
+        "--metrics",
+        &producer_addr,
+    ];
+    let _replay = KillOnDrop(pitwall_command(&replay_args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+
     let prom_port = free_port();
     let prom_addr = format!("127.0.0.1:{prom_port}");
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: pitwall\n    static_configs:\n      - targets: ['{bridge}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: pitwall\n    static_configs:\n      - targets: ['{bridge}']\n  - job_name: pitwall-producer\n    static_configs:\n      - targets: ['{producer_addr}']\n"
         ),
     )
     .unwrap();
