@@ -130,8 +130,9 @@ pub struct ObjectStore {
     /// Where a stored video's file is kept (under its key) instead of being deleted, if anywhere
     /// (the seed's `S3_DELETE_LOCAL_AFTER_UPLOAD=false`).
     keep_local: Option<PathBuf>,
-    /// How long the presigned GET link a completion carries is valid, if one is wanted.
-    presign: Option<Duration>,
+    /// How the presigned GET link a completion carries is made (how long it is valid), if one
+    /// is wanted.
+    presign: Option<aws_sdk_s3::presigning::PresigningConfig>,
 }
 
 struct Failing {
@@ -211,20 +212,19 @@ impl ObjectStore {
     /// Has each completion carry a presigned GET link valid for `valid` (S3 only; at most 7
     /// days, SigV4's limit).
     pub fn with_presigned_links(mut self, valid: Duration) -> Result<ObjectStore, StoreError> {
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
             .map_err(|e| StoreError::Settings(format!("presigned links valid for {valid:?}: {e}")))?;
         if matches!(self.target, Target::Local { .. }) {
             return Err(StoreError::Settings("presigned links need an S3 bucket (--s3-bucket)".into()));
         }
-        self.presign = Some(valid);
+        self.presign = Some(config);
         Ok(self)
     }
 
     /// A presigned GET link to `key`, when links are wanted.
     async fn presigned_link(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let (Some(valid), Target::S3 { client, bucket }) = (self.presign, &self.target) else { return Ok(None) };
-        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
-            .map_err(|e| StoreError::Settings(format!("presigned links valid for {valid:?}: {e}")))?;
+        let (Some(config), Target::S3 { client, bucket }) = (&self.presign, &self.target) else { return Ok(None) };
+        let config = config.clone();
         let request =
             client.get_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| s3_error(bucket, key, "presigning GetObject", e))?;
         Ok(Some(request.uri().to_string()))
@@ -259,7 +259,7 @@ impl ObjectStore {
     /// Why the store is degraded: uploads that have kept failing for longer than
     /// [`UploadPolicy::degraded_after`] (empty: healthy).
     pub fn health_reasons(&self) -> Vec<String> {
-        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = self.failing();
         let late: Vec<(&String, &Failing)> = failing.iter().filter(|(_, f)| f.since.elapsed() >= self.policy.degraded_after).collect();
         let Some((key, oldest)) = late.iter().max_by_key(|(_, f)| f.since.elapsed()) else { return Vec::new() };
         vec![format!(
@@ -274,12 +274,17 @@ impl ObjectStore {
 
     /// Uploads failing right now, being retried.
     pub fn retrying(&self) -> usize {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.failing().len()
     }
 
     /// The first upload refused for good (see the module docs), if any.
     pub fn fatal(&self) -> Option<String> {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The uploads failing right now (a poisoned lock is still read: it only holds counts).
+    fn failing(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn refused_for_good(&self, error: String) {
@@ -316,17 +321,14 @@ impl ObjectStore {
                     } else {
                         tracing::warn!(attempt, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; retrying");
                     }
-                    self.failing
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key.to_string(), Failing { since: started, attempts: attempt, error: e.to_string() });
+                    self.failing().insert(key.to_string(), Failing { since: started, attempts: attempt, error: e.to_string() });
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.policy.max_backoff);
                     attempt = attempt.saturating_add(1);
                 }
             }
         };
-        self.failing.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failing().remove(key);
         result
     }
 

@@ -130,7 +130,7 @@ impl Parts for VideoParts {
         self.assembly.exhausted.get().then(|| self.assembly.unfinished.get())
     }
     fn busy(&self) -> bool {
-        self.uploads.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+        self.uploads.in_flight.load(Ordering::Relaxed) > 0
     }
     fn add_to(&self, report: &mut WorkerReport) {
         let (stats, video) = report.video.get_or_insert_with(Default::default);
@@ -161,11 +161,28 @@ fn add_stats(total: &mut SourceStats, more: &SourceStats) {
     total.skipped_offsets += more.skipped_offsets;
 }
 
-/// A revoked lease letting its outputs reach the sinks before it commits.
+/// A probe settling before a commit (a revoked lease, or an input ended with work held): when
+/// it started, and since when its frontier has stayed where it is.
 struct Settling {
     started: Instant,
     frontier: Option<u64>,
     since: Instant,
+}
+
+impl Settling {
+    /// Records `frontier` in `slot` (starting it if empty) and returns the settling so far.
+    fn observe(slot: &mut Option<Settling>, frontier: Option<u64>, now: Instant) -> &Settling {
+        let settling = slot.get_or_insert(Settling { started: now, frontier, since: now });
+        if settling.frontier != frontier {
+            (settling.frontier, settling.since) = (frontier, now);
+        }
+        settling
+    }
+
+    /// Whether the frontier has stayed put for [`SETTLE_QUIET`].
+    fn quiet(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= SETTLE_QUIET
+    }
 }
 
 /// One built pipeline dataflow and what the worker keeps about it.
@@ -225,13 +242,9 @@ impl<P: Parts> Slot<P> {
     /// finished. What was held stays uncommitted: the next run reads it again whole.
     fn settle_stopped(&mut self, stopping: bool, held: &AtomicUsize) {
         let Some(own) = self.parts.held_at_end() else { return };
-        let change = own as i64 - self.held_reported as i64;
-        if change > 0 {
-            held.fetch_add(change as usize, Ordering::Relaxed);
-        } else if change < 0 {
-            held.fetch_sub(change.unsigned_abs() as usize, Ordering::Relaxed);
-        }
-        self.held_reported = own;
+        // Added before the old share is taken off: the count never goes below zero.
+        held.fetch_add(own, Ordering::Relaxed);
+        held.fetch_sub(std::mem::replace(&mut self.held_reported, own), Ordering::Relaxed);
         if self.finished || self.parts.probe().done() {
             return;
         }
@@ -244,11 +257,7 @@ impl<P: Parts> Slot<P> {
             return;
         }
         let frontier = self.parts.probe().with_frontier(|f| f.first().copied());
-        let settling = self.stop_settling.get_or_insert(Settling { started: now, frontier, since: now });
-        if settling.frontier != frontier {
-            (settling.frontier, settling.since) = (frontier, now);
-        }
-        if now.duration_since(settling.since) < SETTLE_QUIET {
+        if !Settling::observe(&mut self.stop_settling, frontier, now).quiet(now) {
             return;
         }
         if let Err(error) = self.parts.source().commit_delivered() {
@@ -295,11 +304,8 @@ impl<P: Parts> Slot<P> {
         }
         let frontier = self.parts.probe().with_frontier(|f| f.first().copied());
         let now = Instant::now();
-        let settling = self.settling.get_or_insert(Settling { started: now, frontier, since: now });
-        if settling.frontier != frontier {
-            (settling.frontier, settling.since) = (frontier, now);
-        }
-        if frontier.is_none() || now.duration_since(settling.since) >= SETTLE_QUIET || now.duration_since(settling.started) >= SETTLE_MAX {
+        let settling = Settling::observe(&mut self.settling, frontier, now);
+        if frontier.is_none() || settling.quiet(now) || now.duration_since(settling.started) >= SETTLE_MAX {
             if let Err(error) = self.parts.source().commit_delivered() {
                 tracing::warn!(error = %error, "committing at a hand-over failed: the partitions' next owner replays from the last commit");
             }
