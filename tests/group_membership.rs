@@ -52,20 +52,6 @@ fn start_instance(b: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
     (command.stdout(Stdio::piped()).spawn().expect("spawn pitwall"), log)
 }
 
-/// How many assignments an instance's log shows, and the partitions of the last one.
-fn assignments(log: &Path) -> (usize, String) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("group assignment")).collect();
-    (lines.len(), lines.last().map(|l| l.to_string()).unwrap_or_default())
-}
-
-/// Partitions in an assignment log line (`partitions=[0, 2]`).
-fn partitions_of(line: &str) -> Vec<i32> {
-    let Some(start) = line.find("partitions=[") else { return vec![] };
-    let rest = &line[start + "partitions=[".len()..];
-    rest[..rest.find(']').unwrap_or(0)].split(',').filter_map(|p| p.trim().parse().ok()).collect()
-}
-
 /// Waits until the instances' latest assignments cover the 4 partitions between them, each once.
 fn wait_for_shares(logs: &[&Path], within: Duration) {
     wait_until("the group to spread the partitions over the instances", within, || {

@@ -289,6 +289,23 @@ fn one_id_per_partition(prefix: &str, count: i32, partitions: i32) -> Vec<String
         .collect()
 }
 
+/// One instance (`-w 1`) of the shared video group, its stderr (with its assignments) in
+/// `<dir>/<name>.log`, storing in `s3`'s bucket.
+fn start_group_member(b: &str, s3: &S3Server, dir: &Path, name: &str) -> (Child, std::path::PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let mut command = video_job(b, s3, &dir.join(format!("spool-{name}")), &["-w", "1", "--assignment", "group"]);
+    command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info")).stderr(std::fs::File::create(&log).unwrap());
+    (command.spawn().unwrap(), log)
+}
+
+/// Waits until each instance's latest assignment holds partitions.
+fn wait_until_each_holds_partitions(logs: &[&Path]) {
+    wait_until("every instance to hold partitions", Duration::from_secs(60), || {
+        let latest: Vec<Vec<i32>> = logs.iter().map(|log| partitions_of(&assignments(log).1)).collect();
+        holds(latest.iter().all(|p| !p.is_empty()), || format!("latest assignments {latest:?}"))
+    });
+}
+
 #[test]
 fn videos_in_flight_on_an_instance_leaving_its_group_are_stored_once_whole_by_the_other() {
     let tansu = start_tansu();
@@ -302,22 +319,9 @@ fn videos_in_flight_on_an_instance_leaving_its_group_are_stored_once_whole_by_th
     // lateness (60 s): with 2 s, the re-read backlog after the take-over delayed some frames
     // of a partition more than 2 s behind the others on this 2-core machine (16 of 1,486
     // judged late in one of three runs).
-    let start = |name: &str| {
-        let log = dir.path().join(format!("{name}.log"));
-        let mut command = video_job(b, &s3, &dir.path().join(format!("spool-{name}")), &["-w", "1", "--assignment", "group"]);
-        command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info")).stderr(std::fs::File::create(&log).unwrap());
-        (command.spawn().unwrap(), log)
-    };
-    let (leaver, leaver_log) = start("leaver");
-    let (stayer, stayer_log) = start("stayer");
-    wait_until("both instances to hold partitions", Duration::from_secs(60), || {
-        let assigned =
-            |log: &Path| std::fs::read_to_string(log).unwrap_or_default().lines().rev().find(|l| l.contains("group assignment")).map(String::from);
-        let (a, b) = (assigned(&leaver_log), assigned(&stayer_log));
-        holds(a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| !a.contains("partitions=[]") && !b.contains("partitions=[]")), || {
-            format!("{a:?} / {b:?}")
-        })
-    });
+    let (leaver, leaver_log) = start_group_member(b, &s3, dir.path(), "leaver");
+    let (stayer, stayer_log) = start_group_member(b, &s3, dir.path(), "stayer");
+    wait_until_each_holds_partitions(&[&leaver_log, &stayer_log]);
     let producers: Vec<Child> = files.iter().zip(&ids).map(|(file, id)| produce_live(b, file, id)).collect();
     std::thread::sleep(Duration::from_secs(5));
     let asked = Instant::now();
@@ -372,26 +376,11 @@ fn a_video_in_flight_on_a_killed_instance_is_stored_once_whole_by_its_new_owner(
             path
         })
         .collect();
-    let start = |name: &str| {
-        let log = dir.path().join(format!("{name}.log"));
-        let mut command = video_job(b, &s3, &dir.path().join(format!("spool-{name}")), &["-w", "1", "--assignment", "group"]);
-        command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info")).stderr(std::fs::File::create(&log).unwrap());
-        (command.spawn().unwrap(), log)
-    };
-    let (victim, victim_log) = start("victim");
-    let (survivor, survivor_log) = start("survivor");
-    let latest =
-        |log: &Path| std::fs::read_to_string(log).unwrap_or_default().lines().rev().find(|l| l.contains("group assignment")).map(String::from);
-    wait_until("both instances to hold partitions", Duration::from_secs(60), || {
-        let (a, b) = (latest(&victim_log), latest(&survivor_log));
-        holds(a.as_ref().zip(b.as_ref()).is_some_and(|(a, b)| !a.contains("partitions=[]") && !b.contains("partitions=[]")), || {
-            format!("{a:?} / {b:?}")
-        })
-    });
+    let (victim, victim_log) = start_group_member(b, &s3, dir.path(), "victim");
+    let (survivor, survivor_log) = start_group_member(b, &s3, dir.path(), "survivor");
+    wait_until_each_holds_partitions(&[&victim_log, &survivor_log]);
     // The victim holds a partition with a video on it (ids are on partitions 0..4).
-    let held = latest(&victim_log).unwrap_or_default();
-    let held: Vec<i32> =
-        held.split("partitions=[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("").split(',').filter_map(|p| p.trim().parse().ok()).collect();
+    let held = partitions_of(&assignments(&victim_log).1);
     assert!(held.iter().any(|p| *p < 4), "the victim reads a partition with a video: {held:?}");
     let producers: Vec<Child> = files.iter().zip(&ids).map(|(file, id)| produce_live(b, file, id)).collect();
     std::thread::sleep(Duration::from_secs(4));
@@ -401,7 +390,9 @@ fn a_video_in_flight_on_a_killed_instance_is_stored_once_whole_by_its_new_owner(
     producers.into_iter().for_each(finish_producing);
     wait_until("every video to be stored by the survivor", Duration::from_secs(90), || {
         let done = completions(b);
-        holds(ids.iter().all(|id| done.contains_key(id)), || format!("{:?}; survivor: {:?}", done.keys().collect::<Vec<_>>(), latest(&survivor_log)))
+        holds(ids.iter().all(|id| done.contains_key(id)), || {
+            format!("{:?}; survivor: {:?}", done.keys().collect::<Vec<_>>(), assignments(&survivor_log).1)
+        })
     });
     kill(&survivor, "-TERM");
     let stayed = wait_with_timeout(survivor, "the survivor", COMMAND_TIMEOUT);

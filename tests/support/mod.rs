@@ -96,6 +96,21 @@ pub fn pitwall_command_logged(args: &[&str], log: &Path) -> Command {
     command
 }
 
+/// How many group assignments an instance's log shows (`group assignment` lines, logged with
+/// `pitwall_connectors::kafka::group=info`), and the last one.
+pub fn assignments(log: &Path) -> (usize, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("group assignment")).collect();
+    (lines.len(), lines.last().map(|l| l.to_string()).unwrap_or_default())
+}
+
+/// Partitions in an assignment log line (`partitions=[0, 2]`).
+pub fn partitions_of(line: &str) -> Vec<i32> {
+    let Some(start) = line.find("partitions=[") else { return vec![] };
+    let rest = &line[start + "partitions=[".len()..];
+    rest[..rest.find(']').unwrap_or(0)].split(',').filter_map(|p| p.trim().parse().ok()).collect()
+}
+
 /// Waits until the logs (see [`pitwall_command_logged`]) say `workers` workers have their
 /// partitions assigned: the job is reading.
 pub fn wait_for_sources(logs: &[&Path], workers: usize, within: Duration) {
