@@ -1,7 +1,7 @@
 //! Crash and restart of a two-process job: both processes are SIGKILLed mid-stream during a
 //! live replay, restarted with the same group, and finish. Every alert of an uninterrupted run
 //! is there by id; every window is there, whole (no partial re-send). The duplicates (the
-//! at-least-once re-sends the contract allows) are only outputs at or after their partition's
+//! at-least-once re-sends the contract allows) are only outputs at or after the job's furthest
 //! delivered-before mark at the kill, each sent once per run; a new alert id is only the known
 //! limitation (a condition under way at the mark re-reported with a later start); the re-derived
 //! outputs the restart did not send again because the commit metadata said they had been
@@ -54,8 +54,42 @@ fn start_cluster(b: &str, dir: &Path, name: &str, extra: &[&str], logged: bool) 
         .collect()
 }
 
+/// How the live input is partitioned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Partitioning {
+    /// Keyed by driver, murmur2 (Kafka's Java client, pitwall's own producer).
+    Murmur2,
+    /// Keyed by driver, partitioned by librdkafka's default (`consistent_random`: CRC32 of the
+    /// key), as kcat and confluent-kafka do: drivers land on other partitions than murmur2's.
+    Crc32,
+    /// No key: librdkafka spreads the records over every partition (sticky partitioning), so
+    /// each driver's records are on all four. Rules then need `--alerts-after-watermark`.
+    Unkeyed,
+}
+
+/// The crash scenarios run one at a time: each is two processes paced at 40x on two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
+    killed_and_restarted(Partitioning::Murmur2, &[]);
+}
+
+/// The restart rule follows each record's real partition and driver, not murmur2 of its key.
+#[test]
+fn a_job_killed_and_restarted_on_crc32_partitioned_input_loses_nothing() {
+    killed_and_restarted(Partitioning::Crc32, &[]);
+}
+
+/// Unkeyed input: every driver's records on every partition; the commit's restart points and
+/// the marks still follow the driver.
+#[test]
+fn a_job_killed_and_restarted_on_unkeyed_input_loses_nothing() {
+    killed_and_restarted(Partitioning::Unkeyed, &["--alerts-after-watermark"]);
+}
+
+fn killed_and_restarted(partitioning: Partitioning, flags: &[&str]) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let broker = start_tansu();
     let b = broker.brokers.as_str();
     create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
@@ -64,11 +98,29 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     // One record per batch: Tansu 0.6 answers a fetch that starts inside a batch with nothing
     // (the rest of that batch is skipped), which would lose records at any resume; Kafka
     // returns the whole batch (README, Guarantees).
-    let producer: rdkafka::producer::BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", b).set("linger.ms", "1").set("batch.num.messages", "1").create().expect("producer");
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("linger.ms", "1")
+        .set("batch.num.messages", "1")
+        .set("partitioner", "consistent_random")
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .expect("producer");
+    // The reference is keyed by murmur2: an uninterrupted run is the same whatever the partitioning.
     records.iter().for_each(|r| send_record(&producer, "reference", 4, r));
     producer.flush(Duration::from_secs(30)).unwrap();
-    run_to_end(b, "reference", "ref", "ref", &[]);
+    run_to_end(b, "reference", "ref", "ref", flags);
+    let send_live = |record: &pitwall_dataflows::records::TelemetryRecord| {
+        let payload = pitwall_dataflows::decode::encode_telemetry(record);
+        let message = rdkafka::producer::BaseRecord::<str, [u8]>::to("live").payload(&payload[..]);
+        let message = match partitioning {
+            Partitioning::Murmur2 => return send_record(&producer, "live", 4, record),
+            Partitioning::Crc32 => message.key(record.driver.as_str()),
+            Partitioning::Unkeyed => message,
+        };
+        producer.send(message).expect("enqueue");
+        producer.poll(Duration::ZERO);
+    };
 
     // Live: two processes read while the race is replayed at 40x; both are killed at 60%.
     let dir = temp_dir();
@@ -78,7 +130,8 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     // Frequent commits put the committed offsets close behind each mark, where a driver whose
     // window boundary lies after the mark would replay a partial window had the commit not been
     // pulled back to one of its records before the mark (it failed about half the runs so).
-    let patient = ["--eof-idle-ms", "1500", "--commit-interval-ms", "50"];
+    let mut patient = vec!["--eof-idle-ms", "1500", "--commit-interval-ms", "50"];
+    patient.extend_from_slice(flags);
     let cluster = start_cluster(b, dir.path(), "first", &patient, true);
     let logs = [dir.path().join("first-0.log"), dir.path().join("first-1.log")];
     wait_for_sources(&[&logs[0], &logs[1]], 2, Duration::from_secs(60));
@@ -91,7 +144,7 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
             break;
         }
         pace_until(due);
-        send_record(&producer, "live", 4, record);
+        send_live(record);
         sent += 1;
     }
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -100,7 +153,11 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
         || -> i64 { committed_offsets(b, "crash", "live").as_object().unwrap().values().map(|v| v["committed"].as_i64().unwrap_or(0)).sum() };
     wait_until_every("the job to commit progress before the kill", Duration::from_secs(60), Duration::from_millis(500), || {
         let committed = committed_sum();
-        holds(committed > 0, || format!("{committed} committed"))
+        holds(committed > 0, || {
+            let log = logs.iter().map(|l| std::fs::read_to_string(l).unwrap_or_default()).collect::<Vec<_>>().join("\n");
+            let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("panicked") || l.contains("WARN")).take(10).collect();
+            format!("{committed} committed; the processes' first errors:\n{}", errors.join("\n"))
+        })
     });
     for child in cluster {
         let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
@@ -115,11 +172,13 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     assert!(marks.len() == 4 && marks.iter().any(|m| *m > 0), "every partition listed, marks committed: {described}");
 
     // The rest of the race arrives while the job is down; the restarted cluster finishes it.
-    records[sent as usize..].iter().for_each(|r| send_record(&producer, "live", 4, r));
+    records[sent as usize..].iter().for_each(send_live);
     producer.flush(Duration::from_secs(30)).unwrap();
     let mut restarted = 0;
     let mut not_resent = 0;
-    for child in start_cluster(b, dir.path(), "second", &["--exit-at-end"], false) {
+    let mut finish = vec!["--exit-at-end"];
+    finish.extend_from_slice(flags);
+    for child in start_cluster(b, dir.path(), "second", &finish, false) {
         let output = wait_with_timeout(child, "restarted process", COMMAND_TIMEOUT);
         assert!(output.status.success(), "restart failed: {}", String::from_utf8_lossy(&output.stderr));
         let report = run_report(&String::from_utf8_lossy(&output.stdout));
@@ -138,20 +197,22 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     // rule's own lookback; a rule restarted inside a condition the uninterrupted run had already
     // reported may report it again with a later start (a new id). That is all a new id may be:
     // the same driver and kind as a reference alert that started earlier, detected at or after
-    // the mark of its driver's partition (anything else is an invented alert).
+    // the furthest mark (anything else is an invented alert).
     let reference_alerts: Vec<serde_json::Value> = tail(b, "alerts-ref").into_iter().map(|m| m["value"].clone()).collect();
     let run_alerts: Vec<serde_json::Value> = tail(b, "alerts-crash").into_iter().map(|m| m["value"].clone()).collect();
-    let mark_of = |driver: &str| marks[pitwall_dataflows::partition::key_partition(driver.as_bytes(), 4) as usize];
+    // A static job drops what it re-derives before the furthest mark of any partition (every
+    // mark is the same job's probe; `connectors/src/kafka/source/mod.rs`, `mark_for`).
+    let furthest = marks.iter().copied().max().unwrap_or(0);
     for id in &outcome.new_alerts {
         let alert = run_alerts.iter().find(|a| a["id"] == id.as_str()).unwrap();
         let (driver, kind, start) = (alert["driver"].as_str().unwrap(), &alert["kind"], alert["session_time_ms"].as_u64().unwrap());
         let earlier = reference_alerts.iter().any(|r| r["driver"] == driver && &r["kind"] == kind && r["session_time_ms"].as_u64().unwrap() < start);
         assert!(
-            earlier && alert["detected_at_ms"].as_u64().unwrap() >= mark_of(driver),
+            earlier && alert["detected_at_ms"].as_u64().unwrap() >= furthest,
             "{id} is no re-report of a condition under way at the mark: {alert}"
         );
     }
-    // Duplicates are the outputs the crashed run had sent at or after its partition's mark (not
+    // Duplicates are the outputs the crashed run had sent at or after the furthest mark (not
     // yet known delivered): an output's time is at most an alert's detecting sample and a
     // window's last sample, so each duplicate's is at or after the mark; and the restarted run
     // sent each output once.
@@ -160,7 +221,7 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     for copies in by_id.values().filter(|c| c.len() > 1) {
         assert_eq!(copies.len(), 2, "sent at most once by each run: {copies:?}");
         let a = copies[0];
-        assert!(a["detected_at_ms"].as_u64().unwrap() >= mark_of(a["driver"].as_str().unwrap()), "a duplicate from before its mark {marks:?}: {a}");
+        assert!(a["detected_at_ms"].as_u64().unwrap() >= furthest, "a duplicate from before its mark {marks:?}: {a}");
     }
     let mut windows: std::collections::BTreeMap<String, (usize, serde_json::Value)> = Default::default();
     for w in tail(b, "windows-crash") {
@@ -168,12 +229,12 @@ fn a_two_process_job_killed_mid_stream_and_restarted_loses_nothing() {
     }
     for (n, w) in windows.values().filter(|(n, _)| *n > 1) {
         assert_eq!(*n, 2, "sent at most once by each run: {w}");
-        assert!(w["end_ms"].as_u64().unwrap() >= mark_of(w["driver"].as_str().unwrap()), "a duplicate from before its mark {marks:?}: {w}");
+        assert!(w["end_ms"].as_u64().unwrap() >= furthest, "a duplicate from before its mark {marks:?}: {w}");
     }
     assert!(not_resent > 0, "the restart re-derived delivered outputs and did not send them again");
     let AgainstReference { alerts, alert_duplicates, windows, window_duplicates, .. } = outcome;
     println!(
-        "records {}, sent before the crash {sent}, committed {committed}, re-read after restart {restarted}; \
+        "{partitioning:?}: records {}, sent before the crash {sent}, committed {committed}, re-read after restart {restarted}; \
          alerts {alerts} (+{alert_duplicates} duplicates, +{} re-reported with a later start), windows {windows} (+{window_duplicates} duplicates); \
          re-derived but not re-sent (delivered before the crash): {not_resent}; marks at the kill {marks:?}",
         records.len(),

@@ -9,19 +9,23 @@ pub type EventTime = u64;
 
 /// One telemetry sample in the FastF1 schema, as carried in a Kafka message value (JSON).
 ///
-/// Field names are the wire format documented in the README ("Telemetry record").
+/// Field names are the wire format documented in the README ("Telemetry record"). No field is
+/// skipped when serializing (an unknown one is `null` in JSON): timely exchanges samples between
+/// processes with bincode, which is not self-describing, so a skipped field fails to decode on
+/// the other side (a `-n 2` job crashed on the first sample whose driver lived in the other
+/// process). Absent fields still decode, as `None`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryRecord {
     /// Driver code (`VER`) or number, the Kafka key. Stored inline (no heap allocation: ids are
     /// at most 8 characters), like `status` and `source`.
     pub driver: SmolStr,
     /// FastF1 `LapNumber`, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lap: Option<u32>,
     /// FastF1 `SessionTime` in milliseconds: the event time.
     pub session_time_ms: EventTime,
     /// FastF1 `Date` as Unix epoch milliseconds (UTC), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub date_ms: Option<i64>,
     pub rpm: f64,
     /// km/h.
@@ -43,15 +47,15 @@ pub struct TelemetryRecord {
     #[serde(default)]
     pub distance: f64,
     /// Fraction of the lap, 0..1 (FastF1 `RelativeDistance`), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub relative_distance: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status: Option<SmolStr>,
     /// `car`, `pos` or `interpolation`, as FastF1 writes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub source: Option<SmolStr>,
     /// Wall-clock epoch ms at which the producer sent the record (for latency measurement).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub produced_at_ms: Option<u64>,
 }
 
@@ -145,6 +149,19 @@ pub struct Sample {
     pub record: TelemetryRecord,
 }
 
+/// What a decoded input record is keyed by in pitwall's own terms (a driver, a video id),
+/// whatever Kafka key or partitioner carried it: the unit a Kafka source tracks its restart
+/// points by (`connectors/src/kafka/source/commit.rs`) and looks delivered-before marks up by.
+pub trait RecordKey {
+    fn record_key(&self) -> &str;
+}
+
+impl RecordKey for Sample {
+    fn record_key(&self) -> &str {
+        &self.record.driver
+    }
+}
+
 /// How urgent an alert is. The discriminant is the `f1-alerts` partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,7 +241,7 @@ pub struct Alert {
     /// The values the rule looked at, by name.
     pub evidence: Vec<(String, f64)>,
     /// Producer wall-clock time of the confirming sample, for end-to-end latency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub produced_at_ms: Option<u64>,
 }
 
@@ -426,6 +443,51 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::DriverCode;
+
+    /// Through bincode, as timely sends a record to another process (`ContainerBytes for Vec<T>`).
+    fn across_processes<T: serde::Serialize + serde::de::DeserializeOwned>(records: &Vec<T>) -> Vec<T> {
+        bincode::deserialize(&bincode::serialize(records).expect("serializes")).expect("what timely sends, the other process decodes")
+    }
+
+    #[test]
+    fn records_exchanged_between_processes_survive_timelys_encoding() {
+        use super::{Alert, AnomalyKind, Sample, Severity, SourcePosition, TelemetryRecord};
+        // With and without every optional field: a field skipped when absent (as JSON output
+        // liked it) made bincode read the next field in its place.
+        let full = TelemetryRecord {
+            lap: Some(3),
+            date_ms: Some(1_700_000_000_000),
+            relative_distance: Some(0.5),
+            status: Some("OnTrack".into()),
+            source: Some("car".into()),
+            produced_at_ms: Some(42),
+            ..TelemetryRecord::example("VER", 3_600_250)
+        };
+        let bare =
+            TelemetryRecord { lap: None, date_ms: None, relative_distance: None, status: None, source: None, produced_at_ms: None, ..full.clone() };
+        let samples = vec![
+            Sample { at: SourcePosition { partition: 1, offset: 9 }, record: bare },
+            Sample { at: SourcePosition { partition: 2, offset: 10 }, record: full },
+        ];
+        assert_eq!(across_processes(&samples), samples);
+        let alert = |produced_at_ms| Alert {
+            id: "VER:over_rev:1000".into(),
+            driver: "VER".into(),
+            kind: AnomalyKind::OverRev,
+            severity: Severity::Medium,
+            session_time_ms: 1_000,
+            detected_at_ms: 1_200,
+            lap: None,
+            message: "over the limit".into(),
+            evidence: vec![("rpm".into(), 15_100.0)],
+            produced_at_ms,
+        };
+        let alerts = vec![alert(None), alert(Some(7))];
+        assert_eq!(across_processes(&alerts), alerts);
+        // Absent fields still decode from JSON.
+        let json = r#"{"driver":"VER","session_time_ms":1,"rpm":1.0,"speed":1.0,"gear":1,"throttle":1.0,"brake":false,"drs":0}"#;
+        assert_eq!(serde_json::from_str::<TelemetryRecord>(json).unwrap().lap, None);
+    }
 
     #[test]
     fn binary_payloads_are_kept_whole_never_as_lossy_text() {

@@ -3,7 +3,8 @@
 //! The Kafka source records with every offset commit the time before which every output had
 //! been delivered (the commit metadata; see `connectors/src/kafka/source.rs`). On restart the
 //! job replays from the committed offsets, re-deriving some outputs; [`drop_delivered`] drops
-//! those whose timely time is before that mark for their driver's partition. It is exact because
+//! those whose timely time is before the mark their key's records were read under (which mark:
+//! `mark_for` in `connectors/src/kafka/source/mod.rs`). It is exact because
 //! an output's time is the time of the earliest sample it depends on that is still held (a
 //! window's first sample, an alert's detecting sample), rounded down to the keyed operators'
 //! time granularity, a function of the data alone: outputs at earlier times had passed the

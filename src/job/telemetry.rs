@@ -176,11 +176,10 @@ pub(crate) fn build_telemetry(
         if first_worker && marks.iter().any(Option::is_some) {
             tracing::info!(?marks, "resuming after an unclean stop: outputs before these times (per partition) were delivered and are not re-sent");
         }
-        let alert_mark = handle.key_marks();
+        let alert_mark = handle.marks_by_key();
         let window_mark = alert_mark.clone();
-        let (alerts, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(a.driver.as_bytes()), |_| {});
-        let (windows, dropped_windows) =
-            drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(w.driver.as_bytes()), |_| {});
+        let (alerts, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver), |_| {});
+        let (windows, dropped_windows) = drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver), |_| {});
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts_sink) = publish(alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),

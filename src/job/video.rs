@@ -148,11 +148,11 @@ pub(crate) fn build_video(
         // again (a partial one would overwrite the stored video with its tail). Its frames'
         // detections are still published (at least once). The commit rule puts a partially
         // replayed video's first replayed frame before the mark (`connectors/src/kafka/source/commit.rs`).
-        let key_mark = handle.key_marks();
+        let key_mark = handle.marks_by_key();
         let (finished, stored_before) = drop_delivered(
             outputs.finished,
             "VideosDelivered",
-            move |v: &FinishedVideo| key_mark(v.completion.video_id.as_bytes()),
+            move |v: &FinishedVideo| key_mark(&v.completion.video_id),
             |v: &FinishedVideo| {
                 tracing::info!(video = %v.completion.video_id, "stored before the crash; the replayed copy is not stored again");
                 if let Some(file) = &v.file {

@@ -105,6 +105,12 @@ pub enum VideoRecord {
     },
 }
 
+impl crate::records::RecordKey for VideoRecord {
+    fn record_key(&self) -> &str {
+        &self.header().video_id
+    }
+}
+
 impl VideoRecord {
     pub fn header(&self) -> &FrameHeader {
         match self {

@@ -12,7 +12,9 @@
 //! ## Where a restart resumes
 //!
 //! Where a restarted source must resume in a partition so that no key's replay begins inside an
-//! output that had been delivered under a later time.
+//! output that had been delivered under a later time. A key is the record's own
+//! (`RecordKey`: its driver, its video id), not its Kafka key: input may come unkeyed, or
+//! partitioned by another hash, and outputs are per driver (per video) whatever carried them.
 //!
 //! The source commits, per partition, the offset after the last record older than the probe's
 //! frontier (the delivered-before mark `M`), and a restarted job drops the outputs it re-derives
@@ -240,18 +242,21 @@ const KEY_TRAIL: usize = 64;
 /// this run).
 #[derive(Debug, Default)]
 pub(crate) struct KeyTrails {
-    trails: HashMap<Box<[u8]>, Trail, foldhash::fast::RandomState>,
+    trails: HashMap<Box<str>, Trail, foldhash::fast::RandomState>,
 }
 
 impl KeyTrails {
-    /// Notes that the record at `offset` with `key` (none: the empty key) carries event time `time`.
-    pub(crate) fn read(&mut self, key: Option<&[u8]>, time: EventTime, offset: i64) {
-        let key = key.unwrap_or_default();
-        let trail = match self.trails.get_mut(key) {
-            Some(trail) => trail,
-            None => self.trails.entry(key.into()).or_insert_with(|| Trail::new(KEY_TRAIL)),
+    /// Notes that the record at `offset` keyed `key` (its [`RecordKey`], not its Kafka key)
+    /// carries event time `time`. Returns whether `key` had no trail here yet.
+    ///
+    /// [`RecordKey`]: pitwall_dataflows::records::RecordKey
+    pub(crate) fn read(&mut self, key: &str, time: EventTime, offset: i64) -> bool {
+        let (trail, new) = match self.trails.get_mut(key) {
+            Some(trail) => (trail, false),
+            None => (self.trails.entry(key.into()).or_insert_with(|| Trail::new(KEY_TRAIL)), true),
         };
         trail.push((time, offset));
+        new
     }
 
     /// The offset to commit instead of `passed` (the offset after the newest record older than
@@ -321,12 +326,12 @@ mod tests {
         // mark is 35: the commit rule alone resumes at offset 5 (A at 40), whose replay of B
         // would start at 45, after B's record at 30 (offset 3).
         let mut trails = KeyTrails::default();
-        for (offset, (key, time)) in [(b"A", 0), (b"B", 10), (b"A", 20), (b"B", 30), (b"A", 34), (b"A", 40), (b"B", 45)].into_iter().enumerate() {
-            trails.read(Some(key), time, offset as i64);
+        for (offset, (key, time)) in [("A", 0), ("B", 10), ("A", 20), ("B", 30), ("A", 34), ("A", 40), ("B", 45)].into_iter().enumerate() {
+            trails.read(key, time, offset as i64);
         }
         assert_eq!(trails.resume_at(5, 35), 3, "B's record at 30 is replayed (A's at 34 would be enough for A)");
         // A later mark past everything read: no key has a record at or after the commit rule's offset.
-        trails.read(Some(b"B"), 50, 7);
+        trails.read("B", 50, 7);
         assert_eq!(trails.resume_at(8, 60), 8);
         assert_eq!(trails.keys(), 0, "keys with nothing at or after the resume point are forgotten");
     }
@@ -334,9 +339,9 @@ mod tests {
     #[test]
     fn a_key_with_nothing_older_than_the_mark_does_not_hold_the_commit() {
         let mut trails = KeyTrails::default();
-        trails.read(Some(b"A"), 100, 0);
-        trails.read(Some(b"B"), 200, 1);
-        trails.read(Some(b"A"), 300, 2);
+        trails.read("A", 100, 0);
+        trails.read("B", 200, 1);
+        trails.read("A", 300, 2);
         assert_eq!(trails.resume_at(1, 150), 0, "A's record at 100 is older than the mark");
         // The mark passes B's record: A's newest older record is still the one at offset 0, and A
         // was read again after the commit rule's offset, so its replay must start there.
@@ -359,7 +364,7 @@ mod tests {
                 let key = rng.below(keys);
                 clocks[key as usize] += 1 + rng.below(40);
                 let time = clocks[key as usize];
-                trails.read(Some(&key.to_be_bytes()), time, log.len() as i64);
+                trails.read(&key.to_string(), time, log.len() as i64);
                 log.push((key, time));
                 if rng.below(25) == 0 {
                     // The probe moved: the commit rule's offset is after the last record older than

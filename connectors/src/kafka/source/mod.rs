@@ -38,8 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pitwall_dataflows::partition::key_partition;
-use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, SourcePosition};
+use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, RecordKey, SourcePosition};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -238,6 +237,8 @@ struct SourceInner {
     lease: Option<Arc<Lease>>,
     /// The probe after the sinks (what `SourceHandle::commit_delivered` commits by).
     probe: ProbeHandle<EventTime>,
+    /// The board of this source's topic (or lease) in this process, with where each key was read.
+    board: Option<WatermarkBoard>,
 }
 
 impl Drop for SourceInner {
@@ -299,7 +300,13 @@ impl SourceInner {
     /// the partitions that are neither finished nor paused, [`PARTITION_CHUNK`] of each at a
     /// time, starting from a different partition each activation (`turn`). Returns how many
     /// messages were taken from the partitions' queues.
-    fn read_batch<R, E: Display, D>(&mut self, reading: &mut Reading<'_, D>, max_batch: usize, turn: usize, batch: &mut Vec<SourceEvent<R>>) -> usize
+    fn read_batch<R: RecordKey, E: Display, D>(
+        &mut self,
+        reading: &mut Reading<'_, D>,
+        max_batch: usize,
+        turn: usize,
+        batch: &mut Vec<SourceEvent<R>>,
+    ) -> usize
     where
         D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R, E>,
     {
@@ -357,12 +364,19 @@ struct Reading<'a, D> {
     /// One clock read per activation: a batch is read within microseconds.
     now: Instant,
     decode: &'a mut D,
+    /// Where each record key's partitions are noted for this process (`SourceHandle::marks_by_key`).
+    board: Option<&'a WatermarkBoard>,
 }
 
 impl<D> Reading<'_, D> {
     /// Decodes one message of `state`'s partition into what the source emits, counting it and
     /// moving the partition's progress (newest event time, checkpoint, key trail) along.
-    fn ingest<R, E: Display>(&mut self, state: &mut PartitionState, stats: &mut SourceStats, message: &BorrowedMessage<'_>) -> SourceEvent<R>
+    fn ingest<R: RecordKey, E: Display>(
+        &mut self,
+        state: &mut PartitionState,
+        stats: &mut SourceStats,
+        message: &BorrowedMessage<'_>,
+    ) -> SourceEvent<R>
     where
         D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R, E>,
     {
@@ -396,7 +410,16 @@ impl<D> Reading<'_, D> {
         let checkpoint_time = match record_time {
             Some(time) => {
                 state.max_event_time = Some(state.max_event_time.map_or(time, |m| m.max(time)));
-                state.keys.read(key, time, at.offset);
+                if let SourceEvent::Record(record) = &event {
+                    // By the record's own key (its driver, its video), not the Kafka key: a
+                    // producer may send it unkeyed or partition it by another hash.
+                    let key = record.record_key();
+                    if state.keys.read(key, time, at.offset) {
+                        if let Some(board) = self.board {
+                            board.note_key(key, at.partition);
+                        }
+                    }
+                }
                 time
             }
             None => self.watermark,
@@ -436,12 +459,24 @@ impl SourceHandle {
         self.inner.borrow().delivered_before.clone()
     }
 
-    /// The delivered-before mark of the partition Kafka's default partitioner gives `key`
-    /// (`None` for every key after a clean stop or in a fresh group: nothing to look up).
-    pub fn key_marks(&self) -> impl Fn(&[u8]) -> Option<EventTime> + Clone + 'static {
-        let marks = Rc::new(self.delivered_before());
+    /// The delivered-before mark of the outputs keyed `key` (a driver, a video id; see
+    /// [`mark_for`]), by the partitions its records really came from, whatever partitioned them
+    /// (`None` for every key after a clean stop or in a fresh group: nothing to drop).
+    pub fn marks_by_key(&self) -> impl Fn(&str) -> Option<EventTime> + Clone + 'static {
+        let inner = self.inner.borrow();
+        let marks: Rc<[Option<EventTime>]> = inner.delivered_before.clone().into();
         let any = marks.iter().any(Option::is_some);
-        move |key| any.then(|| marks.get(key_partition(key, marks.len().max(1) as i32) as usize).copied().flatten()).flatten()
+        // Under group membership, where this process read each key; static: any partition.
+        let read_from = inner.lease.as_ref().and(inner.board.clone());
+        move |key| {
+            if !any {
+                return None;
+            }
+            match &read_from {
+                None => mark_for(&marks, None),
+                Some(board) => mark_for(&marks, Some(&board.key_partitions(key))),
+            }
+        }
     }
 
     pub fn stats(&self) -> SourceStats {
@@ -469,7 +504,7 @@ pub fn kafka_source<'s, R, E, D>(
     shutdown: Arc<AtomicBool>,
 ) -> Result<(SourceStream<'s, R>, SourceHandle), KafkaError>
 where
-    R: Clone + 'static,
+    R: Clone + RecordKey + 'static,
     E: Display,
     D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R, E> + 'static,
 {
@@ -513,6 +548,7 @@ where
         poll_main: config.lease.is_none(),
         lease: config.lease.clone(),
         probe: probe.clone(),
+        board: config.board.clone(),
     }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
@@ -541,6 +577,7 @@ where
                     watermark: *cap.time(),
                     now: Instant::now(),
                     decode: &mut decode,
+                    board: config.board.as_ref(),
                 };
                 read = inner.read_batch(&mut reading, config.max_batch, turn, &mut batch);
             }
@@ -585,6 +622,29 @@ where
     Ok((stream, handle))
 }
 
+/// The delivered-before mark for the outputs of a key read from the partitions `read_from`
+/// (`None`: static assignment), given every partition's mark (`None`: no mark).
+///
+/// - **Static assignment**: every mark was written by a run of the one job, each the frontier
+///   of its probe after the sinks (a run starts its marks at the ones it found, and drops what it
+///   re-derives before them, so an output before any mark was delivered by some run). The
+///   furthest mark of any partition is therefore safe for every key, however its records were
+///   partitioned (murmur2, CRC32, unkeyed, a grown topic), and it is the one that drops every
+///   partial re-derivation: an output the replay rebuilds partially is stamped before the mark
+///   of the partition it was cut on, which is at most the furthest.
+/// - **Group membership**: each partition's mark is the probe of whichever instance committed
+///   it, so only the key's own partitions' marks say anything about its outputs; for a key read
+///   from several (unkeyed input, a grown topic) the earliest is taken, which never drops an
+///   output that was not delivered (it may re-send one that was: at least once). A key with a
+///   partition without a mark, or not read yet, drops nothing.
+pub fn mark_for(marks: &[Option<EventTime>], read_from: Option<&[i32]>) -> Option<EventTime> {
+    match read_from {
+        None => marks.iter().flatten().copied().max(),
+        Some([]) => None,
+        Some(partitions) => partitions.iter().map(|p| usize::try_from(*p).ok().and_then(|p| marks.get(p).copied().flatten())).min().flatten(),
+    }
+}
+
 /// Sorts a decoded message into a record, a late record or a dead letter; returns it with the
 /// event time its checkpoint covers (the watermark for anything that is not a record).
 fn classify<R>(
@@ -599,5 +659,28 @@ fn classify<R>(
         Ok((time, _)) if time < bound => (SourceEvent::Late(LateRecord::new(topic, at, key, payload, time, bound)), None),
         Ok((time, record)) => (SourceEvent::Record(record), Some(time)),
         Err(reason) => (SourceEvent::Dead(DeadLetter::new(topic, at, key, payload, reason)), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mark_for;
+
+    #[test]
+    fn a_static_job_drops_by_its_furthest_mark_whatever_partitioned_the_key() {
+        let marks = [Some(100), None, Some(250), Some(180)];
+        assert_eq!(mark_for(&marks, None), Some(250), "any partition's: every mark is the same job's probe");
+        assert_eq!(mark_for(&[None, None], None), None, "after a clean stop nothing is dropped");
+    }
+
+    #[test]
+    fn a_group_member_drops_by_the_partitions_it_read_the_key_from() {
+        let marks = [Some(100), None, Some(250), Some(180)];
+        assert_eq!(mark_for(&marks, Some(&[2])), Some(250), "the key's own partition, not the furthest");
+        assert_eq!(mark_for(&marks, Some(&[3])), Some(180));
+        assert_eq!(mark_for(&marks, Some(&[3, 0])), Some(100), "read from two: the earliest, never dropping what was not delivered");
+        assert_eq!(mark_for(&marks, Some(&[0, 1])), None, "a partition without a mark drops nothing");
+        assert_eq!(mark_for(&marks, Some(&[])), None, "a key not read yet");
+        assert_eq!(mark_for(&marks, Some(&[7])), None, "a partition added since the marks were read has none");
     }
 }

@@ -9,7 +9,7 @@
 //! read-ahead bound measures "the slowest" against. [`BoardShare`] broadcasts each worker's entry
 //! to the other processes of a cluster through timely.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ struct BoardEntries {
     entries: BTreeMap<usize, (EventTime, bool)>,
     /// Workers of this process: their own reports win over broadcast copies.
     local: BTreeSet<usize>,
+    /// Per record key (a driver, a video id), the partitions this process's workers read it
+    /// from: where its outputs' delivered-before marks are (see `SourceHandle::marks_by_key`).
+    keys: HashMap<Box<str>, Vec<i32>>,
 }
 
 impl WatermarkBoard {
@@ -52,6 +55,24 @@ impl WatermarkBoard {
         if !board.local.contains(&worker) {
             board.entries.insert(worker, (watermark, active));
         }
+    }
+
+    /// Notes that a record keyed `key` was read from `partition` (by a worker of this process).
+    pub(super) fn note_key(&self, key: &str, partition: i32) {
+        let mut board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match board.keys.get_mut(key) {
+            Some(partitions) if !partitions.contains(&partition) => partitions.push(partition),
+            Some(_) => {}
+            None => {
+                board.keys.insert(key.into(), vec![partition]);
+            }
+        }
+    }
+
+    /// The partitions this process read records keyed `key` from (empty: none yet).
+    pub(super) fn key_partitions(&self, key: &str) -> Vec<i32> {
+        let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        board.keys.get(key).cloned().unwrap_or_default()
     }
 
     /// The slowest watermark of any worker with active partitions, this one included.
