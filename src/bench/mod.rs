@@ -139,7 +139,12 @@ pub(crate) fn race_records(records: usize, drivers: usize) -> Vec<TelemetryRecor
 }
 
 fn property_flags(kafka: &KafkaConfig) -> Vec<String> {
-    kafka.properties.iter().flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]).collect()
+    let profile = match kafka.profile {
+        pitwall_connectors::kafka::config::LatencyProfile::Throughput => "throughput",
+        pitwall_connectors::kafka::config::LatencyProfile::Low => "low",
+    };
+    let properties = kafka.properties.iter().flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]);
+    properties.chain(["--latency-profile".to_string(), profile.to_string()]).collect()
 }
 
 /// `pitwall run` with the benchmark's topics, as one process of `shape`; with a fixed

@@ -54,18 +54,39 @@ impl KafkaArgs {
     }
 }
 
+/// What the Kafka transport settings favour (`--latency-profile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatencyProfileArg {
+    /// pitwall's defaults: producers linger 5 ms to fill batches, fetches wait up to 10 ms, an
+    /// idle source polls every 2 ms.
+    #[default]
+    Throughput,
+    /// Send at once (linger.ms=0), fetches wait at most 1 ms, idle sources poll every 250 µs:
+    /// lower ingest-to-alert latency on a broker that is cheap per request, higher on one that
+    /// is not (README, "Latency profiles").
+    Low,
+}
+
 /// librdkafka properties passed through to every Kafka client, as with kcat.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClientProperties {
     /// Extra librdkafka property `key=value` (repeatable), e.g. `-X security.protocol=SASL_SSL`.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = pitwall_connectors::kafka::config::parse_property)]
     pub property: Vec<(String, String)>,
+    /// Transport settings for every Kafka client of this command (producers, consumers, the
+    /// job's sources and sinks); -X properties still win over them.
+    #[arg(long, value_enum, default_value_t = LatencyProfileArg::Throughput)]
+    pub latency_profile: LatencyProfileArg,
 }
 
 impl ClientProperties {
     /// A client configuration for `brokers` with these properties.
     pub fn config(&self, brokers: String) -> pitwall_connectors::kafka::KafkaConfig {
-        pitwall_connectors::kafka::KafkaConfig { brokers, properties: self.property.clone() }
+        let profile = match self.latency_profile {
+            LatencyProfileArg::Throughput => pitwall_connectors::kafka::config::LatencyProfile::Throughput,
+            LatencyProfileArg::Low => pitwall_connectors::kafka::config::LatencyProfile::Low,
+        };
+        pitwall_connectors::kafka::KafkaConfig { brokers, properties: self.property.clone(), profile }
     }
 }
 

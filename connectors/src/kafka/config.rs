@@ -77,22 +77,72 @@ impl ConsumerContext for ReaderContext {
 /// The consumer type every pitwall reader uses.
 pub type Reader = BaseConsumer<ReaderContext>;
 
+/// What the transport settings favour (`--latency-profile`): pitwall's defaults, or each
+/// record's latency at some CPU and throughput cost. User `-X` properties win over both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatencyProfile {
+    /// Producers linger 5 ms to fill batches, fetches wait up to [`FETCH_WAIT_MS`], an idle
+    /// source polls every 2 ms.
+    #[default]
+    Throughput,
+    /// Producers send at once (`linger.ms=0`), fetches wait at most 1 ms
+    /// (`fetch.wait.max.ms=1`), and an idle source polls every 250 µs
+    /// ([`LatencyProfile::idle_poll`]). It pays where the broker is cheap per request (the mock
+    /// cluster: Kafka alone p50 9 -> 3 ms) and costs where it is not (Tansu on the job's two
+    /// cores: Kafka alone p50 20 -> 31-38 ms, from ten times the requests):
+    /// `bench-results/2026-12-03/latency-profile.md`.
+    Low,
+}
+
+impl LatencyProfile {
+    /// The producer settings of this profile, over pitwall's defaults.
+    fn producer_settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            LatencyProfile::Throughput => &[],
+            LatencyProfile::Low => &[("linger.ms", "0")],
+        }
+    }
+
+    /// The consumer settings of this profile, over pitwall's defaults.
+    fn consumer_settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            LatencyProfile::Throughput => &[],
+            LatencyProfile::Low => &[("fetch.wait.max.ms", "1"), ("fetch.queue.backoff.ms", "1")],
+        }
+    }
+
+    /// How long a source that read nothing waits before it polls its queues again.
+    pub fn idle_poll(self) -> Duration {
+        match self {
+            LatencyProfile::Throughput => Duration::from_millis(2),
+            LatencyProfile::Low => Duration::from_micros(250),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct KafkaConfig {
     pub brokers: String,
     /// Extra librdkafka properties, applied last.
     pub properties: Vec<(String, String)>,
+    /// Settings applied over pitwall's defaults and under `properties`.
+    pub profile: LatencyProfile,
 }
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> KafkaConfig {
-        KafkaConfig { brokers: brokers.into(), properties: Vec::new() }
+        KafkaConfig { brokers: brokers.into(), properties: Vec::new(), profile: LatencyProfile::default() }
     }
 
-    /// A client config with the brokers, `defaults`, then the user's properties.
+    /// A client config with the brokers, `defaults`, then the user's properties. Every client
+    /// sends small requests at once (`socket.nagle.disable=true`; librdkafka leaves Nagle's
+    /// algorithm on, which holds a small request for the peer's delayed ack): on Tansu it cut the
+    /// p99 of Kafka alone from 41-45 to 32-33 ms at 10,000 msg/s and of ingest-to-alert from
+    /// 41-42 to 31-33 ms, throughput unchanged (`bench-results/2026-12-03/latency-profile.md`).
     pub fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        config.set("socket.nagle.disable", "true");
         for (key, value) in defaults {
             config.set(*key, *value);
         }
@@ -113,6 +163,7 @@ impl KafkaConfig {
     pub fn producer(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut settings = vec![("max.in.flight.requests.per.connection", "1")];
         settings.extend_from_slice(defaults);
+        settings.extend_from_slice(self.profile.producer_settings());
         self.client(&settings)
     }
 
@@ -171,6 +222,7 @@ impl KafkaConfig {
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ];
         settings.extend_from_slice(extra);
+        settings.extend_from_slice(self.profile.consumer_settings());
         self.client(&settings)
     }
 
@@ -229,6 +281,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_low_latency_profile_overrides_pitwalls_defaults_and_yields_to_the_users() {
+        let low = KafkaConfig { profile: LatencyProfile::Low, ..KafkaConfig::new("b:9092") };
+        assert_eq!(low.producer(&[("linger.ms", "5")]).get("linger.ms"), Some("0"));
+        assert_eq!(low.reader_config("g", &[]).get("fetch.wait.max.ms"), Some("1"));
+        let default = KafkaConfig::new("b:9092");
+        assert_eq!(default.producer(&[("linger.ms", "5")]).get("linger.ms"), Some("5"));
+        assert_eq!(default.producer(&[]).get("socket.nagle.disable"), Some("true"), "every client, whatever the profile");
+        assert_eq!(default.reader_config("g", &[]).get("socket.nagle.disable"), Some("true"));
+        assert_eq!(default.reader_config("g", &[]).get("fetch.wait.max.ms"), Some(FETCH_WAIT_MS));
+        let user = KafkaConfig { properties: vec![("linger.ms".into(), "2".into())], ..low };
+        assert_eq!(user.producer(&[("linger.ms", "5")]).get("linger.ms"), Some("2"), "-X wins");
+    }
+
+    #[test]
     fn producers_keep_one_request_in_flight_unless_the_user_says_otherwise() {
         let plain = KafkaConfig::new("127.0.0.1:9092").producer(&[("linger.ms", "5")]);
         assert_eq!(plain.get("max.in.flight.requests.per.connection"), Some("1"));
@@ -262,6 +328,7 @@ mod tests {
                 ("sasl.oauthbearer.client.secret".into(), "c1ient".into()),
                 ("security.protocol".into(), "SASL_SSL".into()),
             ],
+            ..KafkaConfig::new("b:9092")
         };
         let text = format!("{config:?}");
         for secret in ["hunter2", "k3y", "c1ient"] {

@@ -88,9 +88,6 @@ pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
 /// Most messages read from one partition before the next partition's turn.
 const PARTITION_CHUNK: usize = 512;
 
-/// How long an idle source waits before polling again.
-const IDLE_POLL: Duration = Duration::from_millis(2);
-
 /// How a source reads.
 #[derive(Clone)]
 pub struct SourceConfig {
@@ -509,6 +506,8 @@ where
     D: FnMut(SourcePosition, Option<&[u8]>, &[u8]) -> Decoded<R, E> + 'static,
 {
     let worker_index = scope.index();
+    // How long a source that read nothing waits before it polls again (the profile's).
+    let idle_poll = config.kafka.profile.idle_poll();
     // The marks' consumer first: the reader's prefetch is sized by how many partitions it owns.
     let marks = config.kafka.plain_consumer(&marks_group(&config.group))?;
     let count = config.kafka.partition_count(&marks, &config.topic)?;
@@ -613,7 +612,7 @@ where
                     if read > 0 {
                         activator.activate();
                     } else {
-                        activator.activate_after(IDLE_POLL);
+                        activator.activate_after(idle_poll);
                     }
                 }
             }
