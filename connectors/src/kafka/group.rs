@@ -378,6 +378,10 @@ pub struct MemberInfo {
 /// group does not exist).
 pub fn group_members(kafka: &KafkaConfig, group: &str) -> Result<Vec<MemberInfo>, KafkaError> {
     let consumer = kafka.plain_consumer(group)?;
+    // A fresh client has no broker up yet, and librdkafka's group listing then waits for a
+    // broker state change in steps of a second: a metadata request (milliseconds) connects it
+    // first. Job start-up on Tansu went from ~1.35 s to ~0.35 s.
+    consumer.fetch_metadata(None, METADATA_TIMEOUT).map_err(KafkaError::client(format!("connecting to describe consumer group `{group}`")))?;
     let list =
         consumer.fetch_group_list(Some(group), METADATA_TIMEOUT).map_err(KafkaError::client(format!("describing consumer group `{group}`")))?;
     Ok(list
