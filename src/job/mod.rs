@@ -200,7 +200,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
     let config = Arc::new(config);
     let quality_flags = metrics.quality_flags.clone();
     let videos_held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let guards = timely::execute(timely, move |worker| -> Result<WorkerReport, String> {
+    let guards = self::cluster::execute(timely, move |worker| -> Result<WorkerReport, String> {
         let shared = ProcessShared {
             store: store.clone(),
             live: live.clone(),
@@ -213,8 +213,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
             videos_held: videos_held.clone(),
         };
         run_worker(worker, &config, shared, shutdown.clone()).map_err(|e| format!("{e:#}"))
-    })
-    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    })?;
     let mut report = JobReport::default();
     let mut finished = None;
     let results = guards.join();
