@@ -285,8 +285,14 @@ fn join_groups(
     let mut memberships = Memberships::default();
     let mut members = Vec::new();
     let mut join = |topic: &str, group: &str, slot: usize| -> Result<Arc<pitwall_connectors::kafka::group::Membership>> {
+        // Telemetry readers prefetch 1 MiB a partition; video frames keep librdkafka's share.
+        let kafka = if slot == SLOT_TELEMETRY {
+            config.kafka.clone().with_partition_prefetch(pitwall_connectors::kafka::config::TELEMETRY_PARTITION_PREFETCH_KBYTES)
+        } else {
+            config.kafka.clone()
+        };
         let group_config = GroupConfig {
-            kafka: config.kafka.clone(),
+            kafka,
             topic: topic.to_string(),
             group: group.to_string(),
             workers,
