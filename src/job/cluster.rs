@@ -128,7 +128,7 @@ pub(crate) fn connect_peers(addresses: &[String], me: usize, retry: Duration) ->
     for (index, address) in addresses.iter().enumerate().take(me) {
         let started = Instant::now();
         let mut reported = Instant::now();
-        let stream = loop {
+        let mut stream = loop {
             match TcpStream::connect(address) {
                 Ok(stream) => break stream,
                 Err(error) => {
@@ -140,7 +140,6 @@ pub(crate) fn connect_peers(addresses: &[String], me: usize, retry: Duration) ->
                 }
             }
         };
-        let mut stream = stream;
         stream.set_nodelay(true).context("setting TCP_NODELAY on a peer connection")?;
         stream.write_all(&(me as u64).to_be_bytes()).with_context(|| format!("introducing process {me} to process {index} at {address}"))?;
         peers.push(Some(stream));

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use pitwall_connectors::bridge;
-use pitwall_connectors::kafka::config::instance_id;
+use pitwall_connectors::kafka::config::{instance_id, TELEMETRY_PARTITION_PREFETCH_KBYTES};
 use pitwall_connectors::kafka::group::{group_members, static_group, GroupConfig, GroupMember, StaticAnnouncement};
 use pitwall_connectors::kafka::health::SourceHealth;
 use pitwall_connectors::kafka::source::{SourceConfig, TopicBoards};
@@ -116,6 +116,12 @@ pub(crate) fn source_config(config: &JobConfig, topic: &str, group: &str, allowe
     source.commit_interval = Duration::from_millis(args.commit_interval_ms);
     source.exit_at_end = config.exit_at_end;
     source
+}
+
+/// The Kafka settings of the telemetry pipeline's readers, static or group member: each
+/// partition's queue prefetches at most 1 MiB (video frames keep librdkafka's share).
+pub(crate) fn telemetry_reader_kafka(config: &JobConfig) -> KafkaConfig {
+    config.kafka.clone().with_partition_prefetch(TELEMETRY_PARTITION_PREFETCH_KBYTES)
 }
 
 /// A tap: counts a stream's records on `counter` and hands each batch to the live view, if
@@ -285,12 +291,7 @@ fn join_groups(
     let mut memberships = Memberships::default();
     let mut members = Vec::new();
     let mut join = |topic: &str, group: &str, slot: usize| -> Result<Arc<pitwall_connectors::kafka::group::Membership>> {
-        // Telemetry readers prefetch 1 MiB a partition; video frames keep librdkafka's share.
-        let kafka = if slot == SLOT_TELEMETRY {
-            config.kafka.clone().with_partition_prefetch(pitwall_connectors::kafka::config::TELEMETRY_PARTITION_PREFETCH_KBYTES)
-        } else {
-            config.kafka.clone()
-        };
+        let kafka = if slot == SLOT_TELEMETRY { telemetry_reader_kafka(config) } else { config.kafka.clone() };
         let group_config = GroupConfig {
             kafka,
             topic: topic.to_string(),

@@ -11,7 +11,6 @@
 //!  probe after all sinks ──► source commits offsets whose records' outputs are delivered
 //! ```
 
-use pitwall_connectors::kafka::config::TELEMETRY_PARTITION_PREFETCH_KBYTES;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -42,7 +41,7 @@ use timely::dataflow::Stream;
 
 use super::metrics::JobMetrics;
 use super::models::{batching, predictions_source};
-use super::{count_and_show, source_config, JobConfig, Pipeline, ProcessShared};
+use super::{count_and_show, source_config, telemetry_reader_kafka, JobConfig, Pipeline, ProcessShared};
 
 /// One worker's telemetry dataflow (and predictions), built.
 pub(crate) struct TelemetryParts {
@@ -141,7 +140,7 @@ pub(crate) fn build_telemetry(
     let predictor =
         if config.runs(Pipeline::Predictions) { Some(WindowModel::load(&predictions_source(models), models.intra_threads)?) } else { None };
     let mut source = source_config(config, &args.telemetry_topic, &args.group, args.allowed_lateness_ms);
-    source.kafka = source.kafka.with_partition_prefetch(TELEMETRY_PARTITION_PREFETCH_KBYTES);
+    source.kafka = telemetry_reader_kafka(config);
     source.max_batch = args.max_poll_batch.max(1);
     source.max_read_ahead_ms = (args.max_read_ahead_ms > 0).then_some(args.max_read_ahead_ms);
     source.max_event_time_jump_ms = (args.max_event_time_jump_ms > 0).then_some(args.max_event_time_jump_ms);
