@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::rc::Rc;
 
 use pitwall_connectors::onnx::fire::{FireDetector, FireOptions};
@@ -17,41 +15,6 @@ use pitwall_dataflows::sim::video::{Scene, SceneConfig};
 use pitwall_dataflows::video::frame::{FrameHeader, RgbImage, VideoRecord};
 use pitwall_dataflows::video::outputs::FireOutputs;
 use support::*;
-
-/// A graph with input `images [N,3,64,64]` whose output `[N, 6, 4]` is the same four
-/// candidates for every image (tiled over the batch): columns are boxes, rows cx, cy, w, h,
-/// then the scores of classes fire and smoke.
-const YOLO_GRAPH: &str = r#"
-import sys
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-boxes = np.array([
-    [32, 32, 16, 16, 0.90, 0.05],
-    [33, 33, 16, 16, 0.80, 0.05],
-    [10, 50, 8, 8, 0.05, 0.70],
-    [50, 10, 4, 4, 0.10, 0.10],
-], dtype=np.float32).T[None]
-nodes = [
-    helper.make_node("Shape", ["images"], ["shape"]),
-    helper.make_node("Slice", ["shape", "zero", "one"], ["n"]),
-    helper.make_node("Concat", ["n", "tail"], ["out_shape"], axis=0),
-    helper.make_node("Expand", ["boxes", "out_shape"], ["output0"]),
-]
-inits = [numpy_helper.from_array(boxes, "boxes"), numpy_helper.from_array(np.array([0], np.int64), "zero"),
-         numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([6, 4], np.int64), "tail")]
-graph = helper.make_graph(nodes, "yolo_stub", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 64, 64])],
-                          [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 6, 4])], initializer=inits)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-model.ir_version = 8
-onnx.checker.check_model(model)
-onnx.save(model, sys.argv[1])
-"#;
-
-fn build_yolo_graph(path: &Path) {
-    let output = Command::new("python3").args(["-c", YOLO_GRAPH, &path_str(path)]).output().expect("python3 runs");
-    assert!(output.status.success(), "building the graph failed (scripts/setup.sh installs onnx): {}", String::from_utf8_lossy(&output.stderr));
-}
 
 fn frame(video: &str, index: u64, image: RgbImage) -> Rc<VideoRecord> {
     let header = FrameHeader {
@@ -72,7 +35,7 @@ fn frame(video: &str, index: u64, image: RgbImage) -> Rc<VideoRecord> {
 fn yolo_outputs_are_decoded_with_nms_and_scaled_to_the_frame() {
     let dir = temp_dir();
     let path = dir.path().join("yolo_stub.onnx");
-    build_yolo_graph(&path);
+    build_yolo_graph(&path, "N", StubVariant::Plain);
     let options = FireOptions { kind: FireOutputs::Yolo, width: 999, height: 999, ..FireOptions::default() };
     let mut model = FireDetector::load(&ModelSource::File(path), options).unwrap();
     // Frames twice as wide as the model input: x and widths scale by 2, y and heights by 1.
@@ -91,6 +54,54 @@ fn yolo_outputs_are_decoded_with_nms_and_scaled_to_the_frame() {
     // The same graph is not a heatmap model: a clear start-up error.
     let wrong = FireDetector::load(&ModelSource::File(dir.path().join("yolo_stub.onnx")), FireOptions::default()).unwrap_err().to_string();
     assert!(wrong.contains("needs outputs `heatmap` and `score`"), "{wrong}");
+}
+
+/// An export with a fixed batch dimension (Ultralytics' default is a static `[1, 3, H, W]`,
+/// int8 QDQ when quantized) is found at load and fed batches of exactly that size, the last one
+/// padded: every frame gets its verdict. Before, a batch of 8 failed every run ("invalid
+/// dimensions for input: images ... Got: 8 Expected: 1").
+#[test]
+fn exports_with_a_fixed_batch_are_fed_batches_of_their_size() {
+    let dir = temp_dir();
+    for (batch, variant, fixed) in
+        [("1", StubVariant::Plain, Some(1)), ("1", StubVariant::Qdq, Some(1)), ("4", StubVariant::Plain, Some(4)), ("N", StubVariant::Qdq, None)]
+    {
+        let path = dir.path().join(format!("yolo_{batch}_{variant:?}.onnx"));
+        build_yolo_graph(&path, batch, variant);
+        let options = FireOptions { kind: FireOutputs::Yolo, ..FireOptions::default() };
+        let mut model = FireDetector::load(&ModelSource::File(path), options).unwrap();
+        assert_eq!(model.fixed_batch(), fixed, "batch {batch} {variant:?}");
+        for frames in [1, 7, 8] {
+            let batch_of: Vec<Rc<VideoRecord>> = (0..frames).map(|i| frame("cam", i, RgbImage::new(64, 64))).collect();
+            let verdicts = model.run(&batch_of).unwrap_or_else(|e| panic!("batch {batch} {variant:?}, {frames} frames: {e}"));
+            assert_eq!(verdicts.len(), frames as usize, "batch {batch} {variant:?}");
+            for verdict in &verdicts {
+                let boxes: Vec<(&str, f32, f32)> = verdict.regions.iter().map(|r| (r.label.as_str(), r.score, r.x)).collect();
+                assert_eq!(boxes, vec![("fire", 0.9, 24.0), ("smoke", 0.7, 6.0)], "batch {batch} {variant:?}, {frames} frames");
+            }
+        }
+    }
+}
+
+/// A model that cannot run at all fails at start, naming why, rather than every frame failing
+/// later; one that fails only on some input loads, and its failures are the run's errors.
+#[test]
+fn a_model_that_cannot_run_a_test_batch_is_a_start_up_error() {
+    let dir = temp_dir();
+    let options = FireOptions { kind: FireOutputs::Yolo, ..FireOptions::default() };
+    let broken = dir.path().join("always_fails.onnx");
+    build_yolo_graph(&broken, "N", StubVariant::AlwaysFails);
+    let error = FireDetector::load(&ModelSource::File(broken), options.clone()).unwrap_err().to_string();
+    assert!(error.contains("cannot run a test batch of 1 black 64x64 frames") && error.contains("always_fails.onnx"), "{error}");
+    let picky = dir.path().join("fails_on_content.onnx");
+    build_yolo_graph(&picky, "N", StubVariant::FailsOnContent);
+    let mut model = FireDetector::load(&ModelSource::File(picky), options).unwrap();
+    let black = model.run(&[frame("cam", 0, RgbImage::new(64, 64))]).unwrap();
+    assert_eq!(black.len(), 1);
+    let mut lit = RgbImage::new(64, 64);
+    lit.pixels[0] = 200;
+    let error = model.run(&[frame("cam", 1, lit)]).unwrap_err();
+    assert!(error.contains("running model fails_on_content"), "{error}");
 }
 
 #[test]

@@ -147,11 +147,6 @@ fn fire_and_calm_clips_are_detected_overlayed_and_stored_in_s3() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
-}
-
 #[test]
 fn corrupt_and_truncated_video_files_are_clear_errors() {
     let dir = temp_dir();

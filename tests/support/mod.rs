@@ -498,3 +498,88 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A YOLO-style graph with input `images [batch,3,64,64]` (`batch` "N" for a free batch
+/// dimension, or a number to fix it, as exporters do) whose output `[batch, 6, 4]` is the same
+/// four candidates for every image: columns are boxes, rows cx, cy, w, h, then the scores of
+/// classes fire and smoke. `variant`: `plain`; `qdq` (the input goes through int8
+/// QuantizeLinear/DequantizeLinear first, as a quantized export's does); `fails_on_content`
+/// (any non-black pixel makes the run fail, so a black test batch passes); `always_fails`.
+const YOLO_GRAPH: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+path, batch, variant = sys.argv[1], sys.argv[2], sys.argv[3]
+batch = batch if batch == "N" else int(batch)
+boxes = np.array([
+    [32, 32, 16, 16, 0.90, 0.05],
+    [33, 33, 16, 16, 0.80, 0.05],
+    [10, 50, 8, 8, 0.05, 0.70],
+    [50, 10, 4, 4, 0.10, 0.10],
+], dtype=np.float32).T[None]
+inits = [numpy_helper.from_array(boxes, "boxes"), numpy_helper.from_array(np.array([0], np.int64), "zero"),
+         numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([6, 4], np.int64), "tail")]
+nodes = []
+x = "images"
+if variant == "qdq":
+    inits += [numpy_helper.from_array(np.array(1 / 127, np.float32), "scale"), numpy_helper.from_array(np.array(0, np.int8), "zp")]
+    nodes += [helper.make_node("QuantizeLinear", ["images", "scale", "zp"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"])]
+    x = "dq"
+nodes += [
+    helper.make_node("Shape", [x], ["shape"]),
+    helper.make_node("Slice", ["shape", "zero", "one"], ["n"]),
+    helper.make_node("Concat", ["n", "tail"], ["out_shape"], axis=0),
+]
+target = "out_shape"
+if variant == "fails_on_content":
+    # Any non-black pixel asks for 13 rows: Expand cannot broadcast the 6 rows to them.
+    inits.append(numpy_helper.from_array(np.array([0, 7, 0], np.int64), "grow"))
+    nodes += [helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+              helper.make_node("Ceil", ["peak"], ["up"]),
+              helper.make_node("Cast", ["up"], ["k"], to=TensorProto.INT64),
+              helper.make_node("Mul", ["k", "grow"], ["extra"]),
+              helper.make_node("Add", ["out_shape", "extra"], ["target"])]
+    target = "target"
+elif variant == "always_fails":
+    inits.append(numpy_helper.from_array(np.array([0, 1, 0], np.int64), "grow"))
+    nodes.append(helper.make_node("Add", ["out_shape", "grow"], ["target"]))
+    target = "target"
+else:
+    assert variant in ("plain", "qdq"), variant
+nodes.append(helper.make_node("Expand", ["boxes", target], ["output0"]))
+graph = helper.make_graph(nodes, "yolo_stub", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 64, 64])],
+                          [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, "rows", 4])], initializer=inits)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, path)
+"#;
+
+/// See [`YOLO_GRAPH`].
+#[derive(Clone, Copy, Debug)]
+pub enum StubVariant {
+    Plain,
+    Qdq,
+    FailsOnContent,
+    AlwaysFails,
+}
+
+/// Builds the stub YOLO graph at `path` with the `onnx` package (scripts/setup.sh installs it).
+pub fn build_yolo_graph(path: &Path, batch: &str, variant: StubVariant) {
+    let variant = match variant {
+        StubVariant::Plain => "plain",
+        StubVariant::Qdq => "qdq",
+        StubVariant::FailsOnContent => "fails_on_content",
+        StubVariant::AlwaysFails => "always_fails",
+    };
+    let output = Command::new("python3").args(["-c", YOLO_GRAPH, &path_str(path), batch, variant]).output().expect("python3 runs");
+    assert!(output.status.success(), "building the graph failed (scripts/setup.sh installs onnx): {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pitwall_dataflows::infer::BatchModel;
 use pitwall_dataflows::video::detect::{to_chw, FireVerdict, YoloDecode};
-use pitwall_dataflows::video::frame::VideoRecord;
+use pitwall_dataflows::video::frame::{FrameHeader, RgbImage, VideoRecord};
 use pitwall_dataflows::video::outputs::{FireOutputs, ModelOutput, OutputReading};
 
 use super::{ModelSource, OnnxError, OnnxModel};
@@ -47,12 +47,16 @@ impl Default for FireOptions {
 pub struct FireDetector {
     model: OnnxModel,
     options: FireOptions,
+    /// The batch size the model's input fixes (an export's static `[1, 3, H, W]`, say): frames
+    /// are fed that many at a time, the last run padded. `None`: any batch size.
+    fixed_batch: Option<usize>,
     scratch: Vec<f32>,
 }
 
 impl FireDetector {
-    /// Loads and checks the model: a missing file, a wrong input, or missing outputs are
-    /// start-up errors, not per-frame ones.
+    /// Loads and checks the model: a missing file, a wrong input, missing outputs, or a model
+    /// that cannot run a test batch (black frames, as many as its batch dimension fixes, else
+    /// one) are start-up errors, not per-frame ones.
     pub fn load(source: &ModelSource, mut options: FireOptions) -> Result<FireDetector, OnnxError> {
         let model = OnnxModel::load(source, options.intra_threads)?;
         let fail = |reason: String| OnnxError::Model { path: source.describe(), reason };
@@ -64,31 +68,100 @@ impl FireDetector {
             options.width = model.input_shape[3] as u32;
         }
         options.kind.check(&model.outputs).map_err(fail)?;
-        Ok(FireDetector { model, options, scratch: Vec::new() })
+        let fixed_batch = usize::try_from(model.input_shape[0]).ok().filter(|n| *n > 0);
+        if let Some(batch) = fixed_batch {
+            tracing::info!(model = %model.name, batch, "the fire model's batch size is fixed: frames are run {batch} at a time");
+        }
+        let mut detector = FireDetector { model, options, fixed_batch, scratch: Vec::new() };
+        let (w, h) = (detector.options.width, detector.options.height);
+        let black = VideoRecord::Frame {
+            header: FrameHeader {
+                video_id: "start-up check".into(),
+                frame_index: 0,
+                pts_ms: 0,
+                produced_at_ms: 0,
+                width: w,
+                height: h,
+                fps_num: 25,
+                fps_den: 1,
+                total_frames: None,
+            },
+            image: RgbImage { width: w, height: h, pixels: vec![0; 3 * w as usize * h as usize] },
+        };
+        let test = vec![&black; fixed_batch.unwrap_or(1)];
+        match detector.detect(&test) {
+            Ok(verdicts) if verdicts.len() == test.len() => Ok(detector),
+            Ok(verdicts) => Err(fail(format!("a test batch of {} frames gave {} verdicts", test.len(), verdicts.len()))),
+            Err(e) => Err(fail(format!("cannot run a test batch of {} black {w}x{h} frames: {e}", test.len()))),
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.model.name
     }
 
-    /// Runs the model on frames (all must be `VideoRecord::Frame`).
+    /// The batch size the model fixes, if it fixes one.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
+    /// Runs the model on frames (all must be `VideoRecord::Frame`): in one run, or in runs of
+    /// the model's fixed batch size.
     pub fn detect(&mut self, frames: &[&VideoRecord]) -> Result<Vec<FireVerdict>, OnnxError> {
         let (w, h) = (self.options.width, self.options.height);
-        self.scratch.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let mut headers = Vec::with_capacity(frames.len());
         for record in frames {
-            if let VideoRecord::Frame { image, .. } = record {
-                to_chw(image, w, h, &mut self.scratch);
+            let VideoRecord::Frame { header, image } = record else {
+                self.scratch = scratch;
+                return Err(OnnxError::Run { model: self.model.name.clone(), reason: "end-of-video markers cannot be run through the model".into() });
+            };
+            to_chw(image, w, h, &mut scratch);
+            headers.push(header);
+        }
+        let plane = 3 * w as usize * h as usize;
+        let chunk = self.fixed_batch.unwrap_or(headers.len()).max(1);
+        let mut verdicts = Vec::with_capacity(headers.len());
+        let mut outcome = Ok(());
+        for (i, heads) in headers.chunks(chunk).enumerate() {
+            let data = &scratch[i * chunk * plane..(i * chunk + heads.len()) * plane];
+            match self.run_batch(heads, data) {
+                Ok(batch) => verdicts.extend(batch),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
         }
-        let n = self.scratch.len() / (3 * w as usize * h as usize);
-        if n != frames.len() {
-            return Err(OnnxError::Run { model: self.model.name.clone(), reason: "end-of-video markers cannot be run through the model".into() });
-        }
+        self.scratch = scratch;
+        outcome.map(|()| verdicts)
+    }
+
+    /// One model run over `headers.len()` frames' CHW data; a model with a fixed batch larger
+    /// than that gets copies of the last frame, whose verdicts are dropped.
+    fn run_batch(&mut self, headers: &[&FrameHeader], data: &[f32]) -> Result<Vec<FireVerdict>, OnnxError> {
+        let (w, h) = (self.options.width, self.options.height);
+        let n = headers.len();
+        let (mut padded, mut padded_headers) = (Vec::new(), Vec::new());
+        let (data, all_headers) = match self.fixed_batch {
+            Some(fixed) if n < fixed => {
+                let last = &data[data.len() - data.len() / n..];
+                padded.extend_from_slice(data);
+                padded_headers.extend_from_slice(headers);
+                for _ in n..fixed {
+                    padded.extend_from_slice(last);
+                    padded_headers.push(headers[n - 1]);
+                }
+                (&padded[..], &padded_headers[..])
+            }
+            _ => (data, headers),
+        };
+        let rows = all_headers.len();
         let started = Instant::now();
-        let outputs = self.model.run(&[n as i64, 3, i64::from(h), i64::from(w)], &self.scratch)?;
+        let outputs = self.model.run(&[rows as i64, 3, i64::from(h), i64::from(w)], data)?;
         let per_frame_ms = started.elapsed().as_secs_f64() * 1000.0 / n.max(1) as f64;
         let outputs: Vec<ModelOutput<'_>> = outputs.iter().map(|o| ModelOutput { name: &o.name, shape: &o.shape, data: &o.data }).collect();
-        let headers: Vec<_> = frames.iter().map(|r| r.header()).collect();
         let reading = OutputReading {
             input: (w, h),
             region_threshold: self.options.region_threshold,
@@ -96,7 +169,13 @@ impl FireDetector {
             yolo: &self.options.yolo,
             inference_ms: per_frame_ms,
         };
-        self.options.kind.verdicts(&outputs, &headers, &reading).map_err(|e| OnnxError::Run { model: self.model.name.clone(), reason: e.to_string() })
+        let mut verdicts = self
+            .options
+            .kind
+            .verdicts(&outputs, all_headers, &reading)
+            .map_err(|e| OnnxError::Run { model: self.model.name.clone(), reason: e.to_string() })?;
+        verdicts.truncate(n);
+        Ok(verdicts)
     }
 }
 
