@@ -413,3 +413,69 @@ fn a_video_in_flight_on_a_killed_instance_is_stored_once_whole_by_its_new_owner(
     }
     assert!(report["videos_stored"].as_u64() >= Some(4), "the survivor stored every video: {report}");
 }
+
+/// A fire model that fails every run is not a success (issue 23.5). This one fails on any frame
+/// that is not black, so it passes the start-up test batch (black frames) and fails in the
+/// pipeline, as a model fed input it cannot take does. The frames are published with no score
+/// and the reason, the video is announced with the reason and not stored, and `--exit-at-end`
+/// exits non-zero. Before, every frame was published as scored 0 ("no fire"), the video was
+/// stored and announced as done, and the job exited 0.
+#[test]
+fn a_fire_model_failing_every_run_fails_the_job_and_stores_nothing() {
+    let tansu = start_tansu();
+    let brokers = tansu.brokers.clone();
+    let dir = temp_dir();
+    let clip = dir.path().join("clip.mp4");
+    pitwall(&["gen", "video", "--fire", "--seconds", "2", "--out", &path_str(&clip)]);
+    pitwall(&["topics", "create", "--brokers", &brokers]);
+    pitwall(&["produce", "video", &path_str(&clip), "--id", "cam-broken", "--brokers", &brokers, "--quiet"]);
+    let model = dir.path().join("fails_on_content.onnx");
+    build_yolo_graph(&model, "N", StubVariant::FailsOnContent);
+    let (out, spool) = (dir.path().join("out"), dir.path().join("spool"));
+    let run = pitwall_command(&[
+        "run",
+        "--brokers",
+        &brokers,
+        "--pipelines",
+        "video",
+        "-w",
+        "1",
+        "--exit-at-end",
+        "--fire-model",
+        &path_str(&model),
+        "--fire-model-kind",
+        "yolo",
+        "--video-out",
+        &path_str(&out),
+        "--spool",
+        &path_str(&spool),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let output = wait_with_timeout(run, "run with a failing fire model", COMMAND_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the job must fail: {stderr}");
+    assert!(stderr.contains("the fire model failed on every one of the"), "{stderr}");
+    let report = run_report(&String::from_utf8_lossy(&output.stdout));
+    let frames = report["frames"].as_u64().unwrap();
+    assert!(frames >= 40, "{report}");
+    assert_eq!((report["frames_unscored"].as_u64(), report["videos_stored"].as_u64()), (Some(frames), Some(0)), "{report}");
+
+    let detections: Vec<Value> = tail(&brokers, "fire-detections").into_iter().map(|m| m["value"].clone()).collect();
+    assert_eq!(detections.len() as u64, frames, "every frame is reported");
+    for d in &detections {
+        assert!(d["score"].is_null() && d["fire"].is_null(), "no made-up score: {d}");
+        assert!(d["error"].as_str().unwrap().contains("running model fails_on_content"), "{d}");
+    }
+    let completions: Vec<Value> = tail(&brokers, "video-completions").into_iter().map(|m| m["value"].clone()).collect();
+    assert_eq!(completions.len(), 1, "{completions:?}");
+    let c = &completions[0];
+    assert!(c["error"].as_str().unwrap().contains(&format!("no verdict for {frames} of its frames")), "{c}");
+    assert_eq!((c["unscored_frames"].as_u64(), c["location"].is_null()), (Some(frames), true), "{c}");
+    let stored: Vec<_> = walk(&out);
+    assert!(stored.is_empty(), "nothing is stored: {stored:?}");
+    let spooled: Vec<_> = walk(&spool);
+    assert!(spooled.is_empty(), "the unstored video's spooled file is removed: {spooled:?}");
+}

@@ -536,9 +536,15 @@ pub fn upload_videos<'s>(
                                     completion = None;
                                 }
                             },
-                            // Not encoded (its error says why): announced as such.
+                            // Not encoded, or not scored whole (its error says why): announced
+                            // as such, and its spooled file (if any) let go.
                             _ => {
                                 counts.failed.fetch_add(1, Relaxed);
+                                if let Some(file) = &video.file {
+                                    if let Err(error) = std::fs::remove_file(&file.path) {
+                                        tracing::warn!(%error, path = %file.path.display(), "removing the spooled file of a video not stored");
+                                    }
+                                }
                             }
                         }
                         counts.in_flight.fetch_sub(1, Relaxed);

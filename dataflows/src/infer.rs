@@ -6,7 +6,7 @@
 //! The model itself (ONNX Runtime) is a connector; this operator only sees [`BatchModel`], so
 //! tests drive it with a plain function.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -58,6 +58,8 @@ pub struct InferStats {
     pub batches: Rc<Cell<u64>>,
     pub items: Rc<Cell<u64>>,
     pub failed_items: Rc<Cell<u64>>,
+    /// Why the newest failed batch failed.
+    pub last_error: Rc<RefCell<Option<String>>>,
     /// Wall time spent inside the model, in microseconds.
     pub model_us: Rc<Cell<u64>>,
 }
@@ -123,6 +125,7 @@ pub fn infer_batched<'s, M: BatchModel>(
                     Err(reason) => {
                         tracing::warn!(%operator, items = inputs.len(), %reason, "model run failed");
                         counts.failed_items.set(counts.failed_items.get() + inputs.len() as u64);
+                        *counts.last_error.borrow_mut() = Some(reason.clone());
                         inputs.iter().map(|_| Err(reason.clone())).collect()
                     }
                 };

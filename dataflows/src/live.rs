@@ -412,7 +412,7 @@ impl LiveStore {
         let points: Vec<(i64, f64)> = if let Some(rest) = target.strip_prefix("video:") {
             let video = rest.strip_suffix(":fire_score").ok_or_else(|| LiveError::UnknownTarget(target.into()))?;
             let mut points: Vec<(i64, f64)> =
-                live.detections.iter().filter(|d| d.video_id == video).map(|d| (d.pts_ms, f64::from(d.score))).collect();
+                live.detections.iter().filter(|d| d.video_id == video).filter_map(|d| Some((d.pts_ms, f64::from(d.score?)))).collect();
             if points.is_empty() {
                 return Err(LiveError::UnknownTarget(target.into()));
             }

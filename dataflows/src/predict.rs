@@ -66,7 +66,7 @@ where
 {
     let sliding = windows.flat_map(|w: WindowResult| (w.window == WindowKind::Sliding).then_some(w));
     let (inferred, stats) = infer_batched(sliding, "PredictWindows", model, batching);
-    let failed = stats.failed_items.clone();
+    let (failed, last_error) = (stats.failed_items.clone(), stats.last_error.clone());
     let predictions = inferred.flat_map(move |(window, result)| match result {
         Some(Ok(value)) if value.is_finite() => Some(Prediction {
             model_type: card.model_type.clone(),
@@ -78,8 +78,9 @@ where
             value: f64::from(value),
             unit: card.unit.clone(),
         }),
-        Some(Ok(_)) => {
+        Some(Ok(value)) => {
             failed.set(failed.get() + 1);
+            *last_error.borrow_mut() = Some(format!("the model gave {value} for the window of {} ending at {} ms", window.driver, window.end_ms));
             None
         }
         _ => None,

@@ -16,8 +16,11 @@ use pitwall_dataflows::video::pipeline::{video_dataflow, VideoConfig};
 use timely::dataflow::operators::capture::Event;
 use timely::dataflow::operators::{Capture, Input, Probe};
 
-/// Fire when the frame's first pixel is red; the heatmap covers the left column only.
-struct RedModel;
+/// Fire when the frame's first pixel is red; the heatmap covers the left column only. A batch
+/// holding a frame of `fails_on` fails whole, as an ONNX run does.
+struct RedModel {
+    fails_on: Option<&'static str>,
+}
 
 impl BatchModel for RedModel {
     type Item = Rc<VideoRecord>;
@@ -26,6 +29,9 @@ impl BatchModel for RedModel {
         matches!(**item, VideoRecord::Frame { .. })
     }
     fn run(&mut self, batch: &[Rc<VideoRecord>]) -> Result<Vec<FireVerdict>, String> {
+        if let Some(video) = self.fails_on.filter(|v| batch.iter().any(|r| r.header().video_id == *v)) {
+            return Err(format!("invalid dimensions for {video}"));
+        }
         Ok(batch
             .iter()
             .map(|r| {
@@ -118,7 +124,7 @@ fn records() -> Vec<VideoRecord> {
     out
 }
 
-fn run(workers: usize) -> (Vec<FireDetection>, Vec<FinishedVideo>, EncodedByVideo) {
+fn run(workers: usize, fails_on: Option<&'static str>) -> (Vec<FireDetection>, Vec<FinishedVideo>, EncodedByVideo) {
     let encoded: Encoded = Arc::default();
     let shared = encoded.clone();
     let (det_tx, det_rx) = std::sync::mpsc::channel();
@@ -132,7 +138,7 @@ fn run(workers: usize) -> (Vec<FireDetection>, Vec<FinishedVideo>, EncodedByVide
         let (det_tx, fin_tx) = (det_tx.lock().unwrap().clone(), fin_tx.lock().unwrap().clone());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_input::<Vec<VideoRecord>>();
-            let outputs = video_dataflow(records, RedModel, recorder, &config);
+            let outputs = video_dataflow(records, RedModel { fails_on }, recorder, &config);
             outputs.detections.capture_into(det_tx);
             let probe = outputs.finished.clone().probe().0;
             outputs.finished.capture_into(fin_tx);
@@ -172,10 +178,10 @@ fn messages<D>(rx: std::sync::mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
 #[test]
 fn every_video_is_assembled_once_in_order_at_any_worker_count() {
     for workers in [1, 2, 4] {
-        let (detections, finished, encoded) = run(workers);
+        let (detections, finished, encoded) = run(workers, None);
         // One detection per received frame (the duplicate too: it is a frame the model saw).
         assert_eq!(detections.len(), 6 * 30, "{workers} workers");
-        let fire: Vec<&FireDetection> = detections.iter().filter(|d| d.fire).collect();
+        let fire: Vec<&FireDetection> = detections.iter().filter(|d| d.fire == Some(true)).collect();
         assert!(fire.iter().all(|d| (10..20).contains(&d.frame_index)) && fire.len() == 6 * 10, "{workers} workers");
         assert_eq!(finished.len(), 6, "{workers} workers: one completion per video");
         for video in &finished {
@@ -196,5 +202,41 @@ fn every_video_is_assembled_once_in_order_at_any_worker_count() {
         // With several workers the videos spread over them.
         let used: std::collections::BTreeSet<usize> = encoded.values().map(|(w, _)| *w).collect();
         assert!(workers == 1 || used.len() > 1, "{workers} workers used {used:?}");
+    }
+}
+
+/// A failed model run is no verdict: its frames are published with no score (not 0, not "no
+/// fire") and the reason, and their videos are announced with the reason and not stored, while
+/// the videos of the batches that ran are untouched.
+#[test]
+fn frames_the_model_failed_on_have_no_score_and_their_videos_are_not_done() {
+    for workers in [1, 2, 4] {
+        let (detections, finished, _) = run(workers, Some("cam-5"));
+        assert_eq!(detections.len(), 6 * 30, "{workers} workers: every frame is reported");
+        let mut unscored: BTreeMap<&str, u64> = BTreeMap::new();
+        for d in &detections {
+            match &d.error {
+                Some(reason) => {
+                    assert_eq!((d.score, d.fire), (None, None), "{workers} workers: {d:?}");
+                    assert!(d.regions.is_empty() && reason.contains("invalid dimensions for cam-5"), "{d:?}");
+                    *unscored.entry(d.video_id.as_str()).or_default() += 1;
+                }
+                None => assert_eq!(d.fire, Some((10..20).contains(&d.frame_index)), "{workers} workers: {d:?}"),
+            }
+        }
+        assert_eq!(unscored.get("cam-5"), Some(&30), "{workers} workers: every batch with cam-5 failed");
+        assert_eq!(finished.len(), 6, "{workers} workers");
+        for video in &finished {
+            let c = &video.completion;
+            let failed = unscored.get(c.video_id.as_str()).copied().unwrap_or(0);
+            assert_eq!(c.unscored_frames, failed, "{workers} workers, {}", c.video_id);
+            match &c.error {
+                Some(error) => {
+                    assert!(failed > 0 && error.contains(&format!("no verdict for {failed} of its frames")), "{workers} workers: {error}")
+                }
+                None => assert_eq!((failed, c.fire_frames), (0, 10), "{workers} workers, {}", c.video_id),
+            }
+        }
+        assert!(finished.iter().any(|v| v.completion.error.is_none()), "{workers} workers: the other videos are done");
     }
 }

@@ -37,6 +37,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
             );
         }
     }
+    if report.frames_unscored > 0 {
+        eprintln!(
+            "the fire model failed on {} of {} frames: they were published without a score and their videos were not stored (see the warnings)",
+            report.frames_unscored, report.frames
+        );
+    }
     println!("{}", serde_json::to_string(&report)?);
+    if args.exit_at_end && report.frames > 0 && report.frames_unscored == report.frames {
+        anyhow::bail!("the fire model failed on every one of the {} frames: nothing was scored", report.frames);
+    }
     Ok(())
 }

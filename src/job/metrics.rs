@@ -1,7 +1,9 @@
 //! The process-wide Prometheus metrics every worker of the job updates, and how a worker copies
 //! its counts into them (names and meanings in the main README's metrics table).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pitwall_connectors::kafka::group::MembershipStats;
 use pitwall_connectors::kafka::metrics::SourceMetrics;
@@ -26,6 +28,10 @@ pub(crate) struct JobMetrics {
     /// Items through a model and seconds spent in it, per pipeline (video, predictions).
     pub(crate) inferred: IntCounterVec,
     pub(crate) inference_seconds: CounterVec,
+    /// Items a model gave no result for (its run failed), per pipeline.
+    pub(crate) inference_failed: IntCounterVec,
+    /// The same per pipeline with the newest failure, for `/health`.
+    pub(crate) model_failures: ModelFailures,
     /// Overlayed videos stored or not, and bytes stored.
     pub(crate) uploads: IntCounterVec,
     pub(crate) upload_bytes: IntCounter,
@@ -66,6 +72,8 @@ impl JobMetrics {
             registry,
             CounterVec::new(Opts::new("pitwall_inference_seconds_total", "Seconds spent in model runs, per pipeline"), &["pipeline"])?,
         )?;
+        let inference_failed =
+            counter("pitwall_inference_failed_total", "Items a model gave no result for (the run failed), per pipeline", &["pipeline"])?;
         let uploads = counter("pitwall_uploads_total", "Overlayed videos stored or not, by outcome", &["outcome"])?;
         let upload_bytes = registered(registry, IntCounter::new("pitwall_upload_bytes_total", "Bytes of overlayed videos stored")?)?;
         let operator_records =
@@ -89,6 +97,8 @@ impl JobMetrics {
             alert_latency,
             inferred,
             inference_seconds,
+            inference_failed,
+            model_failures: ModelFailures::default(),
             uploads,
             upload_bytes,
             quality_flags,
@@ -154,13 +164,58 @@ pub(crate) fn refresh_worker_metrics(
     }
 }
 
+/// A model's failed runs in this process, per pipeline, for `/health`.
+#[derive(Clone, Default)]
+pub(crate) struct ModelFailures(Arc<Mutex<BTreeMap<&'static str, ModelFailure>>>);
+
+#[derive(Clone, Debug)]
+struct ModelFailure {
+    failed: u64,
+    last_at: Instant,
+    last_error: String,
+}
+
+/// How long a model failure keeps `/health` degraded after the last failed run.
+pub(crate) const MODEL_FAILURE_SHOWN: Duration = Duration::from_secs(60);
+
+impl ModelFailures {
+    fn add(&self, pipeline: &'static str, failed: u64, error: Option<String>) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = all.entry(pipeline).or_insert_with(|| ModelFailure { failed: 0, last_at: Instant::now(), last_error: String::new() });
+        entry.failed += failed;
+        entry.last_at = Instant::now();
+        if let Some(error) = error {
+            entry.last_error = error;
+        }
+    }
+
+    /// `/health` reasons: each pipeline whose model failed within [`MODEL_FAILURE_SHOWN`].
+    pub(crate) fn health_reasons(&self) -> Vec<String> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .filter(|(_, f)| f.last_at.elapsed() < MODEL_FAILURE_SHOWN)
+            .map(|(pipeline, f)| {
+                let model = if *pipeline == "video" { "fire" } else { "predictions" };
+                format!(
+                    "the {model} model failed on {} items so far, last {:.0} s ago ({pipeline} results without a verdict): {}",
+                    f.failed,
+                    f.last_at.elapsed().as_secs_f64(),
+                    f.last_error
+                )
+            })
+            .collect()
+    }
+}
+
 /// What one worker's models and uploads had reported, to add only the difference each refresh.
 #[derive(Default)]
 pub(crate) struct WorkCounts {
     video_items: u64,
     video_us: u64,
+    video_failed: u64,
     prediction_items: u64,
     prediction_us: u64,
+    prediction_failed: u64,
     stored: u64,
     failed: u64,
     bytes: u64,
@@ -178,17 +233,21 @@ impl WorkCounts {
 
     pub(crate) fn refresh(&mut self, metrics: &JobMetrics, predictions: Option<&InferStats>, video: Option<(&InferStats, &UploadStats)>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let model = |pipeline: &str, stats: &InferStats, items: &mut u64, us: &mut u64| {
-            let (now_items, now_us) = (stats.items.get(), stats.model_us.get());
+        let model = |pipeline: &'static str, stats: &InferStats, items: &mut u64, us: &mut u64, failed: &mut u64| {
+            let (now_items, now_us, now_failed) = (stats.items.get(), stats.model_us.get(), stats.failed_items.get());
             metrics.inferred.with_label_values(&[pipeline]).inc_by(now_items.saturating_sub(*items));
             metrics.inference_seconds.with_label_values(&[pipeline]).inc_by(now_us.saturating_sub(*us) as f64 / 1e6);
-            (*items, *us) = (now_items, now_us);
+            if now_failed > *failed {
+                metrics.inference_failed.with_label_values(&[pipeline]).inc_by(now_failed - *failed);
+                metrics.model_failures.add(pipeline, now_failed - *failed, stats.last_error.borrow().clone());
+            }
+            (*items, *us, *failed) = (now_items, now_us, now_failed);
         };
         if let Some(stats) = predictions {
-            model("predictions", stats, &mut self.prediction_items, &mut self.prediction_us);
+            model("predictions", stats, &mut self.prediction_items, &mut self.prediction_us, &mut self.prediction_failed);
         }
         if let Some((stats, uploads)) = video {
-            model("video", stats, &mut self.video_items, &mut self.video_us);
+            model("video", stats, &mut self.video_items, &mut self.video_us, &mut self.video_failed);
             let (stored, failed, bytes) = (uploads.stored.load(Relaxed), uploads.failed.load(Relaxed), uploads.bytes.load(Relaxed));
             metrics.uploads.with_label_values(&["stored"]).inc_by(stored.saturating_sub(self.stored));
             metrics.uploads.with_label_values(&["failed"]).inc_by(failed.saturating_sub(self.failed));
@@ -200,3 +259,27 @@ impl WorkCounts {
 
 /// How often a worker refreshes the state and sink metrics.
 pub(crate) const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_model_degrades_health_with_its_reason_and_count() {
+        let failures = ModelFailures::default();
+        assert!(failures.health_reasons().is_empty(), "no failure, nothing to say");
+        failures.add("video", 8, Some("invalid dimensions for input: images, Got: 8 Expected: 1".into()));
+        failures.add("video", 3, None);
+        let reasons = failures.health_reasons();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].starts_with("the fire model failed on 11 items so far, last 0 s ago"), "{}", reasons[0]);
+        assert!(reasons[0].ends_with("Got: 8 Expected: 1"), "the newest reason is kept: {}", reasons[0]);
+        // Past the window, a model that recovered stops degrading health.
+        let mut all = failures.0.lock().unwrap();
+        let failure = all.get_mut("video").unwrap();
+        let Some(earlier) = failure.last_at.checked_sub(MODEL_FAILURE_SHOWN) else { return };
+        failure.last_at = earlier;
+        drop(all);
+        assert!(failures.health_reasons().is_empty());
+    }
+}

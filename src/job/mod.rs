@@ -179,6 +179,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
         let watched = sources.clone();
         let groups = memberships.clone();
         let videos = store.clone();
+        let model_failures = metrics.model_failures.clone();
         let health: bridge::HealthCheck = Arc::new(move || {
             let mut sources = watched.lock().expect("health list lock");
             // Sources of dataflows dropped at a hand-over are gone for good.
@@ -188,6 +189,7 @@ pub fn run_job(config: JobConfig, timely: timely::Config, shutdown: Arc<AtomicBo
                 reasons.extend(store.health_reasons());
                 reasons.extend(store.fatal().map(|error| format!("the video pipeline stopped: {error}")));
             }
+            reasons.extend(model_failures.health_reasons());
             for membership in groups.iter().flat_map(|g| g.telemetry.iter().chain(g.video.iter())) {
                 if membership.stats().rebalancing {
                     reasons.push(format!("{}: partitions of `{}` are moving between instances", bridge::REBALANCING, membership.topic()));

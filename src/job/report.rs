@@ -24,6 +24,9 @@ pub struct JobReport {
     pub predictions: u64,
     /// Video frames run through the fire model, detections and completed videos published.
     pub frames: u64,
+    /// Frames the fire model gave no verdict for (its run failed): published without a score,
+    /// their videos announced with the reason and not stored.
+    pub frames_unscored: u64,
     pub detections: u64,
     pub videos: u64,
     /// Overlayed videos stored, and videos that could not be.
@@ -76,6 +79,7 @@ impl JobReport {
             self.stalls += source.stalls;
             self.skipped_offsets += source.skipped_offsets;
             self.frames += video.frames;
+            self.frames_unscored += video.unscored;
             self.detections += video.detections;
             self.videos += video.videos;
             self.videos_stored += video.stored;

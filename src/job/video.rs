@@ -81,6 +81,8 @@ impl VideoSinks {
 #[derive(Clone, Debug, Default)]
 pub struct VideoReport {
     pub frames: u64,
+    /// Frames the model gave no verdict for.
+    pub unscored: u64,
     pub detections: u64,
     pub videos: u64,
     pub dead_letters: u64,
@@ -95,6 +97,7 @@ impl VideoParts {
         use std::sync::atomic::Ordering::Relaxed;
         VideoReport {
             frames: self.inference.items.get(),
+            unscored: self.inference.failed_items.get(),
             detections: self.sinks.detections.delivered(),
             videos: self.sinks.completions.delivered(),
             dead_letters: self.sinks.dead_letters.delivered(),

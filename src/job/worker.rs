@@ -138,6 +138,7 @@ impl Parts for VideoParts {
         let now = self.report();
         *video = VideoReport {
             frames: video.frames + now.frames,
+            unscored: video.unscored + now.unscored,
             detections: video.detections + now.detections,
             videos: video.videos + now.videos,
             dead_letters: video.dead_letters + now.dead_letters,

@@ -101,6 +101,10 @@ pub struct VideoCompletion {
     /// uploader when asked, S3 only).
     #[serde(default)]
     pub presigned_url: Option<String>,
+    /// Frames the fire model gave no verdict for (its run failed): a video with any is
+    /// announced with `error` and not stored.
+    #[serde(default)]
+    pub unscored_frames: u64,
 }
 
 /// The object key of a video's overlayed file.
@@ -163,6 +167,9 @@ struct InFlight {
     duplicates: u64,
     fire_frames: u64,
     max_score: f32,
+    /// Frames the model gave no verdict for, and the first reason.
+    unscored: u64,
+    unscored_reason: Option<String>,
     last_frame: Instant,
 }
 
@@ -181,6 +188,10 @@ impl InFlight {
             return;
         }
         let mut overlayed = image.clone();
+        if let Some(Err(reason)) = verdict {
+            self.unscored += 1;
+            self.unscored_reason.get_or_insert_with(|| reason.clone());
+        }
         if let Some(Ok(verdict)) = verdict {
             self.max_score = self.max_score.max(verdict.score);
             if verdict.score >= config.fire_threshold {
@@ -223,6 +234,11 @@ impl InFlight {
         if let Some(expected) = expected {
             self.missing = self.missing.saturating_add(expected.saturating_sub(self.next_index));
         }
+        // A video the model did not score whole is not done: its overlay would say "no fire"
+        // where nothing was looked at. Announced with the reason, not stored.
+        if let Some(reason) = &self.unscored_reason {
+            self.error.get_or_insert(format!("the fire model gave no verdict for {} of its frames: {reason}", self.unscored));
+        }
         let expected = end.map(|h| h.frame_index);
         let end_produced_at_ms = end.map(|h| h.produced_at_ms).unwrap_or_else(now_ms);
         let fps = self.first.fps();
@@ -247,6 +263,7 @@ impl InFlight {
             presigned_url: None,
             first_frame,
             incomplete: (!incomplete.is_empty()).then(|| incomplete.join("; ")),
+            unscored_frames: self.unscored,
         };
         (self.hold, FinishedVideo { completion, file, end_produced_at_ms })
     }
@@ -295,6 +312,8 @@ pub fn assemble_videos<'s, F: EncoderFactory>(
                                     duplicates: 0,
                                     fire_frames: 0,
                                     max_score: 0.0,
+                                    unscored: 0,
+                                    unscored_reason: None,
                                     last_frame: Instant::now(),
                                 }
                             });

@@ -180,10 +180,11 @@ pub struct FireDetection {
     pub frame_index: u64,
     pub pts_ms: i64,
     /// The frame's fire score in 0..=1 (heatmap model: its score output; detection model: the
-    /// best box score, 0 without boxes).
-    pub score: f32,
-    /// `score >= threshold`.
-    pub fire: bool,
+    /// best box score, 0 without boxes); `None` (JSON `null`) when the model gave no verdict
+    /// for this frame (`error` says why): never a made-up 0.
+    pub score: Option<f32>,
+    /// `score >= threshold`; `None` without a verdict.
+    pub fire: Option<bool>,
     /// Hot regions (heatmap model) or detected boxes (detection model), in frame pixels.
     pub regions: Vec<Region>,
     pub model: String,
@@ -191,7 +192,7 @@ pub struct FireDetection {
     pub inference_ms: f64,
     /// The frame's production time to this record's creation.
     pub latency_ms: u64,
-    /// Why the model gave no verdict for this frame (score 0, no regions), if it did not.
+    /// Why the model gave no verdict for this frame (no score, no regions), if it did not.
     pub error: Option<String>,
 }
 

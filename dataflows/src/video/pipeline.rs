@@ -53,19 +53,21 @@ where
     let detections = inferred.clone().flat_map(move |(record, verdict): InferredFrame| {
         let VideoRecord::Frame { header, .. } = &*record else { return None };
         let (verdict, error) = match verdict {
-            Some(Ok(verdict)) => (verdict, None),
-            Some(Err(e)) => (FireVerdict { score: 0.0, heatmap: None, regions: Vec::new(), inference_ms: 0.0 }, Some(e)),
+            Some(Ok(verdict)) => (Some(verdict), None),
+            Some(Err(e)) => (None, Some(e)),
             None => return None,
         };
+        let score = verdict.as_ref().map(|v| v.score);
+        let (regions, inference_ms) = verdict.map(|v| (v.regions, v.inference_ms)).unwrap_or_default();
         Some(FireDetection {
             video_id: header.video_id.clone(),
             frame_index: header.frame_index,
             pts_ms: header.pts_ms,
-            score: verdict.score,
-            fire: verdict.score >= threshold,
-            regions: verdict.regions,
+            score,
+            fire: score.map(|s| s >= threshold),
+            regions,
             model: model_name.clone(),
-            inference_ms: verdict.inference_ms,
+            inference_ms,
             latency_ms: now_ms().saturating_sub(header.produced_at_ms),
             error,
         })
