@@ -58,7 +58,7 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
     let frames_per_clip = (seconds * f64::from(fps)).round() as u64;
     let (width, height) = args.size;
     write_clip(&clip, SceneConfig { frames: frames_per_clip, fps, width, height, ..SceneConfig::default() })?;
-    let models = ModelArgs::default();
+    let models = args.models.clone();
     let mut rows = Vec::new();
 
     eprintln!("baseline: the fire model alone in this process, batches of {}, {} intra-op thread", models.infer_batch, models.intra_threads);
@@ -87,7 +87,7 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
     });
     for shape in &args.configs {
         eprintln!("pitwall run --pipelines video {shape} --exit-at-end");
-        let mut command = run_command(&kafka, &topic, &format!("bench-video-{nonce}-{}", shape.slug()), shape.workers, work.path());
+        let mut command = run_command(&kafka, &topic, &format!("bench-video-{nonce}-{}", shape.slug()), shape.workers, work.path(), &models);
         command.arg("--exit-at-end");
         let finished = Measured::spawn(command, &format!("video-run-{}", shape.slug()), &logs)?.finish(args.timeout())?;
         let report = finished.report()?;
@@ -109,7 +109,11 @@ pub fn video(args: &VideoBenchArgs) -> Result<()> {
 
     eprintln!("latency: one {seconds} s clip in real time into a running job (-w {})", args.latency_workers);
     rows.extend(live_latency(&kafka, &clip, &format!("{topic}-live"), frames_per_clip, args, work.path(), &logs)?);
-    let (csv, markdown) = render(&rows, &broker.describe(), args.size);
+    let model = match &models.fire_model {
+        Some(path) => format!("{} ({}), batches of {}", path.display(), models.fire_model_kind.name(), models.infer_batch),
+        None => format!("built-in fire_colour, batches of {}", models.infer_batch),
+    };
+    let (csv, markdown) = render(&rows, &broker.describe(), args.size, &model);
     std::fs::write(dir.join("video.csv"), csv)?;
     std::fs::write(dir.join("video.md"), &markdown)?;
     println!("{markdown}");
@@ -148,7 +152,10 @@ fn model_alone(clip: &Path, models: &ModelArgs) -> Result<VideoRow> {
         frames: records.len() as u64,
         seconds,
         frames_per_s: records.len() as f64 / seconds,
-        note: format!("baseline: resize to {}x{} + ONNX run, one thread", models.model_input.0, models.model_input.1),
+        note: {
+            let (w, h) = detector.input_size();
+            format!("baseline: {} at {w}x{h} (resize + ONNX run), {} intra-op thread(s)", detector.name(), models.intra_threads)
+        },
         ..VideoRow::default()
     })
 }
@@ -162,7 +169,40 @@ fn produce(kafka: &KafkaConfig, clip: &Path, topic: &str, id: &str, realtime: bo
     Measured::spawn(command, &format!("produce-{id}"), logs)
 }
 
-fn run_command(kafka: &KafkaConfig, topic: &str, group: &str, workers: usize, work: &Path) -> Command {
+/// The model flags of `models` as `pitwall run` takes them, so every run of the bench uses the
+/// model the baseline measured.
+fn model_flags(models: &ModelArgs) -> Vec<std::ffi::OsString> {
+    let (w, h) = models.model_input;
+    let mut flags: Vec<std::ffi::OsString> = [
+        "--fire-model-kind".to_string(),
+        models.fire_model_kind.name().to_string(),
+        "--fire-classes".into(),
+        models.fire_classes.join(","),
+        "--fire-scores".into(),
+        models.fire_scores.to_string(),
+        "--model-input".into(),
+        format!("{w}x{h}"),
+        "--fire-threshold".into(),
+        models.fire_threshold.to_string(),
+        "--infer-batch".into(),
+        models.infer_batch.to_string(),
+        "--infer-wait-ms".into(),
+        models.infer_wait_ms.to_string(),
+        "--intra-threads".into(),
+        models.intra_threads.to_string(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    for (flag, path) in [("--fire-model", &models.fire_model), ("--onnxruntime", &models.onnxruntime)] {
+        if let Some(path) = path {
+            flags.extend([flag.into(), path.clone().into_os_string()]);
+        }
+    }
+    flags
+}
+
+fn run_command(kafka: &KafkaConfig, topic: &str, group: &str, workers: usize, work: &Path, models: &ModelArgs) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the running binary"));
     command
         .args([
@@ -196,7 +236,8 @@ fn run_command(kafka: &KafkaConfig, topic: &str, group: &str, workers: usize, wo
         .arg("--spool")
         .arg(work.join(format!("spool-{group}")))
         .env("PITWALL_LOG", std::env::var("PITWALL_LOG").unwrap_or_else(|_| "warn".into()))
-        .env_remove("S3_BUCKET");
+        .env_remove("S3_BUCKET")
+        .args(model_flags(models));
     command
 }
 
@@ -211,7 +252,7 @@ fn live_latency(
     logs: &Path,
 ) -> Result<Vec<VideoRow>> {
     let group = format!("{topic}-group");
-    let job = Measured::spawn(run_command(kafka, topic, &group, args.latency_workers, work), "video-live", logs)?;
+    let job = Measured::spawn(run_command(kafka, topic, &group, args.latency_workers, work, &args.models), "video-live", logs)?;
     // The job has assigned its partitions well within this; frames sent earlier would only wait.
     std::thread::sleep(Duration::from_secs(3));
     let video_id = format!("live-{}", std::process::id());
@@ -281,11 +322,11 @@ fn live_latency(
     ])
 }
 
-fn render(rows: &[VideoRow], broker: &str, (width, height): (u32, u32)) -> (String, String) {
+fn render(rows: &[VideoRow], broker: &str, (width, height): (u32, u32), model: &str) -> (String, String) {
     let mut csv = String::from("phase,frames,seconds,frames_per_s,peak_rss_mb,p50_ms,p99_ms,max_ms,note\n");
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_default();
     let mut md = format!(
-        "# pitwall bench video\n\nMachine: {}. Broker: {broker}. Clip: generated {width}x{height} at 25 fps; model: built-in fire_colour at 128x128, batches of 8.\n\n",
+        "# pitwall bench video\n\nMachine: {}. Broker: {broker}. Clip: generated {width}x{height} at 25 fps; model: {model}.\n\n",
         super::report::machine()
     );
     md.push_str("| phase | frames | seconds | frames/s | vs model alone | peak RSS MB | p50 ms | p99 ms | max ms | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
@@ -321,4 +362,48 @@ fn render(rows: &[VideoRow], broker: &str, (width, height): (u32, u32)) -> (Stri
         ));
     }
     (csv, md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_flags;
+    use crate::cli::{BenchCommand, Cli, Command};
+    use clap::Parser;
+
+    /// What `bench video` is given about the model reaches every `pitwall run` it starts.
+    #[test]
+    fn the_bench_passes_its_model_flags_to_the_runs_unchanged() {
+        let given = [
+            "--fire-model",
+            "yolo.onnx",
+            "--fire-model-kind",
+            "yolo",
+            "--fire-classes",
+            "flame,smoke,other",
+            "--fire-scores",
+            "scale=255",
+            "--model-input",
+            "416x416",
+            "--fire-threshold",
+            "0.35",
+            "--infer-batch",
+            "1",
+            "--infer-wait-ms",
+            "7",
+            "--intra-threads",
+            "2",
+            "--onnxruntime",
+            "/opt/ort/libonnxruntime.so",
+        ];
+        let Command::Bench(BenchCommand::Video(bench)) = Cli::try_parse_from([&["pitwall", "bench", "video"][..], &given].concat()).unwrap().command
+        else {
+            panic!("not bench video")
+        };
+        let mut run: Vec<std::ffi::OsString> = ["pitwall", "run", "--brokers", "b:9092"].into_iter().map(Into::into).collect();
+        run.extend(model_flags(&bench.models));
+        let Command::Run(run) = Cli::try_parse_from(run).unwrap().command else { panic!("not run") };
+        assert_eq!(format!("{:?}", run.models), format!("{:?}", bench.models));
+        assert_eq!(bench.models.fire_model.as_deref(), Some(std::path::Path::new("yolo.onnx")));
+        assert_eq!((bench.models.model_input, bench.models.infer_batch), ((416, 416), 1));
+    }
 }

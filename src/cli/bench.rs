@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::shared::parse_size;
+use super::shared::{parse_size, ModelArgs};
 use super::{ClientProperties, KafkaArgs};
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +91,10 @@ pub struct VideoBenchArgs {
     /// Worker threads of the live latency run.
     #[arg(long, default_value_t = 2)]
     pub latency_workers: usize,
+    /// The fire model and how it is fed (`--fire-model PATH --fire-model-kind yolo`, ...): used
+    /// by the model-alone baseline and passed to every `pitwall run` of the bench.
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Results go to OUT/<date>/video.csv and video.md.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,

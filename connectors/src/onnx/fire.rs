@@ -100,6 +100,11 @@ impl FireDetector {
         &self.model.name
     }
 
+    /// The frame size the model is fed, WIDTHxHEIGHT (the model's own when it fixes one).
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.options.width, self.options.height)
+    }
+
     /// The batch size the model fixes, if it fixes one.
     pub fn fixed_batch(&self) -> Option<usize> {
         self.fixed_batch

@@ -92,6 +92,18 @@ impl ScoreScale {
     }
 }
 
+/// The flag's own spelling, so that `parse` reads it back.
+impl std::fmt::Display for ScoreScale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScoreScale::Auto => write!(f, "auto"),
+            ScoreScale::Probability => write!(f, "probability"),
+            ScoreScale::Logit => write!(f, "logit"),
+            ScoreScale::Scale(max) => write!(f, "scale={max}"),
+        }
+    }
+}
+
 impl std::str::FromStr for ScoreScale {
     type Err = String;
     fn from_str(text: &str) -> Result<ScoreScale, String> {
