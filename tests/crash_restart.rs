@@ -266,3 +266,148 @@ fn a_cluster_whose_process_dies_stops_with_a_clear_error() {
     assert!(log.contains("process 0 of this 2-process cluster lost a peer") && log.contains("restart the whole cluster"), "{log}");
     assert!(!log.contains("MergeQueue poisoned"), "one clear error, not a cascade of panics:\n{log}");
 }
+
+/// One driver's brake and throttle overlap for ten minutes of event time (issue 21.5). The
+/// anomaly rules remember the condition from its start, and that used to hold the probe, and
+/// with it every partition's commit and delivered-before mark, at the condition's start: a
+/// crash then replayed every partition from there and re-sent every window since. Now the hold
+/// is announced past 10 s and only that driver's replay point stays back: the other driver's
+/// partition commits, and the marks move, while the condition lasts; killed in the middle of it
+/// and restarted, the job reports the condition once, with the uninterrupted run's id, and loses
+/// no alert and no window.
+#[test]
+fn a_condition_lasting_ten_minutes_holds_only_its_drivers_commits() {
+    use pitwall_dataflows::partition::key_partition;
+    use pitwall_dataflows::records::TelemetryRecord;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const STUCK_FROM: u64 = 60_000;
+    const STUCK_UNTIL: u64 = 660_000;
+    const KILL_AFTER: u64 = 480_000;
+    const END: u64 = 720_000;
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    create_topics(
+        b,
+        &[
+            ("held-ref", 2),
+            ("held-live", 2),
+            ("alerts-hold-ref", 3),
+            ("windows-hold-ref", 2),
+            ("alerts-hold", 3),
+            ("windows-hold", 2),
+            ("pitwall-dlq", 1),
+            ("pitwall-late", 1),
+        ],
+    );
+    // Two drivers on different partitions: the stuck one, and one that runs clean.
+    let drivers = ["VER", "HAM", "LEC", "NOR", "PIA", "RUS", "SAI", "ALO"];
+    let stuck = drivers[0];
+    let clean =
+        *drivers.iter().find(|d| key_partition(d.as_bytes(), 2) != key_partition(stuck.as_bytes(), 2)).expect("a driver on the other partition");
+    let (stuck_partition, clean_partition) = (key_partition(stuck.as_bytes(), 2), key_partition(clean.as_bytes(), 2));
+    let record = |driver: &str, time: u64| {
+        let overlap = driver == stuck && (STUCK_FROM..STUCK_UNTIL).contains(&time);
+        TelemetryRecord {
+            driver: driver.into(),
+            session_time_ms: time,
+            rpm: 10_000.0,
+            speed: 200.0,
+            gear: 6,
+            throttle: if overlap { 80.0 } else { 60.0 },
+            brake: overlap,
+            distance: time as f64 * 0.055,
+            ..Default::default()
+        }
+    };
+    let records: Vec<TelemetryRecord> = (0..END).step_by(250).flat_map(|t| [record(stuck, t), record(clean, t)]).collect();
+    let producer = test_producer(b);
+    records.iter().for_each(|r| send_record(&producer, "held-ref", 2, r));
+    producer.flush(Duration::from_secs(30)).unwrap();
+    run_to_end(b, "held-ref", "hold-ref", "hold-ref", &[]);
+    let reference: Vec<serde_json::Value> = tail(b, "alerts-hold-ref").into_iter().map(|m| m["value"].clone()).collect();
+    let condition: Vec<&serde_json::Value> = reference.iter().filter(|a| a["kind"] == "brake_throttle_overlap").collect();
+    assert_eq!(condition.len(), 1, "the uninterrupted run reports the condition once: {reference:?}");
+
+    // The first eight minutes, the condition under way since minute one, to a live job. One
+    // record per batch, as in the test above: Tansu 0.6 skips the rest of a batch that a resume
+    // starts inside.
+    let one_per_batch: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("linger.ms", "1")
+        .set("batch.num.messages", "1")
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .expect("producer");
+    let (before, after): (Vec<&TelemetryRecord>, Vec<&TelemetryRecord>) = records.iter().partition(|r| r.session_time_ms < KILL_AFTER);
+    before.iter().for_each(|r| send_record(&one_per_batch, "held-live", 2, r));
+    one_per_batch.flush(Duration::from_secs(60)).unwrap();
+    let dir = temp_dir();
+    let log = dir.path().join("job.log");
+    let args = [
+        "run",
+        "--brokers",
+        b,
+        "-w",
+        "2",
+        "--telemetry-topic",
+        "held-live",
+        "--group",
+        "hold",
+        "--alerts-topic",
+        "alerts-hold",
+        "--windows-topic",
+        "windows-hold",
+    ];
+    let child = pitwall_command_logged(&args, &log).stdout(Stdio::null()).spawn().unwrap();
+    let per_partition = |partition: i32, until: u64| {
+        records.iter().filter(|r| key_partition(r.driver.as_bytes(), 2) == partition && r.session_time_ms < until).count() as i64
+    };
+    // The clean driver's partition commits to within a few seconds of what was sent, and its
+    // mark passes the condition's start by minutes, while the condition lasts.
+    let (committed, marks) =
+        wait_until_every("commits and marks to move on during the condition", Duration::from_secs(90), Duration::from_millis(500), || {
+            let committed = committed_offsets(b, "hold", "held-live");
+            let marks = committed_offsets(b, "hold.delivered-before", "held-live");
+            let at = |v: &serde_json::Value, p: i32| v[p.to_string()]["committed"].as_i64().unwrap_or(0);
+            let (clean_offset, clean_mark) = (at(&committed, clean_partition), at(&marks, clean_partition));
+            holds(clean_offset >= per_partition(clean_partition, KILL_AFTER - 30_000) && clean_mark >= (KILL_AFTER - 30_000) as i64, || {
+                format!("clean partition committed {clean_offset}, mark {clean_mark}; all: {committed} {marks}")
+            })?;
+            Ok((committed, marks))
+        });
+    let stuck_offset = committed[stuck_partition.to_string()]["committed"].as_i64().unwrap_or(0);
+    assert!(
+        stuck_offset <= per_partition(stuck_partition, STUCK_FROM),
+        "the stuck driver's replay starts before its condition: committed {stuck_offset}, condition from offset {}; {committed} {marks}",
+        per_partition(stuck_partition, STUCK_FROM)
+    );
+    let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = wait_with_timeout(child, "killed run", Duration::from_secs(30));
+
+    // The rest, then a restart to the end.
+    after.iter().for_each(|r| send_record(&one_per_batch, "held-live", 2, r));
+    one_per_batch.flush(Duration::from_secs(60)).unwrap();
+    run_to_end(b, "held-live", "hold", "hold", &[]);
+    let alerts: Vec<serde_json::Value> = tail(b, "alerts-hold").into_iter().map(|m| m["value"].clone()).collect();
+    let ids = |alerts: &[serde_json::Value]| -> BTreeMap<String, usize> {
+        alerts.iter().fold(BTreeMap::new(), |mut n, a| {
+            *n.entry(a["id"].as_str().unwrap().to_string()).or_default() += 1;
+            n
+        })
+    };
+    let condition_ids: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["kind"] == "brake_throttle_overlap").collect();
+    assert_eq!(condition_ids.len(), 1, "reported once, neither lost nor re-reported: {condition_ids:?}");
+    assert_eq!(condition_ids[0]["id"], condition[0]["id"], "with the uninterrupted run's id");
+    let (got, want) = (ids(&alerts), ids(&reference));
+    assert!(want.keys().all(|id| got.contains_key(id)), "no alert lost: {want:?} vs {got:?}");
+    let windows = |topic: &str| -> BTreeSet<String> { tail(b, topic).into_iter().map(|m| m["value"].to_string()).collect() };
+    let (live, uninterrupted) = (windows("windows-hold"), windows("windows-hold-ref"));
+    let lost: Vec<&String> = uninterrupted.difference(&live).take(3).collect();
+    assert!(
+        lost.is_empty(),
+        "no window lost ({} of {}): {lost:?}",
+        uninterrupted.len() - uninterrupted.intersection(&live).count(),
+        uninterrupted.len()
+    );
+}

@@ -80,6 +80,15 @@ pub trait KeyedLogic: 'static {
     fn approx_bytes(&self, _state: &Self::State) -> usize {
         std::mem::size_of::<Self::State>()
     }
+
+    /// With [`KeyedOptions::release_holds_after_ms`]: the record announcing that `key`'s hold
+    /// (`Some`), older than that behind the frontier, no longer holds the operator's capability,
+    /// or that a hold announced so is gone (`None`). Only for logics whose holds are not output
+    /// times (a rule's lookback, not an open window): the announced hold must be kept by whoever
+    /// commits offsets instead. `None` (the default) announces nothing.
+    fn released(&self, _key: &str, _hold: Option<EventTime>) -> Option<Self::Out> {
+        None
+    }
 }
 
 /// How much state one keyed operator holds, refreshed after every activation.
@@ -256,11 +265,17 @@ pub struct KeyedOptions {
     /// is exact). Coarser times mean fewer timely messages and progress updates downstream;
     /// offsets are committed, and probes pass, up to this much event time later.
     pub time_granularity_ms: u64,
+    /// A key's hold further than this (ms of event time) behind the input frontier stops holding
+    /// the capability: the logic's [`KeyedLogic::released`] record announces it, stamped before
+    /// the capability moves past it, so that one long-lived key (a condition lasting minutes)
+    /// does not hold every downstream probe, and with it every offset commit, at its start.
+    /// `None` (the default) holds every key's hold.
+    pub release_holds_after_ms: Option<u64>,
 }
 
 impl Default for KeyedOptions {
     fn default() -> Self {
-        KeyedOptions { key_ttl_ms: None, time_granularity_ms: DEFAULT_TIME_GRANULARITY_MS }
+        KeyedOptions { key_ttl_ms: None, time_granularity_ms: DEFAULT_TIME_GRANULARITY_MS, release_holds_after_ms: None }
     }
 }
 
@@ -433,7 +448,7 @@ pub fn run_per_driver<'s, L: KeyedLogic>(
     logic: L,
     options: KeyedOptions,
 ) -> (Stream<'s, EventTime, Vec<L::Out>>, StateGauge) {
-    let KeyedOptions { key_ttl_ms, time_granularity_ms } = options;
+    let KeyedOptions { key_ttl_ms, time_granularity_ms, release_holds_after_ms } = options;
     let granularity = time_granularity_ms.max(1);
     let gauge = StateGauge::default();
     let report = gauge.clone();
@@ -441,6 +456,8 @@ pub fn run_per_driver<'s, L: KeyedLogic>(
         let mut held: Option<Capability<EventTime>> = Some(initial);
         let mut keys: Keys<L> = Keys::new(granularity);
         let mut out: Vec<(EventTime, L::Out)> = Vec::new();
+        // Keys whose hold is released (announced, not held), with the hold announced.
+        let mut released: BTreeMap<Rc<str>, EventTime> = BTreeMap::new();
         move |(input, frontier), output| {
             let Some(cap) = held.as_mut() else {
                 input.for_each(|_, _| {});
@@ -495,7 +512,30 @@ pub fn run_per_driver<'s, L: KeyedLogic>(
             report.set(StateSize { keys: keys.states.len(), bytes: keys.bytes, expired: keys.expired, ..Default::default() }.after(report.get()));
             // Once the input has ended every key has had its final `on_progress`: what a logic
             // still holds (a rule's lookback) can produce nothing more, so the capability goes.
-            let hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([coarse(f, granularity)]).min());
+            let mut hold = frontier.and_then(|f| keys.min_hold().into_iter().chain([coarse(f, granularity)]).min());
+            if let (Some(after), Some(f), Some(time)) = (release_holds_after_ms, frontier, hold) {
+                let floor = coarse(f.saturating_sub(after), granularity);
+                let long: BTreeMap<Rc<str>, EventTime> = if time < floor {
+                    keys.states.iter().filter_map(|(name, key)| key.hold.filter(|h| *h < floor).map(|h| (name.clone(), h))).collect()
+                } else {
+                    BTreeMap::new()
+                };
+                if long != released {
+                    // Stamped at the capability, at or before every hold it announces: a probe
+                    // passes a released hold only after its announcement.
+                    let mut session = output.session(&*cap);
+                    for (name, h) in &long {
+                        if released.get(name) != Some(h) {
+                            session.give_iterator(logic.released(name, Some(*h)).into_iter());
+                        }
+                    }
+                    for name in released.keys().filter(|name| !long.contains_key(*name)) {
+                        session.give_iterator(logic.released(name, None).into_iter());
+                    }
+                    released = long;
+                }
+                hold = Some(time.max(floor));
+            }
             match hold {
                 Some(time) => cap.downgrade(&time.max(*cap.time())),
                 None => held = None,
@@ -528,6 +568,91 @@ mod tests {
         fn on_expire(&self, state: &mut Self::State, out: &mut Vec<(EventTime, String)>) {
             out.push((0, state.0.clone()));
         }
+    }
+
+    /// Holds from a key's first sample with gear 9 until a sample with another gear; announces
+    /// its released holds as `(key, hold)`.
+    struct Sticky;
+    impl KeyedLogic for Sticky {
+        type State = Option<EventTime>;
+        type Out = (String, Option<EventTime>);
+        fn on_sample(&self, state: &mut Self::State, sample: &Rc<Sample>, _out: &mut Vec<(EventTime, Self::Out)>) {
+            let time = sample.record.session_time_ms;
+            *state = if sample.record.gear == 9 { Some(state.unwrap_or(time)) } else { None };
+        }
+        fn hold(&self, state: &Self::State) -> Option<EventTime> {
+            *state
+        }
+        fn released(&self, key: &str, hold: Option<EventTime>) -> Option<Self::Out> {
+            Some((key.to_string(), hold))
+        }
+    }
+
+    /// A key's hold announced as released (`Some`) or gone (`None`).
+    type Announced = (String, Option<EventTime>);
+
+    /// What `sticky_run` saw: the outputs with their times, and `(input time, output frontier)`.
+    type StickyRun = (Vec<(EventTime, Announced)>, Vec<(EventTime, EventTime)>);
+
+    /// Key A holds from 1 s to 40 s of event time; B never holds. Feeds both to one
+    /// `run_per_driver` and returns its outputs `(time, record)` and, at every second of input,
+    /// how far its output frontier had got.
+    fn sticky_run(release_holds_after_ms: Option<u64>) -> StickyRun {
+        use timely::dataflow::operators::capture::Extract;
+        use timely::dataflow::operators::{Capture, Input, Probe};
+        timely::execute_directly(move |worker| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let options = KeyedOptions { time_granularity_ms: 1, release_holds_after_ms, ..Default::default() };
+            let (mut input, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+                let (input, samples) = scope.new_input::<Vec<Sample>>();
+                let keyed = in_log_order(&by_driver(samples));
+                let (out, _) = run_per_driver(&keyed, "Sticky", Sticky, options);
+                let (probe, out) = out.probe();
+                out.capture_into(tx);
+                (input, probe)
+            });
+            let mut progress = Vec::new();
+            for (i, time) in (0..60_000).step_by(100).enumerate() {
+                for (j, driver) in ["A", "B"].into_iter().enumerate() {
+                    let gear = if driver == "A" && (1_000..40_000).contains(&time) { 9 } else { 5 };
+                    let record = TelemetryRecord { driver: driver.into(), session_time_ms: time, gear, ..Default::default() };
+                    input.send(Sample { at: SourcePosition { partition: j as i32, offset: i as i64 }, record });
+                }
+                input.advance_to(time + 100);
+                worker.step();
+                worker.step();
+                if time % 1_000 == 0 {
+                    progress.push((time, probe.with_frontier(|f| f.first().copied().unwrap_or(EventTime::MAX))));
+                }
+            }
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+            (rx.extract().into_iter().flat_map(|(time, records)| records.into_iter().map(move |r| (time, r))).collect(), progress)
+        })
+    }
+
+    /// A hold older than `release_holds_after_ms` behind the frontier stops holding the
+    /// operator's capability, announced before the frontier passes it, and its end is announced
+    /// too; without the option the one long hold stops the frontier for as long as it lasts.
+    #[test]
+    fn a_long_hold_is_announced_and_released_not_held() {
+        let (held, progress) = sticky_run(None);
+        assert!(held.is_empty(), "nothing announced without the option: {held:?}");
+        let at = |progress: &[(EventTime, EventTime)], input: EventTime| progress.iter().find(|(t, _)| *t == input).unwrap().1;
+        assert_eq!(at(&progress, 30_000), 1_000, "held at A's first held sample");
+
+        let (announced, progress) = sticky_run(Some(10_000));
+        assert_eq!(
+            announced.iter().map(|(_, record)| record.clone()).collect::<Vec<_>>(),
+            vec![("A".to_string(), Some(1_000)), ("A".to_string(), None)],
+            "one announcement when A's hold falls 10 s behind, one when it ends"
+        );
+        assert!(announced[0].0 <= 1_000, "announced at or before the hold it releases: {announced:?}");
+        let lag = at(&progress, 30_000);
+        assert!((19_000..=21_000).contains(&lag), "the frontier follows the input 10 s behind while A holds: {lag}");
+        assert!(progress.iter().all(|(input, frontier)| *frontier + 10_100 >= *input), "{progress:?}");
     }
 
     /// The TTL keeps one heap entry per key, not one per sample: against a model that remembers

@@ -4,10 +4,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
-use crate::anomalies::{AnomalyConfig, AnomalyDetector};
+use crate::anomalies::{AnomalyConfig, AnomalyDetector, DriverHold, RuleEvent};
 use crate::dedupe::drop_duplicate_samples;
 use crate::keyed::{by_driver, in_log_order, in_time_order, run_per_driver, KeyedOptions, StateGauge};
 use crate::records::{Alert, EventTime, Sample, WindowResult};
@@ -27,6 +28,11 @@ pub struct TelemetryConfig {
     /// How far back (ms of event time) a driver's samples are remembered to drop exact
     /// duplicates (`dedupe.rs`): the source's allowed lateness, past which a copy is late anyway.
     pub duplicate_horizon_ms: u64,
+    /// A driver's rule hold older than this behind the frontier (a condition lasting minutes)
+    /// stops holding the detector, and with it every probe and commit: it is announced on
+    /// `rule_holds` instead, for the source to keep that driver's replay point. `None` holds
+    /// every hold (for dataflows whose commits do not read `rule_holds`).
+    pub release_rule_holds_after_ms: Option<u64>,
 }
 
 /// The default [`TelemetryConfig::duplicate_horizon_ms`]: the source's default allowed lateness.
@@ -40,6 +46,7 @@ impl Default for TelemetryConfig {
             keyed: KeyedOptions::default(),
             alerts_after_watermark: false,
             duplicate_horizon_ms: DEFAULT_DUPLICATE_HORIZON_MS,
+            release_rule_holds_after_ms: None,
         }
     }
 }
@@ -51,6 +58,9 @@ pub struct TelemetryOutputs<'s> {
     /// window, where lap windows hold theirs until a lap ends.
     pub sliding: Stream<'s, EventTime, Vec<WindowResult>>,
     pub alerts: Stream<'s, EventTime, Vec<Alert>>,
+    /// Drivers whose rules' hold the detector released (see
+    /// [`TelemetryConfig::release_rule_holds_after_ms`]); empty unless that is set.
+    pub rule_holds: Stream<'s, EventTime, Vec<DriverHold>>,
     /// Per keyed operator, a gauge of the state it holds on this worker.
     pub state: Vec<(&'static str, StateGauge)>,
     /// The samples waiting for the watermark in `in_time_order` (also in `state`).
@@ -71,11 +81,16 @@ pub fn telemetry_dataflow<'s>(samples: Stream<'s, EventTime, Vec<Sample>>, confi
     let (sliding, sliding_state) = run_per_driver(&samples, "SlidingWindows", config.sliding, keyed);
     let (laps, lap_state) = run_per_driver(&samples, "LapWindows", LapSegments::Lap, keyed);
     let (sectors, sector_state) = run_per_driver(&samples, "SectorWindows", LapSegments::Sector, keyed);
-    let (alerts, rule_state) = run_per_driver(&arrivals, "AnomalyDetector", AnomalyDetector { config: config.anomalies.clone() }, keyed);
+    let detector = AnomalyDetector { config: config.anomalies.clone() };
+    let rules = KeyedOptions { release_holds_after_ms: config.release_rule_holds_after_ms, ..keyed };
+    let (events, rule_state) = run_per_driver(&arrivals, "AnomalyDetector", detector, rules);
+    let alerts = events.clone().flat_map(|event| if let RuleEvent::Alert(alert) = event { Some(alert) } else { None });
+    let rule_holds = events.flat_map(|event| if let RuleEvent::Held(hold) = event { Some(hold) } else { None });
     TelemetryOutputs {
         windows: sliding.clone().concat(laps).concat(sectors),
         sliding,
         alerts,
+        rule_holds,
         ordering: order_state.clone(),
         duplicates,
         state: vec![

@@ -484,6 +484,12 @@ mod tests {
         };
         let alerts = vec![alert(None), alert(Some(7))];
         assert_eq!(across_processes(&alerts), alerts);
+        // A driver's released rule hold is broadcast to every process (`follow_key_holds`).
+        let holds = vec![
+            crate::anomalies::DriverHold { driver: "VER".into(), since: Some(60_000) },
+            crate::anomalies::DriverHold { driver: "HAM".into(), since: None },
+        ];
+        assert_eq!(across_processes(&holds), holds);
         // Absent fields still decode from JSON.
         let json = r#"{"driver":"VER","session_time_ms":1,"rpm":1.0,"speed":1.0,"gear":1,"throttle":1.0,"brake":false,"drs":0}"#;
         assert_eq!(serde_json::from_str::<TelemetryRecord>(json).unwrap().lap, None);

@@ -21,7 +21,7 @@ use anyhow::Result;
 use differential_dataflow::input::InputSession;
 use pitwall_connectors::kafka::group::Lease;
 use pitwall_connectors::kafka::sink::{publish, publish_rejects, KafkaProducer, RejectSinks, Route, SinkHandle};
-use pitwall_connectors::kafka::source::{kafka_source, split_events, Decoded, SourceHandle, SplitEvents};
+use pitwall_connectors::kafka::source::{follow_key_holds, kafka_source, split_events, Decoded, SourceHandle, SplitEvents};
 use pitwall_connectors::onnx::tabular::WindowModel;
 use pitwall_dataflows::decode::{decode_telemetry, DecodeError, DecodePolicy};
 use pitwall_dataflows::infer::InferStats;
@@ -42,6 +42,12 @@ use timely::dataflow::Stream;
 use super::metrics::JobMetrics;
 use super::models::{batching, predictions_source};
 use super::{count_and_show, source_config, telemetry_reader_kafka, JobConfig, Pipeline, ProcessShared};
+
+/// How far (ms of event time) behind the input a driver's anomaly rules may hold the probe: a
+/// condition remembered longer (a stuck brake flag with throttle for minutes) is announced
+/// instead, and only its driver's replay point stays back (`follow_key_holds`). Ten seconds is
+/// past every rule's own lookback (1-2 s), so in a normal race nothing is ever released.
+const RULE_HOLD_RELEASE_MS: u64 = 10_000;
 
 /// One worker's telemetry dataflow (and predictions), built.
 pub(crate) struct TelemetryParts {
@@ -132,9 +138,15 @@ pub(crate) fn build_telemetry(
     };
     let telemetry = TelemetryConfig {
         sliding: args.sliding_windows()?,
-        keyed: KeyedOptions { key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms), time_granularity_ms: args.time_granularity_ms },
+        keyed: KeyedOptions {
+            key_ttl_ms: (args.key_ttl_ms > 0).then_some(args.key_ttl_ms),
+            time_granularity_ms: args.time_granularity_ms,
+            ..Default::default()
+        },
         alerts_after_watermark: args.alerts_after_watermark,
         duplicate_horizon_ms: args.allowed_lateness_ms,
+        // The source keeps such a driver's replay point (`follow_key_holds` below).
+        release_rule_holds_after_ms: Some(RULE_HOLD_RELEASE_MS),
         ..Default::default()
     };
     let predictor =
@@ -181,6 +193,10 @@ pub(crate) fn build_telemetry(
         let window_mark = alert_mark.clone();
         let (alerts, dropped_alerts) = drop_delivered(outputs.alerts, "AlertsDelivered", move |a: &Alert| alert_mark(&a.driver), |_| {});
         let (windows, dropped_windows) = drop_delivered(outputs.windows, "WindowsDelivered", move |w: &WindowResult| window_mark(&w.driver), |_| {});
+        // A condition the rules have remembered for longer than RULE_HOLD_RELEASE_MS stops
+        // holding the probe (and every partition's commits and marks); its driver's replay
+        // point is kept by the source's commits instead.
+        follow_key_holds(outputs.rule_holds, &handle).probe_with(&probe);
         let alerts_topic = args.alerts_topic.clone();
         let (alerts_done, alerts_sink) = publish(alerts, producer, "AlertSink", move |a: &Alert| Route {
             topic: alerts_topic.clone(),

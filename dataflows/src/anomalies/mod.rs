@@ -84,6 +84,24 @@ pub struct AnomalyDetector {
     pub config: AnomalyConfig,
 }
 
+/// What [`AnomalyDetector`] emits: alerts, and the drivers whose rules' hold is released.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleEvent {
+    Alert(Alert),
+    Held(DriverHold),
+}
+
+/// A driver whose rules still depend on samples since `since` (a condition that has lasted
+/// longer than `KeyedOptions::release_holds_after_ms`), announced once the detector stops
+/// holding its capability there; `since: None` announces that it no longer does. Whoever commits
+/// offsets keeps the driver's replay starting before `since` (`connectors/src/kafka/source/commit.rs`),
+/// so a restart rebuilds the condition exactly while every other record commits on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DriverHold {
+    pub driver: String,
+    pub since: Option<EventTime>,
+}
+
 /// The rule instances of one driver.
 #[derive(Default)]
 pub struct DriverRules {
@@ -97,11 +115,11 @@ pub struct DriverRules {
 
 impl KeyedLogic for AnomalyDetector {
     type State = DriverRules;
-    type Out = Alert;
+    type Out = RuleEvent;
 
     /// Rules see each driver's samples as they arrive (`in_log_order`); one older than the
     /// newest already seen cannot be replayed into the rules' past and is skipped.
-    fn on_sample(&self, state: &mut DriverRules, sample: &Rc<Sample>, out: &mut Vec<(EventTime, Alert)>) {
+    fn on_sample(&self, state: &mut DriverRules, sample: &Rc<Sample>, out: &mut Vec<(EventTime, RuleEvent)>) {
         let time = sample.record.session_time_ms;
         if state.newest.is_some_and(|newest| time < newest) {
             state.out_of_order += 1;
@@ -111,7 +129,7 @@ impl KeyedLogic for AnomalyDetector {
         let rules = state.rules.get_or_insert_with(|| self.config.rules());
         for rule in rules.iter_mut() {
             if let Some(alert) = rule.observe(&sample.record) {
-                out.push((sample.record.session_time_ms, alert));
+                out.push((sample.record.session_time_ms, RuleEvent::Alert(alert)));
             }
         }
     }
@@ -124,6 +142,12 @@ impl KeyedLogic for AnomalyDetector {
 
     fn approx_bytes(&self, state: &DriverRules) -> usize {
         std::mem::size_of::<DriverRules>() + state.rules.iter().flatten().map(|rule| rule.approx_bytes()).sum::<usize>()
+    }
+
+    /// Alerts are stamped at their detecting sample, never at a hold: a hold only says where a
+    /// replay must start, so a long one can be announced instead of held.
+    fn released(&self, driver: &str, since: Option<EventTime>) -> Option<RuleEvent> {
+        Some(RuleEvent::Held(DriverHold { driver: driver.to_string(), since }))
     }
 }
 
@@ -149,7 +173,7 @@ mod tests {
             let sample = Rc::new(Sample { at: SourcePosition { partition: 0, offset: i as i64 }, record: record.clone() });
             detector.on_sample(&mut state, &sample, &mut out);
         }
-        (out.into_iter().map(|(_, alert)| alert.id).collect(), state.out_of_order)
+        (out.into_iter().filter_map(|(_, event)| if let RuleEvent::Alert(a) = event { Some(a.id) } else { None }).collect(), state.out_of_order)
     }
 
     /// What a restart does: a fresh detector fed from the oldest sample the old one still

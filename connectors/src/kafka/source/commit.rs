@@ -94,6 +94,7 @@ impl Committer {
         passed: impl Fn(EventTime) -> bool,
         delivered: Option<EventTime>,
         mode: CommitMode,
+        key_hold: impl Fn(&str) -> Option<EventTime>,
     ) -> Result<bool, KafkaError> {
         let mut list = TopicPartitionList::new();
         let mut marks = TopicPartitionList::new();
@@ -107,7 +108,7 @@ impl Committer {
             let mark = delivered.map_or(0, |time| time.max(state.mark_floor));
             // No key's replay may start at or after the mark (below); never backwards.
             let newest = match (newest, delivered) {
-                (Some(after), Some(_)) => Some(state.keys.resume_at(after, mark).max(state.committed.unwrap_or(0))),
+                (Some(after), Some(_)) => Some(state.keys.resume_at(after, mark, &key_hold).max(state.committed.unwrap_or(0))),
                 (newest, _) => newest,
             };
             if let Some(offset) = newest {
@@ -261,14 +262,17 @@ impl KeyTrails {
 
     /// The offset to commit instead of `passed` (the offset after the newest record older than
     /// `mark`): the earliest, over keys with a record at or after `passed`, of the key's newest
-    /// known record older than `mark`. Forgets what no later commit can need: per key, records
-    /// older than that one, and keys with nothing at or after the returned offset.
-    pub(crate) fn resume_at(&mut self, passed: i64, mark: EventTime) -> i64 {
+    /// known record older than its bound: `mark`, or the key's hold if `key_hold` names an
+    /// earlier one (a key whose outputs depend on records the probe no longer waits for). Forgets
+    /// what no later commit can need: per key, records older than that one, and keys with
+    /// nothing at or after the returned offset.
+    pub(crate) fn resume_at(&mut self, passed: i64, mark: EventTime, key_hold: impl Fn(&str) -> Option<EventTime>) -> i64 {
         let mut resume = passed;
-        for trail in self.trails.values_mut() {
-            trail.pop_all_but_last(|(time, _)| *time < mark);
+        for (key, trail) in self.trails.iter_mut() {
+            let bound = key_hold(key).map_or(mark, |hold| hold.min(mark));
+            trail.pop_all_but_last(|(time, _)| *time < bound);
             let (Some((time, offset)), Some((_, newest))) = (trail.front(), trail.newest()) else { continue };
-            if time < mark && newest >= passed {
+            if time < bound && newest >= passed {
                 resume = resume.min(offset);
             }
         }
@@ -329,10 +333,10 @@ mod tests {
         for (offset, (key, time)) in [("A", 0), ("B", 10), ("A", 20), ("B", 30), ("A", 34), ("A", 40), ("B", 45)].into_iter().enumerate() {
             trails.read(key, time, offset as i64);
         }
-        assert_eq!(trails.resume_at(5, 35), 3, "B's record at 30 is replayed (A's at 34 would be enough for A)");
+        assert_eq!(trails.resume_at(5, 35, |_| None), 3, "B's record at 30 is replayed (A's at 34 would be enough for A)");
         // A later mark past everything read: no key has a record at or after the commit rule's offset.
         trails.read("B", 50, 7);
-        assert_eq!(trails.resume_at(8, 60), 8);
+        assert_eq!(trails.resume_at(8, 60, |_| None), 8);
         assert_eq!(trails.keys(), 0, "keys with nothing at or after the resume point are forgotten");
     }
 
@@ -342,10 +346,43 @@ mod tests {
         trails.read("A", 100, 0);
         trails.read("B", 200, 1);
         trails.read("A", 300, 2);
-        assert_eq!(trails.resume_at(1, 150), 0, "A's record at 100 is older than the mark");
+        assert_eq!(trails.resume_at(1, 150, |_| None), 0, "A's record at 100 is older than the mark");
         // The mark passes B's record: A's newest older record is still the one at offset 0, and A
         // was read again after the commit rule's offset, so its replay must start there.
-        assert_eq!(trails.resume_at(2, 250), 0);
+        assert_eq!(trails.resume_at(2, 250, |_| None), 0);
+    }
+
+    /// A key whose outputs depend on records since a hold before the mark (a condition the
+    /// anomaly rules still remember) keeps its replay starting before the hold: the commit stops
+    /// at its newest record older than the hold, whatever the mark, until the hold is gone;
+    /// the other keys resume by the mark as before.
+    #[test]
+    fn a_key_held_before_the_mark_keeps_its_replay_before_the_hold() {
+        let mut trails = KeyTrails::default();
+        // A every 10 ms from 0, B likewise at +5, each its own offsets in one partition.
+        let mut offset = 0;
+        for time in (0..1_000).step_by(10) {
+            trails.read("A", time, offset);
+            trails.read("B", time + 5, offset + 1);
+            offset += 2;
+        }
+        let held = |key: &str| (key == "A").then_some(300);
+        // A's record at even offset o has time o * 5: "one of A's records older than 300, the
+        // newest the thinned trail kept" (a trail keeps 64 points, so within a few records).
+        let a_before = |resume: i64, bound: i64| resume % 2 == 0 && resume * 5 < bound && resume * 5 >= bound - 60;
+        // The mark is at 900 and the rule alone would commit at offset 180 (time 900).
+        let resume = trails.resume_at(180, 900, held);
+        assert!(a_before(resume, 300), "A's replay starts before its hold: {resume}");
+        // Later, more read, A's hold still there: the commit does not pass it.
+        for time in (1_000..2_000).step_by(10) {
+            trails.read("A", time, offset);
+            trails.read("B", time + 5, offset + 1);
+            offset += 2;
+        }
+        assert_eq!(trails.resume_at(380, 1_900, held), resume, "the held key's resume point stays");
+        // The hold gone: the commit moves on to the mark.
+        let moved = trails.resume_at(380, 1_900, |_| None);
+        assert!(a_before(moved, 1_900), "then A resumes by the mark: {moved}");
     }
 
     /// Model check: after any sequence of reads and commits, the chosen offset replays every
@@ -378,7 +415,7 @@ mod tests {
                             running >= mark
                         })
                         .unwrap_or(log.len()) as i64;
-                    let resume = trails.resume_at(passed, mark).max(resumed);
+                    let resume = trails.resume_at(passed, mark, |_| None).max(resumed);
                     assert!(resume <= passed, "round {round}: never after the commit rule's offset");
                     for key in 0..keys {
                         let since_run: Vec<&(u64, EventTime)> = log[resumed as usize..].iter().filter(|(k, _)| *k == key).collect();

@@ -32,18 +32,23 @@ mod partition;
 mod watermark;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pitwall_dataflows::anomalies::DriverHold;
 use pitwall_dataflows::records::{DeadLetter, EventTime, LateRecord, RecordKey, SourcePosition};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{BorrowedMessage, Message};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::{Scope, Stream};
 
@@ -236,7 +241,14 @@ struct SourceInner {
     probe: ProbeHandle<EventTime>,
     /// The board of this source's topic (or lease) in this process, with where each key was read.
     board: Option<WatermarkBoard>,
+    /// Keys whose outputs still depend on records since a time the probe no longer holds (see
+    /// [`SourceHandle::key_holds`]): no commit starts their replay at or after it.
+    key_holds: KeyHolds,
 }
+
+/// Per key (a driver), the event time its replay must start before, as the dataflow announced
+/// it (`pitwall_dataflows::anomalies::DriverHold`); read by the commits of the same worker.
+pub type KeyHolds = Rc<RefCell<HashMap<Box<str>, EventTime>>>;
 
 impl Drop for SourceInner {
     fn drop(&mut self) {
@@ -283,8 +295,9 @@ impl SourceInner {
 
     /// Commits what `passed` says is delivered (see `commit::Committer::commit_passed`).
     fn commit_passed(&mut self, passed: impl Fn(EventTime) -> bool, delivered: Option<EventTime>, mode: CommitMode) -> Result<(), KafkaError> {
-        let SourceInner { consumer, committer, partitions, stats, .. } = self;
-        if committer.commit_passed(consumer, partitions, passed, delivered, mode)? {
+        let SourceInner { consumer, committer, partitions, stats, key_holds, .. } = self;
+        let holds = key_holds.borrow();
+        if committer.commit_passed(consumer, partitions, passed, delivered, mode, |key| holds.get(key).copied())? {
             stats.commits += 1;
         }
         Ok(())
@@ -450,6 +463,16 @@ impl SourceHandle {
         }
     }
 
+    /// The keys whose replay must start before a time the probe no longer holds (a condition
+    /// that outlasts the anomaly detector's hold; `pitwall_dataflows::anomalies::DriverHold`).
+    /// The wiring keeps it up to date from the dataflow, on this worker, before the probe passes
+    /// the announcement; each commit pulls its offset back so such a key's replay starts at one
+    /// of its records older than its hold (`commit.rs`), so only the partitions holding such a
+    /// key stop committing past it, and the marks move on.
+    pub fn key_holds(&self) -> KeyHolds {
+        self.inner.borrow().key_holds.clone()
+    }
+
     /// Per partition of the topic (by index): the delivered-before mark found at start, before
     /// which the outputs of the previous run were all delivered (`None`: no mark).
     pub fn delivered_before(&self) -> Vec<Option<EventTime>> {
@@ -548,6 +571,7 @@ where
         lease: config.lease.clone(),
         probe: probe.clone(),
         board: config.board.clone(),
+        key_holds: KeyHolds::default(),
     }));
     let handle = SourceHandle { inner: inner.clone() };
     let stream = source(scope, "KafkaSource", move |initial: Capability<EventTime>, info| {
@@ -619,6 +643,30 @@ where
         }
     });
     Ok((stream, handle))
+}
+
+/// Keeps `handle`'s [`KeyHolds`] from the dataflow's announcements of drivers whose rules
+/// depend on records since a time the probe no longer holds. Every worker hears every
+/// announcement (a driver's records may come from any partition, read by any worker of any
+/// process). Probe the returned stream with the probe the source commits by: the probe then
+/// passes an announcement's time only once every worker keeps it, and the announcement is
+/// stamped at or before the hold it announces (`pitwall_dataflows::keyed::KeyedLogic::released`),
+/// so no commit passes a hold it has not heard of.
+pub fn follow_key_holds<'s>(holds: Stream<'s, EventTime, Vec<DriverHold>>, handle: &SourceHandle) -> Stream<'s, EventTime, Vec<()>> {
+    let kept = handle.key_holds();
+    holds.broadcast().unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "KeyHolds", move |_, _| {
+        move |input, _output| {
+            input.for_each(|_, data| {
+                let mut kept = kept.borrow_mut();
+                for hold in data.drain(..) {
+                    match hold.since {
+                        Some(since) => kept.insert(hold.driver.into(), since),
+                        None => kept.remove(hold.driver.as_str()),
+                    };
+                }
+            });
+        }
+    })
 }
 
 /// The delivered-before mark for the outputs of a key read from the partitions `read_from`
