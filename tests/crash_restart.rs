@@ -344,12 +344,18 @@ fn a_condition_lasting_ten_minutes_holds_only_its_drivers_commits() {
     one_per_batch.flush(Duration::from_secs(60)).unwrap();
     let dir = temp_dir();
     let log = dir.path().join("job.log");
+    // Static assignment, killed and restarted alike. Under group membership, a SIGKILLed member
+    // stays in the group until its session times out, and a `--exit-at-end` restart joining
+    // meanwhile was handed an empty assignment and exited 0 having read nothing (seen in about
+    // half the runs; README, "Not yet guaranteed").
     let args = [
         "run",
         "--brokers",
         b,
         "-w",
         "2",
+        "--assignment",
+        "static",
         "--telemetry-topic",
         "held-live",
         "--group",
@@ -388,7 +394,8 @@ fn a_condition_lasting_ten_minutes_holds_only_its_drivers_commits() {
     // The rest, then a restart to the end.
     after.iter().for_each(|r| send_record(&one_per_batch, "held-live", 2, r));
     one_per_batch.flush(Duration::from_secs(60)).unwrap();
-    run_to_end(b, "held-live", "hold", "hold", &[]);
+    let report = run_to_end(b, "held-live", "hold", "hold", &["-w", "2", "--assignment", "static"]);
+    assert!(report["records"].as_u64().unwrap() > 0, "the restart read the rest: {report}");
     let alerts: Vec<serde_json::Value> = tail(b, "alerts-hold").into_iter().map(|m| m["value"].clone()).collect();
     let ids = |alerts: &[serde_json::Value]| -> BTreeMap<String, usize> {
         alerts.iter().fold(BTreeMap::new(), |mut n, a| {
