@@ -95,17 +95,8 @@ fn killed_and_restarted(partitioning: Partitioning, flags: &[&str]) {
     create_topics(b, &REFERENCE_AND_LIVE_TOPICS);
     let race = Race::generate(&RaceConfig { drivers: 8, laps: 4, seed: 31, inject_anomalies: true });
     let records = race.all_records();
-    // One record per batch: Tansu 0.6 answers a fetch that starts inside a batch with nothing
-    // (the rest of that batch is skipped), which would lose records at any resume; Kafka
-    // returns the whole batch (README, Guarantees).
-    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("linger.ms", "1")
-        .set("batch.num.messages", "1")
-        .set("partitioner", "consistent_random")
-        .set("max.in.flight.requests.per.connection", "1")
-        .create()
-        .expect("producer");
+    // One record per batch (see `one_record_per_batch`).
+    let producer: rdkafka::producer::BaseProducer = one_record_per_batch(b).set("partitioner", "consistent_random").create().expect("producer");
     // The reference is keyed by murmur2: an uninterrupted run is the same whatever the partitioning.
     records.iter().for_each(|r| send_record(&producer, "reference", 4, r));
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -329,16 +320,9 @@ fn a_condition_lasting_ten_minutes_holds_only_its_drivers_commits() {
     let condition: Vec<&serde_json::Value> = reference.iter().filter(|a| a["kind"] == "brake_throttle_overlap").collect();
     assert_eq!(condition.len(), 1, "the uninterrupted run reports the condition once: {reference:?}");
 
-    // The first eight minutes, the condition under way since minute one, to a live job. One
-    // record per batch, as in the test above: Tansu 0.6 skips the rest of a batch that a resume
-    // starts inside.
-    let one_per_batch: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("linger.ms", "1")
-        .set("batch.num.messages", "1")
-        .set("max.in.flight.requests.per.connection", "1")
-        .create()
-        .expect("producer");
+    // The first eight minutes, the condition under way since minute one, to a live job, one
+    // record per batch (see `one_record_per_batch`).
+    let one_per_batch: rdkafka::producer::BaseProducer = one_record_per_batch(b).create().expect("producer");
     let (before, after): (Vec<&TelemetryRecord>, Vec<&TelemetryRecord>) = records.iter().partition(|r| r.session_time_ms < KILL_AFTER);
     before.iter().for_each(|r| send_record(&one_per_batch, "held-live", 2, r));
     one_per_batch.flush(Duration::from_secs(60)).unwrap();

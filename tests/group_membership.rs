@@ -100,15 +100,7 @@ impl<'r> LiveReplay<'r> {
 }
 
 fn producer(b: &str) -> BaseProducer {
-    // One record per batch: Tansu 0.6 answers a fetch that starts inside a batch with nothing
-    // (the rest of that batch is skipped), which would lose records at any hand-over (README).
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("linger.ms", "1")
-        .set("batch.num.messages", "1")
-        .set("max.in.flight.requests.per.connection", "1")
-        .create()
-        .expect("producer")
+    one_record_per_batch(b).create().expect("producer")
 }
 
 /// Sends `records` to `live` paced at [`SPEED`] from `start` (the race's first record at `t0`).

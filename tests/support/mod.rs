@@ -394,6 +394,16 @@ pub fn test_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
         .expect("producer")
 }
 
+/// A producer's settings for writing one record per batch, in order: Tansu 0.6 answers a fetch
+/// that starts inside a record batch with nothing (the rest of that batch is skipped), which
+/// would lose records at any resume or hand-over; Kafka returns the whole batch (README,
+/// Guarantees). Add settings, then `create()`.
+pub fn one_record_per_batch(brokers: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("linger.ms", "1").set("batch.num.messages", "1").set("max.in.flight.requests.per.connection", "1");
+    config
+}
+
 /// Sends `payload` keyed by `key` to the partition Kafka's default partitioner gives the key.
 pub fn send_keyed(producer: &rdkafka::producer::BaseProducer, topic: &str, partitions: i32, key: &str, payload: &[u8]) {
     use pitwall_dataflows::partition::key_partition;
