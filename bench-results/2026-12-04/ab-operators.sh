@@ -78,66 +78,46 @@ fn samples() -> (Vec<new::records::Sample>, Vec<old::records::Sample>) {
     (fresh, aged)
 }
 
+/// benches/hot_operators.rs's `telemetry_one_worker` harness over crate `$krate`: one body for
+/// both sides, so they differ only in the dataflow they build.
+macro_rules! one_worker {
+    ($krate:ident, $samples:expr, $b:expr) => {
+        $b.iter_batched(
+            || $samples.clone(),
+            |samples| {
+                timely::execute_directly(move |worker| {
+                    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                        let (input, stream) = scope.new_input::<Vec<$krate::records::Sample>>();
+                        let outputs = $krate::pipeline::telemetry_dataflow(stream, &$krate::pipeline::TelemetryConfig::default());
+                        let (probe, _) = outputs.windows.probe();
+                        outputs.alerts.probe_with(&probe);
+                        (input, probe)
+                    });
+                    for chunk in samples.chunks(512) {
+                        let time = chunk[0].record.session_time_ms.max(*input.time());
+                        input.advance_to(time);
+                        input.send_batch(&mut chunk.to_vec());
+                        worker.step();
+                    }
+                    drop(input);
+                    while !probe.done() {
+                        worker.step();
+                    }
+                })
+            },
+            BatchSize::LargeInput,
+        )
+    };
+}
+
 fn ab(c: &mut Criterion) {
     let (fresh, aged) = samples();
     assert_eq!(fresh.len(), aged.len());
     let mut group = c.benchmark_group("dataflow");
     group.sample_size(20);
     group.throughput(Throughput::Elements(fresh.len() as u64));
-    group.bench_function("telemetry_one_worker_9439265", |b| {
-        b.iter_batched(
-            || aged.clone(),
-            |samples| {
-                timely::execute_directly(move |worker| {
-                    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                        let (input, stream) = scope.new_input::<Vec<old::records::Sample>>();
-                        let outputs = old::pipeline::telemetry_dataflow(stream, &old::pipeline::TelemetryConfig::default());
-                        let (probe, _) = outputs.windows.probe();
-                        outputs.alerts.probe_with(&probe);
-                        (input, probe)
-                    });
-                    for chunk in samples.chunks(512) {
-                        let time = chunk[0].record.session_time_ms.max(*input.time());
-                        input.advance_to(time);
-                        input.send_batch(&mut chunk.to_vec());
-                        worker.step();
-                    }
-                    drop(input);
-                    while !probe.done() {
-                        worker.step();
-                    }
-                })
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    group.bench_function("telemetry_one_worker_now", |b| {
-        b.iter_batched(
-            || fresh.clone(),
-            |samples| {
-                timely::execute_directly(move |worker| {
-                    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                        let (input, stream) = scope.new_input::<Vec<new::records::Sample>>();
-                        let outputs = new::pipeline::telemetry_dataflow(stream, &new::pipeline::TelemetryConfig::default());
-                        let (probe, _) = outputs.windows.probe();
-                        outputs.alerts.probe_with(&probe);
-                        (input, probe)
-                    });
-                    for chunk in samples.chunks(512) {
-                        let time = chunk[0].record.session_time_ms.max(*input.time());
-                        input.advance_to(time);
-                        input.send_batch(&mut chunk.to_vec());
-                        worker.step();
-                    }
-                    drop(input);
-                    while !probe.done() {
-                        worker.step();
-                    }
-                })
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    group.bench_function("telemetry_one_worker_9439265", |b| one_worker!(old, aged, b));
+    group.bench_function("telemetry_one_worker_now", |b| one_worker!(new, fresh, b));
     group.finish();
 }
 
