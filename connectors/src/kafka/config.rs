@@ -259,13 +259,26 @@ impl KafkaConfig {
 /// poll delivers: a client that fails before it was ever polled (a dead broker at start) would
 /// otherwise be dropped with them, and the job's error would come without librdkafka's reasons
 /// (it did in about one run of four).
+///
+/// A poll with a zero timeout is not enough: rust-rdkafka answers `None` both for an empty queue
+/// and for a queue whose first event was a log line it served, so a zero-timeout loop stops after
+/// one line (CI once printed the first line of a debug dump and lost the rest). A poll with a
+/// timeout serves log lines until the timeout passes, and returns early only with an error event,
+/// so this polls until a whole [`EVENT_DRAIN`] passes with nothing but log lines, or for
+/// [`EVENT_DRAIN_MAX`] at most (a dead broker raises a new error event on every reconnect).
 pub fn serve_events(consumer: &Reader) {
-    for _ in 0..10_000 {
-        if consumer.poll(std::time::Duration::ZERO).is_none() {
+    let start = std::time::Instant::now();
+    while start.elapsed() < EVENT_DRAIN_MAX {
+        if consumer.poll(EVENT_DRAIN).is_none() {
             break;
         }
     }
 }
+
+/// How long [`serve_events`] waits for another event before it calls the queue drained.
+const EVENT_DRAIN: Duration = Duration::from_millis(100);
+/// The longest [`serve_events`] serves a queue that keeps raising errors.
+const EVENT_DRAIN_MAX: Duration = Duration::from_secs(1);
 
 /// Whether a librdkafka property holds a secret (passwords, keys, tokens, client secrets).
 pub fn is_secret_property(key: &str) -> bool {
