@@ -44,9 +44,16 @@ fn shared_job_args<'a>(b: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 /// One instance (`-w 1`) of the shared job in group mode, logging its assignments to
 /// `<dir>/<name>.log`.
 fn start_instance(b: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
+    start_instance_with(b, dir, name, &[])
+}
+
+/// [`start_instance`] with `extra` flags.
+fn start_instance_with(b: &str, dir: &Path, name: &str, extra: &[&str]) -> (Child, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     // A producer paused by a loaded machine must not turn records late (README "Idleness").
-    let args = shared_job_args(b, &["--assignment", "group", "--eof-idle-ms", "1500", "--commit-interval-ms", "100"]);
+    let mut flags = vec!["--assignment", "group", "--eof-idle-ms", "1500", "--commit-interval-ms", "100"];
+    flags.extend_from_slice(extra);
+    let args = shared_job_args(b, &flags);
     let mut command = pitwall_command_logged(&args, &log);
     command.env("PITWALL_LOG", format!("{SOURCE_LOG},pitwall_connectors::kafka::group=info,pitwall::job=info"));
     (command.stdout(Stdio::piped()).spawn().expect("spawn pitwall"), log)
@@ -154,12 +161,17 @@ fn stop_all(instances: Vec<(Child, &Path)>) -> Vec<Value> {
 
 /// The report of an instance told to stop, once it exits 0.
 fn report_of(child: Child, log: &Path) -> Value {
-    let output = wait_with_timeout(child, "stopping an instance", Duration::from_secs(60));
+    report_within(child, log, Duration::from_secs(60))
+}
+
+/// The report of an instance that exits 0 within `within`.
+fn report_within(child: Child, log: &Path, within: Duration) -> Value {
+    let output = wait_with_timeout(child, "an instance to exit", within);
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(15).collect();
     assert!(
         output.status.success(),
-        "a clean stop exits 0 ({}); stdout {}; log {} ends:\n{}",
+        "the instance exits 0 ({}); stdout {}; log {} ends:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         log.display(),
@@ -275,6 +287,55 @@ fn an_instance_joining_mid_stream_takes_its_share_and_nothing_is_lost() {
     let outcome = compare_with_reference(b);
     // Duplicates come only from what was in flight at the hand-over (read after the last commit).
     assert!(outcome.alert_duplicates <= outcome.alerts && outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
+}
+
+/// A `--exit-at-end` restart started right after an instance was SIGKILLed: the broker still
+/// lists the killed member for its session timeout, so the restart can be handed an empty
+/// assignment (it was, in about half the runs, and exited 0 having read nothing), and Tansu 0.6
+/// never hands the killed member's partitions over (see the test below). The restart waits for
+/// the group to have read every partition to its end, rejoins the group for the partitions no
+/// live member holds, reads them, and exits 0: every alert and window of an uninterrupted run
+/// is there, and every partition is committed to its end.
+#[test]
+fn an_exit_at_end_restart_right_after_a_kill_reads_what_the_killed_member_left() {
+    let _serial = one_at_a_time();
+    let broker = start_tansu();
+    let b = broker.brokers.as_str();
+    let records = reference_run(b, 3);
+    let dir = temp_dir();
+    let (first, first_log) = start_instance(b, dir.path(), "first");
+    wait_for_shares(&[first_log.as_path()], Duration::from_secs(60));
+    let live = LiveReplay::first_half(b, &records);
+    wait_until("the first instance to commit", Duration::from_secs(60), || {
+        let committed = committed_in_shared(b);
+        holds(committed.iter().sum::<i64>() > 0, || format!("committed {committed:?}"))
+    });
+    // The rest of the race at once (a `--exit-at-end` run reads up to the ends it finds when its
+    // partitions are assigned), then the kill: the first instance's commits are behind the end
+    // (they never pass an open window), and the restart joins right away.
+    records[live.half..].iter().for_each(|r| send_record(&live.producer, "live", 4, r));
+    live.producer.flush(Duration::from_secs(120)).unwrap();
+    let _ = std::process::Command::new("kill").args(["-KILL", &first.id().to_string()]).status();
+    let _ = wait_with_timeout(first, "killed instance", Duration::from_secs(30));
+    // Half the session timeout after the kill: the killed member is still listed. (Joining at
+    // once, the restart waited for it and got every partition; 2-4 s after the kill, the code
+    // before this test was handed no partition and exited 0 having read nothing, 4 of 4 runs.)
+    std::thread::sleep(Duration::from_millis(std::env::var("PITWALL_TEST_RESTART_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000)));
+    let started = Instant::now();
+    let (restart, restart_log) = start_instance_with(b, dir.path(), "restart", &["--exit-at-end"]);
+    // The killed member's session timeout (6 s), the group's rebalances, then the reading.
+    let report = report_within(restart, &restart_log, Duration::from_secs(180));
+    println!("restart: {report}; exited {:?} after the kill", started.elapsed());
+    let log = std::fs::read_to_string(&restart_log).unwrap_or_default();
+    log.lines().filter(|l| l.contains("group assignment") || l.contains("rejoining") || l.contains("whole group")).for_each(|l| println!("  {l}"));
+    assert!(report["records"].as_u64().unwrap() > 0, "the restart read what the killed instance left: {report}");
+    let per_partition = records.iter().fold([0i64; 4], |mut n, r| {
+        n[pitwall_dataflows::partition::key_partition(r.driver.as_bytes(), 4) as usize] += 1;
+        n
+    });
+    assert_eq!(committed_in_shared(b), per_partition.to_vec(), "every partition is committed to its end");
+    let outcome = compare_with_reference(b);
+    assert!(outcome.new_alerts.len() * 10 <= outcome.alerts, "duplicates bounded: {outcome:?}");
 }
 
 /// Tansu 0.6 cannot run this one: when a member's session expires it rebalances the group around

@@ -100,6 +100,8 @@ pub(crate) struct WorkerReport {
     pub(crate) video: Option<(SourceStats, VideoReport)>,
     /// Most samples this worker's `in_time_order` held at once.
     pub(crate) held_peak: u64,
-    /// When this worker's outputs were all delivered and its offsets committed.
+    /// When this worker's outputs were all delivered and its offsets committed (under group
+    /// membership with `--exit-at-end`: when it read its lease to the end; the group may take
+    /// longer to read the rest of the topic).
     pub(crate) finished: Option<Instant>,
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use pitwall_connectors::kafka::group::{AssignmentLog, Lease, Membership};
+use pitwall_connectors::kafka::group::{AssignmentLog, ExitVerdict, Lease, Membership};
 use pitwall_connectors::kafka::sink::{KafkaProducer, SinkHandle};
 use pitwall_connectors::kafka::source::{BoardShare, SourceHandle, SourceStats};
 use pitwall_dataflows::keyed::StateGauge;
@@ -327,6 +327,27 @@ impl<P: Parts> Slot<P> {
     }
 }
 
+fn lease_of<P: Parts>(slot: &Option<Slot<P>>) -> Option<&Lease> {
+    slot.as_ref().and_then(|s| s.lease.as_deref())
+}
+
+/// With `--exit-at-end` under group membership, once every slot of this worker read its lease
+/// to the end: whether the group has read the whole of each topic and the worker may stop (the
+/// same answer for every worker of the process, see `Membership::at_end`); an error when the
+/// group cannot be read to the end.
+fn group_read_to_end(leases: [Option<&Lease>; 2], worker: usize) -> Result<bool> {
+    let mut exit = true;
+    // Every lease is told, not only up to the first that waits: each membership judges its own.
+    for lease in leases.into_iter().flatten() {
+        match lease.membership.at_end(worker, lease.generation) {
+            ExitVerdict::Exit => {}
+            ExitVerdict::Wait => exit = false,
+            ExitVerdict::Fail(error) => anyhow::bail!("the group did not read `{}` to its end: {error}", lease.membership.topic()),
+        }
+    }
+    Ok(exit)
+}
+
 /// Drops a slot's dataflow (its lease ended), adding what it did to the report first.
 fn retire<P: Parts>(slot: &mut Option<Slot<P>>, worker: &mut timely::worker::Worker, report: &mut WorkerReport, metrics: &JobMetrics) {
     if let Some(mut old) = slot.take() {
@@ -369,6 +390,7 @@ pub(crate) fn run_worker(
     let mut last_metrics = Instant::now();
     let mut cursor = 0;
     let exit_at_end = config.exit_at_end;
+    let mut read_to_end: Option<Instant> = None;
     // An upload refused for good (see `store.rs`): the job stops, and fails with it.
     let mut fatal: Option<String> = None;
     loop {
@@ -422,9 +444,12 @@ pub(crate) fn run_worker(
             Some(_) => {
                 let idle = |slot: Option<bool>| slot.unwrap_or(true);
                 (shutdown.load(Ordering::Relaxed) && idle(telemetry.as_ref().map(|s| s.finished)) && idle(video.as_ref().map(|s| s.finished)))
-                    || (exit_at_end && all_finished)
+                    || (exit_at_end && all_finished && group_read_to_end([lease_of(&telemetry), lease_of(&video)], index)?)
             }
         };
+        // The input's end for this worker: what its report's speed counts (the group may take
+        // longer to be read to the end).
+        read_to_end = if exit_at_end && all_finished { read_to_end.or_else(|| Some(Instant::now())) } else { None };
         if done {
             break;
         }
@@ -464,7 +489,7 @@ pub(crate) fn run_worker(
     for membership in shared.memberships.iter().flat_map(Memberships::all) {
         membership.retire(index);
     }
-    report.finished = Some(Instant::now());
+    report.finished = Some(read_to_end.unwrap_or_else(Instant::now));
     tracing::info!(worker = index, stats = ?report.source, alerts = report.alerts, windows = report.windows, "worker finished");
     if let Some(error) = fatal {
         anyhow::bail!(

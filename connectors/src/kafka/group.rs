@@ -54,6 +54,15 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the member thread polls its consumer (rebalance callbacks run inside the poll).
 const MEMBER_POLL: Duration = Duration::from_millis(50);
 
+/// How often an instance at the end of its lease looks at the group again (see [`ExitJudge`]).
+const EXIT_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Added to the session timeout: how long a member must stay listed to count as alive.
+const SESSION_MARGIN: Duration = Duration::from_secs(2);
+/// The most times an instance at the end rejoins the group for partitions nobody holds.
+const MAX_REJOINS: u32 = 3;
+/// The least an instance at the end waits for the group before it fails.
+const EXIT_WAIT_MIN: Duration = Duration::from_secs(60);
+
 /// How often (ms) a group member re-reads its topic's partition count (see `GroupMember::join`).
 pub const TOPIC_REFRESH_MS: &str = "2000";
 
@@ -75,6 +84,8 @@ pub struct Lease {
     pub generation: u64,
     /// Every partition assigned to this process, sorted.
     pub partitions: Vec<i32>,
+    /// When the assignment came.
+    pub granted: Instant,
     /// The member consumer: offsets are committed through it.
     pub consumer: Arc<Reader>,
     queues: Mutex<HashMap<i32, PartitionQueue<ReaderContext>>>,
@@ -132,6 +143,24 @@ struct MemberState {
     revoked_at: Option<Instant>,
     /// From the last revocation to the assignment after it.
     last_pause: Option<Duration>,
+    /// Local workers that read the current lease to its end (`--exit-at-end`).
+    at_end: BTreeSet<usize>,
+    /// The generation whose end the job exits at: no lease after it reaches the workers.
+    exit_at: Option<u64>,
+    /// Why the job cannot exit cleanly at the end (see [`ExitVerdict::Fail`]).
+    exit_failed: Option<String>,
+}
+
+/// What an `--exit-at-end` instance in a group may do once its workers read their lease to the
+/// end (see [`ExitJudge`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitVerdict {
+    /// Other partitions of the topic are not read to their end yet: keep the dataflow.
+    Wait,
+    /// The group has read the topic: every worker of this process may stop.
+    Exit,
+    /// Partitions no live member holds stayed unread past the limit: stop with this error.
+    Fail(String),
 }
 
 /// What a member and its process's workers share. Workers poll it; the member waits on it.
@@ -258,6 +287,51 @@ impl Membership {
         }
     }
 
+    /// Local worker `worker` read the lease of `generation` to its end (`--exit-at-end`): whether
+    /// it may stop. The first answer is [`ExitVerdict::Wait`]: once every worker is at the end,
+    /// the member thread looks at the whole group ([`ExitJudge`]) and latches its verdict, the
+    /// same for every worker. No lease after a latched exit reaches the workers, so they all
+    /// stop after the same dataflows (timely needs every worker to build the same ones).
+    pub fn at_end(&self, worker: usize, generation: u64) -> ExitVerdict {
+        let mut state = self.lock();
+        if let Some(error) = &state.exit_failed {
+            return ExitVerdict::Fail(error.clone());
+        }
+        if state.exit_at == Some(generation) {
+            return ExitVerdict::Exit;
+        }
+        if state.lease.as_ref().is_some_and(|l| l.generation == generation) {
+            state.at_end.insert(worker);
+        }
+        ExitVerdict::Wait
+    }
+
+    /// The lease every local worker has read to its end, if there is one and no revocation is
+    /// under way: what the member thread judges.
+    fn read_to_end(&self) -> Option<Arc<Lease>> {
+        let state = self.lock();
+        let lease = state.lease.clone()?;
+        let done = state.at_end.union(&state.retired).count() >= self.workers;
+        (done && !state.revoking && state.exit_at.is_none() && state.exit_failed.is_none()).then_some(lease)
+    }
+
+    /// Latches the judge's verdict on the lease of `generation` (nothing, when another lease
+    /// came meanwhile: it is read first). Returns whether it was latched.
+    fn latch(&self, generation: u64, verdict: &ExitVerdict) -> bool {
+        let mut state = self.lock();
+        let latched = state.exit_at.is_some() || state.exit_failed.is_some();
+        if latched || state.revoking || state.lease.as_ref().is_none_or(|l| l.generation != generation) {
+            return false;
+        }
+        match verdict {
+            ExitVerdict::Exit => state.exit_at = Some(generation),
+            ExitVerdict::Fail(error) => state.exit_failed = Some(error.clone()),
+            ExitVerdict::Wait => return false,
+        }
+        self.changed.notify_all();
+        true
+    }
+
     /// Whether the revocation under way is of a lost assignment: stop, commit nothing.
     pub fn lost(&self) -> bool {
         self.lock().lost
@@ -269,7 +343,8 @@ impl Membership {
         let mut state = self.lock();
         let Some(lease) = state.lease.clone() else { return };
         state.revoked_at = Some(Instant::now());
-        if state.closing {
+        // Leaving, or exiting at the end: the workers committed everything already.
+        if state.closing || state.exit_at.is_some() {
             return;
         }
         state.revoking = true;
@@ -331,14 +406,22 @@ impl Membership {
             }
         };
         let mut state = self.lock();
+        if let Some(exit_at) = state.exit_at {
+            // The workers are stopping at the end of an earlier lease; leaving the group gives
+            // these partitions to the other members.
+            tracing::info!(topic = %self.topic, exit_at, ?partitions, "group assignment after the exit at the end: left to the other members");
+            return;
+        }
         state.generation += 1;
         state.rebalances += 1;
+        state.at_end.clear();
         state.last_pause = state.revoked_at.take().map(|t| t.elapsed());
         let generation = state.generation;
         tracing::info!(topic = %self.topic, generation, ?partitions, "group assignment");
         let lease = Arc::new(Lease {
             generation,
             partitions,
+            granted: Instant::now(),
             consumer,
             queues: Mutex::new(queues),
             committed,
@@ -350,6 +433,99 @@ impl Membership {
         state.lost = false;
         self.log.push((self.slot, lease));
         self.changed.notify_all();
+    }
+}
+
+/// What [`ExitJudge::judge`] decides about the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Judgement {
+    Verdict(ExitVerdict),
+    /// These partitions are held by no live member: rejoin the group so that they are assigned.
+    Rejoin(Vec<i32>),
+}
+
+/// Decides when an `--exit-at-end` instance in a group, its own lease read to the end, may stop:
+/// once the group has read the whole topic. A partition counts as read when it is
+/// - in this instance's lease (its workers read it to the end), or
+/// - committed up to its log end by the group, or
+/// - held by another member seen in the group for a whole session timeout (a live member reads
+///   it; a killed one would have been dropped by the broker by then).
+///
+/// A partition held by nobody (a killed member's, while the broker still lists the member, the
+/// new instance was handed an empty assignment; Tansu 0.6 then never reassigns it) makes the
+/// instance rejoin the group once its lease is a session timeout old, so that the partition is
+/// assigned again ([`MAX_REJOINS`] times at most). Still unread past
+/// `max(`[`EXIT_WAIT_MIN`]`, 4 x (session + margin))` of waiting, the job fails, naming the
+/// partitions: it never exits 0 with records of the topic unread by anyone.
+#[derive(Debug)]
+pub(crate) struct ExitJudge {
+    /// The session timeout plus [`SESSION_MARGIN`].
+    settle: Duration,
+    /// The lease judged, and since when.
+    waiting: Option<(u64, Instant)>,
+    rejoins: u32,
+    /// Per partition, the other member seen holding it, and since when.
+    holders: HashMap<i32, (String, Instant)>,
+}
+
+impl ExitJudge {
+    pub(crate) fn new(session: Duration) -> ExitJudge {
+        ExitJudge { settle: session + SESSION_MARGIN, waiting: None, rejoins: 0, holders: HashMap::new() }
+    }
+
+    /// Judges the group as `partitions` describe it, for the lease `generation` holding `mine`
+    /// (granted `lease_age` ago) of the instance with client id `me`.
+    pub(crate) fn judge(
+        &mut self,
+        generation: u64,
+        mine: &[i32],
+        lease_age: Duration,
+        partitions: &[super::describe::PartitionLag],
+        me: &str,
+        now: Instant,
+    ) -> Judgement {
+        let since = match self.waiting {
+            Some((g, since)) if g == generation => since,
+            _ => self.waiting.insert((generation, now)).1,
+        };
+        let (mut unowned, mut settling) = (Vec::new(), Vec::new());
+        for p in partitions {
+            if mine.contains(&p.partition) || p.committed.unwrap_or(0) >= p.log_end {
+                continue;
+            }
+            match p.owner.as_ref().filter(|m| m.client_id != me) {
+                Some(owner) => {
+                    let seen = self.holders.entry(p.partition).or_insert_with(|| (owner.member_id.clone(), now));
+                    if seen.0 != owner.member_id {
+                        *seen = (owner.member_id.clone(), now);
+                    }
+                    if now.duration_since(seen.1) < self.settle {
+                        settling.push(p.partition);
+                    }
+                }
+                None => {
+                    self.holders.remove(&p.partition);
+                    unowned.push(p.partition);
+                }
+            }
+        }
+        if unowned.is_empty() && settling.is_empty() {
+            return Judgement::Verdict(ExitVerdict::Exit);
+        }
+        let limit = EXIT_WAIT_MIN.max(self.settle * 4);
+        if now.duration_since(since) >= limit {
+            let mut stuck = unowned;
+            stuck.extend(settling);
+            stuck.sort_unstable();
+            return Judgement::Verdict(ExitVerdict::Fail(format!(
+                "partitions {stuck:?} were neither read to their end by the group nor held by a live member within {limit:?} of this instance reading its own partitions ({mine:?}) to the end; nothing of theirs was skipped: run again (or without --exit-at-end) to read them"
+            )));
+        }
+        if !unowned.is_empty() && lease_age >= self.settle && self.rejoins < MAX_REJOINS {
+            self.rejoins += 1;
+            return Judgement::Rejoin(unowned);
+        }
+        Judgement::Verdict(ExitVerdict::Wait)
     }
 }
 
@@ -501,10 +677,10 @@ impl GroupMember {
         consumer.subscribe(&[&config.topic]).map_err(KafkaError::client(format!("joining group `{}` for `{}`", config.group, config.topic)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (consumer, stop, topic) = (consumer.clone(), stop.clone(), config.topic.clone());
+            let (consumer, stop, membership, config) = (consumer.clone(), stop.clone(), membership.clone(), config.clone());
             std::thread::Builder::new()
-                .name(format!("member-{topic}"))
-                .spawn(move || run(&consumer, &stop, &topic))
+                .name(format!("member-{}", config.topic))
+                .spawn(move || run(&consumer, &stop, &membership, &config))
                 .map_err(|e| KafkaError::Other(format!("starting the group member thread: {e}")))?
         };
         tracing::info!(group = %config.group, topic = %config.topic, client = %config.client_id, "joined consumer group");
@@ -540,9 +716,19 @@ impl Drop for GroupMember {
 }
 
 /// The member thread: polls (rebalances run inside), sends back any message that reached the
-/// member's own queue before its partition's queue was split off.
-fn run(consumer: &Reader, stop: &AtomicBool, topic: &str) {
+/// member's own queue before its partition's queue was split off, and judges whether an
+/// instance at the end of its lease may stop ([`ExitJudge`]).
+fn run(consumer: &Reader, stop: &AtomicBool, membership: &Membership, config: &GroupConfig) {
+    let topic = config.topic.as_str();
+    let mut judge = ExitJudge::new(Duration::from_millis(config.session_timeout_ms));
+    let mut judged = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if judged.elapsed() >= EXIT_CHECK_EVERY {
+            if let Some(lease) = membership.read_to_end() {
+                judged = Instant::now();
+                judge_the_end(consumer, membership, config, &mut judge, &lease);
+            }
+        }
         match consumer.poll(MEMBER_POLL) {
             Some(Ok(message)) => {
                 // Seek its partition back to it: the fetch starts again, into the split queue.
@@ -554,6 +740,47 @@ fn run(consumer: &Reader, stop: &AtomicBool, topic: &str) {
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(error)) => tracing::warn!(%error, topic, "group member"),
+        }
+    }
+}
+
+/// Looks at the group once for an instance whose workers read `lease` to the end, and acts on
+/// the judgement: latches the verdict, or rejoins the group.
+fn judge_the_end(consumer: &Reader, membership: &Membership, config: &GroupConfig, judge: &mut ExitJudge, lease: &Lease) {
+    // The usual case, one instance holding the whole topic, needs no look at the group.
+    if config.kafka.partition_count(consumer, &config.topic).is_ok_and(|n| usize::try_from(n).is_ok_and(|n| n == lease.partitions.len())) {
+        membership.latch(lease.generation, &ExitVerdict::Exit);
+        return;
+    }
+    let described = match super::describe::describe_group(&config.kafka, &config.group, &config.topic) {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::warn!(%error, group = %config.group, "describing the group at the end of the input; trying again");
+            return;
+        }
+    };
+    let judgement =
+        judge.judge(lease.generation, &lease.partitions, lease.granted.elapsed(), &described.partitions, &config.client_id, Instant::now());
+    match judgement {
+        Judgement::Verdict(ExitVerdict::Wait) => {
+            tracing::debug!(group = %config.group, topic = %config.topic, "read its partitions to the end; the group has not read the rest yet")
+        }
+        Judgement::Verdict(verdict) => {
+            if membership.latch(lease.generation, &verdict) {
+                tracing::info!(group = %config.group, topic = %config.topic, ?verdict, "the end of the input, for the whole group");
+            }
+        }
+        Judgement::Rejoin(partitions) => {
+            tracing::warn!(
+                group = %config.group,
+                topic = %config.topic,
+                ?partitions,
+                "partitions held by no live member (a killed member's?): rejoining the group to have them assigned"
+            );
+            leave_group(consumer);
+            if let Err(error) = consumer.subscribe(&[&config.topic]) {
+                tracing::warn!(%error, group = %config.group, "rejoining the group");
+            }
         }
     }
 }
@@ -586,8 +813,9 @@ mod tests {
         assert_eq!(share(&parts, 0, 0), parts, "no workers is one worker");
     }
 
-    #[test]
-    fn a_revocation_waits_for_every_worker_and_ends_the_lease() {
+    /// A membership of two workers granted lease 1 of `partitions` (by hand: `assigned()`
+    /// needs a member consumer).
+    fn two_workers_holding(partitions: &[i32]) -> Arc<Membership> {
         let membership = Arc::new(Membership {
             topic: "t".into(),
             workers: 2,
@@ -597,20 +825,119 @@ mod tests {
             log: AssignmentLog::default(),
             slot: 0,
         });
-        // A lease without a consumer: assigned() needs one, so grant by hand.
-        {
-            let mut state = membership.lock();
-            state.generation = 1;
-            state.lease = Some(Arc::new(Lease {
-                generation: 1,
-                partitions: vec![0, 1],
-                consumer: Arc::new(KafkaConfig::new("127.0.0.1:1").plain_consumer("g").expect("consumer")),
-                queues: Mutex::default(),
-                committed: HashMap::new(),
-                board: WatermarkBoard::default(),
-                membership: membership.clone(),
-            }));
+        let mut state = membership.lock();
+        state.generation = 1;
+        state.lease = Some(Arc::new(Lease {
+            generation: 1,
+            partitions: partitions.to_vec(),
+            granted: Instant::now(),
+            consumer: Arc::new(KafkaConfig::new("127.0.0.1:1").plain_consumer("g").expect("consumer")),
+            queues: Mutex::default(),
+            committed: HashMap::new(),
+            board: WatermarkBoard::default(),
+            membership: membership.clone(),
+        }));
+        drop(state);
+        membership
+    }
+
+    fn partition(p: i32, committed: Option<i64>, log_end: i64, owner: Option<&str>) -> super::super::describe::PartitionLag {
+        super::super::describe::PartitionLag {
+            partition: p,
+            committed,
+            log_end,
+            owner: owner.map(|id| MemberInfo {
+                member_id: format!("{id}-member"),
+                client_id: id.to_string(),
+                host: String::new(),
+                assignment: Vec::new(),
+            }),
+            committed_by: String::new(),
+            delivered_before: None,
         }
+    }
+
+    #[test]
+    fn an_instance_at_the_end_exits_once_the_group_read_every_partition() {
+        let session = Duration::from_secs(6);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let exit = Judgement::Verdict(ExitVerdict::Exit);
+        let wait = Judgement::Verdict(ExitVerdict::Wait);
+        // Its own partitions, and one the group committed to its end (or that has no records).
+        let group = [partition(0, Some(5), 9, None), partition(1, Some(9), 9, None), partition(2, None, 0, None)];
+        assert_eq!(ExitJudge::new(session).judge(1, &[0], Duration::ZERO, &group, "me", t0), exit);
+        // Another member's partition not yet read to its end: that member counts as alive only
+        // once it stayed in the group for a session timeout (a killed one is dropped by then).
+        let mut judge = ExitJudge::new(session);
+        let group = [partition(0, Some(9), 9, None), partition(1, Some(3), 9, Some("other"))];
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &group, "me", at(0)), wait);
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &group, "me", at(7)), wait);
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &group, "me", at(8)), exit);
+        // A different member took it meanwhile: its own session timeout starts.
+        let mut judge = ExitJudge::new(session);
+        judge.judge(1, &[0], Duration::ZERO, &group, "me", at(0));
+        let moved = [partition(0, Some(9), 9, None), partition(1, Some(3), 9, Some("third"))];
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &moved, "me", at(5)), wait);
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &moved, "me", at(12)), wait);
+        assert_eq!(judge.judge(1, &[0], Duration::ZERO, &moved, "me", at(13)), exit);
+        // A partition this instance is named the owner of but not leased is nobody's.
+        let stale = [partition(0, Some(9), 9, None), partition(1, Some(3), 9, Some("me"))];
+        assert_eq!(ExitJudge::new(session).judge(1, &[0], Duration::from_secs(9), &stale, "me", t0), Judgement::Rejoin(vec![1]));
+    }
+
+    #[test]
+    fn partitions_nobody_holds_make_the_instance_rejoin_then_fail_naming_them() {
+        let session = Duration::from_secs(6);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let wait = Judgement::Verdict(ExitVerdict::Wait);
+        let group = [partition(0, Some(9), 9, None), partition(1, Some(3), 9, None), partition(3, None, 4, None)];
+        let mut judge = ExitJudge::new(session);
+        // The killed member may still be listed by the broker: no rejoin before the lease is a
+        // session timeout (and margin) old.
+        assert_eq!(judge.judge(1, &[0], Duration::from_secs(1), &group, "me", at(0)), wait);
+        assert_eq!(judge.judge(1, &[0], Duration::from_secs(8), &group, "me", at(7)), Judgement::Rejoin(vec![1, 3]));
+        // Each new lease waits its own session timeout; at most MAX_REJOINS rejoins.
+        for generation in 2..=MAX_REJOINS as u64 {
+            assert_eq!(judge.judge(generation, &[0], Duration::from_secs(1), &group, "me", at(8)), wait);
+            assert_eq!(judge.judge(generation, &[0], Duration::from_secs(8), &group, "me", at(15)), Judgement::Rejoin(vec![1, 3]));
+        }
+        let last = MAX_REJOINS as u64 + 1;
+        assert_eq!(judge.judge(last, &[0], Duration::from_secs(30), &group, "me", at(20)), wait);
+        assert_eq!(judge.judge(last, &[0], Duration::from_secs(60), &group, "me", at(79)), wait);
+        match judge.judge(last, &[0], Duration::from_secs(61), &group, "me", at(80)) {
+            Judgement::Verdict(ExitVerdict::Fail(error)) => assert!(error.contains("[1, 3]"), "{error}"),
+            other => panic!("unread partitions past the limit fail the job, got {other:?}"),
+        }
+        // Once they are read (here: committed to their end by whoever got them), the same judge exits.
+        let read = [partition(0, Some(9), 9, None), partition(1, Some(9), 9, None), partition(3, Some(4), 4, None)];
+        assert_eq!(judge.judge(last + 1, &[0], Duration::ZERO, &read, "me", at(81)), Judgement::Verdict(ExitVerdict::Exit));
+    }
+
+    #[test]
+    fn an_exit_is_latched_once_the_same_for_every_worker() {
+        let membership = two_workers_holding(&[0]);
+        assert_eq!(membership.at_end(0, 1), ExitVerdict::Wait);
+        assert!(membership.read_to_end().is_none(), "worker 1 has not read its share to the end");
+        assert_eq!(membership.at_end(1, 2), ExitVerdict::Wait);
+        assert!(membership.read_to_end().is_none(), "worker 1 read another lease to its end, not this one");
+        assert_eq!(membership.at_end(1, 1), ExitVerdict::Wait);
+        assert_eq!(membership.read_to_end().map(|l| l.generation), Some(1), "every worker is at the end: judge it");
+        assert!(!membership.latch(2, &ExitVerdict::Exit), "a verdict on a lease that is not the current one is void");
+        assert!(membership.latch(1, &ExitVerdict::Exit));
+        assert_eq!((membership.at_end(0, 1), membership.at_end(1, 1)), (ExitVerdict::Exit, ExitVerdict::Exit));
+        assert!(membership.read_to_end().is_none(), "judged once");
+        // A rebalance now: the revocation waits for nobody (the workers are stopping).
+        membership.revoke(false);
+        assert!(!membership.lock().revoking);
+        assert!(!membership.latch(1, &ExitVerdict::Fail("late".into())), "the verdict stays");
+        assert_eq!(membership.at_end(0, 1), ExitVerdict::Exit);
+    }
+
+    #[test]
+    fn a_revocation_waits_for_every_worker_and_ends_the_lease() {
+        let membership = two_workers_holding(&[0, 1]);
         assert!(membership.holds(1) && !membership.ended(1));
         let revoker = {
             let membership = membership.clone();
