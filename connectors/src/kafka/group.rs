@@ -306,13 +306,17 @@ impl Membership {
         ExitVerdict::Wait
     }
 
-    /// The lease every local worker has read to its end, if there is one and no revocation is
-    /// under way: what the member thread judges.
+    /// The lease every local worker has read to its end, if there is one, some worker waits for
+    /// the verdict, and the member is neither handing over nor leaving: what the member thread
+    /// judges. Workers gone for good count as at the end, but only beside one that waits: a job
+    /// stopping (SIGTERM) retires every worker without asking, and judging it then would look
+    /// at the group, and could rejoin it, while the instance leaves.
     fn read_to_end(&self) -> Option<Arc<Lease>> {
         let state = self.lock();
         let lease = state.lease.clone()?;
-        let done = state.at_end.union(&state.retired).count() >= self.workers;
-        (done && !state.revoking && state.exit_at.is_none() && state.exit_failed.is_none()).then_some(lease)
+        let done = !state.at_end.is_empty() && state.at_end.union(&state.retired).count() >= self.workers;
+        let settled = !state.revoking && !state.closing && state.exit_at.is_none() && state.exit_failed.is_none();
+        (done && settled).then_some(lease)
     }
 
     /// Latches the judge's verdict on the lease of `generation` (nothing, when another lease
@@ -933,6 +937,25 @@ mod tests {
         assert!(!membership.lock().revoking);
         assert!(!membership.latch(1, &ExitVerdict::Fail("late".into())), "the verdict stays");
         assert_eq!(membership.at_end(0, 1), ExitVerdict::Exit);
+    }
+
+    #[test]
+    fn a_stopping_job_whose_workers_retired_without_asking_is_not_judged() {
+        // SIGTERM without --exit-at-end: the workers finish and retire, none asked for a verdict.
+        // Judging it looked at the group and rejoined it while the instance left (an extra
+        // rebalance for the other members; a video announced twice in video_reliability.rs).
+        let membership = two_workers_holding(&[0]);
+        membership.retire(0);
+        membership.retire(1);
+        assert!(membership.read_to_end().is_none(), "nobody waits for a verdict");
+        // With --exit-at-end, a worker that asked and one gone for good: judged.
+        let membership = two_workers_holding(&[0]);
+        membership.retire(1);
+        assert_eq!(membership.at_end(0, 1), ExitVerdict::Wait);
+        assert_eq!(membership.read_to_end().map(|l| l.generation), Some(1));
+        // Not once the member is leaving.
+        membership.lock().closing = true;
+        assert!(membership.read_to_end().is_none(), "a leaving member is not judged");
     }
 
     #[test]
